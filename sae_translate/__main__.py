@@ -1,0 +1,3 @@
+from sae_translate.cli import main
+
+main()

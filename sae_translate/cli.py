@@ -1,0 +1,63 @@
+"""The `sae-translate` command line: parses options, calls one stage, prints what it did."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sae_translate.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Label every SAE feature by unsupervised translation between firing patterns and text.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks with ground truth.")
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def extract(
+    model: str = typer.Option(..., help="TransformerLens model name (pythia-160m) or local checkpoint dir"),
+    sae: str = typer.Option(..., help="RELEASE/SAE_ID, sparsify:REPO/LAYER, or a local SAE dir"),
+    dataset: str = typer.Option(..., help="hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob"),
+    out: Path = typer.Option(Path("stores/run"), help="run directory"),
+    hook: Optional[str] = typer.Option(None, help="hook name; defaults to the SAE's own"),
+    tokens: int = typer.Option(1_000_000, help="upper bound on tokens"),
+    ctx: int = typer.Option(128, help="context length of each window"),
+    batch_size: int = typer.Option(32, help="sequences per forward pass"),
+    chunk_seqs: int = typer.Option(256, help="sequences per resumable chunk"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("float32", help="model dtype: float32, bfloat16, float16"),
+    heldout: float = typer.Option(0.1, help="share of sequences held out for scoring"),
+    top_k_codes: Optional[int] = typer.Option(None, help="keep only the k largest codes per token (default: exact)"),
+    text_column: str = typer.Option("text", help="column holding the text"),
+    dataset_split: str = typer.Option("train", help="split of a hub dataset"),
+    dataset_name: Optional[str] = typer.Option(None, help="configuration of a hub dataset"),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="replace a run made with other settings"),
+) -> None:
+    """Run the model over a corpus, encode a hook with an SAE, store codes and statistics in HDF5."""
+    from sae_translate.extract import ExtractConfig, extract as run_extract
+
+    cfg = ExtractConfig(model=model, sae=sae, dataset=dataset, out=str(out), hook=hook, tokens=tokens, ctx=ctx,
+                        batch_size=batch_size, chunk_seqs=chunk_seqs, device=device, dtype=dtype, heldout=heldout,
+                        top_k_codes=top_k_codes, text_column=text_column, dataset_split=dataset_split,
+                        dataset_name=dataset_name, seed=seed, force=force)
+    result = run_extract(cfg)
+    what = "already extracted" if result.reused else f"{result.n_tokens:,} tokens in {result.seconds:.1f}s"
+    typer.echo(f"{result.path}: {what}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit code 1, never a traceback."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)

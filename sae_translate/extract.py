@@ -1,0 +1,337 @@
+"""extract: corpus -> model hook activations -> SAE codes -> activations.h5.
+
+Work is cut into chunks of `chunk_seqs` sequences. Each finished chunk is saved atomically to
+`<out>/.partial/chunk-NNNNNN.npz` by a writer thread (bounded queue: compute never waits on
+disk, memory stays bounded). A rerun of the same command skips finished chunks, so a killed run
+resumes; when every chunk is there, they are streamed into `activations.h5.tmp`, which is renamed
+into place. Chunk boundaries depend only on sequence indices, so a resumed run and an
+uninterrupted one produce the same file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import queue
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sae_translate import __version__
+from sae_translate.corpus import iter_documents, pack_windows
+from sae_translate.errors import UserError
+from sae_translate.store.h5 import FILENAME, Codes, RunStore, RunWriter, heldout_split
+
+
+@dataclass
+class ExtractConfig:
+    model: str
+    sae: str
+    dataset: str
+    out: str = "stores/run"
+    hook: str | None = None  # defaults to the SAE's own hook
+    tokens: int = 1_000_000  # upper bound on tokens extracted
+    ctx: int = 128
+    batch_size: int = 32  # sequences per forward pass
+    chunk_seqs: int = 256  # sequences per resumable chunk
+    device: str = "auto"
+    dtype: str = "float32"
+    heldout: float = 0.1  # share of sequences held out for scoring
+    seed: int = 0
+    top_k_codes: int | None = None  # keep only the k largest codes per token (None = exact)
+    n_top: int = 32  # top activations remembered per feature
+    logit_lens_k: int = 10
+    value_dtype: str = "float16"
+    text_column: str = "text"
+    dataset_split: str = "train"
+    dataset_name: str | None = None  # hub dataset configuration
+    world: str = ""  # toy-world directory, for ground-truth scoring
+    force: bool = False  # replace an existing run made with other settings
+    progress: bool = True
+
+    def identity(self) -> dict:
+        """The settings that determine the output; batch size, device and progress do not."""
+        skip = {"batch_size", "device", "force", "progress", "out"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    n_seq: int
+    n_tokens: int
+    seconds: float
+    resumed_chunks: int = 0
+    reused: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def hook_layer(hook: str) -> int | None:
+    m = re.match(r"blocks\.(\d+)\.", hook)
+    return int(m.group(1)) if m else None
+
+
+def extract(cfg: ExtractConfig) -> ExtractResult:
+    from sae_translate.models import load_model
+    from sae_translate.saes import check_sae_fits_model, load_sae
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    final = out / FILENAME
+    partial = out / ".partial"
+    _check_writable(out)
+    if final.exists():
+        reused = _existing_run(final, cfg)
+        if reused is not None:
+            return ExtractResult(final, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
+    _prepare_partial(partial, cfg)
+
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    sae = load_sae(cfg.sae, device=str(model.cfg.device))
+    hook = check_sae_fits_model(sae, model, cfg.hook)
+    _check_width(model, sae, hook)
+    if model.tokenizer is None:
+        raise UserError(f"model {cfg.model!r} has no tokenizer; save one with the checkpoint")
+
+    n_seq_max = cfg.tokens // cfg.ctx
+    if n_seq_max < 1:
+        raise UserError(f"--tokens {cfg.tokens} is less than one window of --ctx {cfg.ctx}")
+    windows = pack_windows(
+        iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
+        model.tokenizer, cfg.ctx,
+    )
+    writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
+    bar = tqdm(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract", disable=not cfg.progress)
+    n_seq, resumed = 0, 0
+    try:
+        for chunk_idx in range(0, (n_seq_max + cfg.chunk_seqs - 1) // cfg.chunk_seqs):
+            want = min(cfg.chunk_seqs, n_seq_max - chunk_idx * cfg.chunk_seqs)
+            tokens = np.stack(list(islice(windows, want))) if want else None
+            if tokens is None or len(tokens) == 0:
+                break
+            n_seq += len(tokens)
+            if writer.has(chunk_idx, len(tokens)):
+                resumed += 1
+            else:
+                codes = encode_chunk(model, sae, hook, tokens, cfg)
+                writer.put(chunk_idx, tokens, codes)
+            bar.update(len(tokens) * cfg.ctx)
+            if len(tokens) < want:
+                break
+        writer.close()
+    except BaseException:
+        writer.close(raise_errors=False)
+        raise
+    finally:
+        bar.close()
+    if n_seq == 0:
+        raise UserError(f"dataset {cfg.dataset!r} gave no window of {cfg.ctx} tokens; lower --ctx or add text")
+
+    lens = logit_lens(model, sae, cfg.logit_lens_k)
+    run = _assemble(partial, final, cfg, model, sae, hook, n_seq, lens)
+    shutil.rmtree(partial, ignore_errors=True)
+    return ExtractResult(final, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
+
+
+@torch.no_grad()
+def encode_chunk(model, sae, hook: str, tokens: np.ndarray, cfg: ExtractConfig) -> Codes:
+    """SAE codes of every token of a chunk, as CSR on the CPU."""
+    layer = hook_layer(hook)
+    stop = layer + 1 if layer is not None else None
+    parts = []
+    for s in range(0, len(tokens), cfg.batch_size):
+        batch = torch.as_tensor(tokens[s:s + cfg.batch_size], dtype=torch.long, device=model.cfg.device)
+        _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=stop)
+        acts = cache[hook].to(sae.dtype)
+        feats = sae.encode(acts).flatten(0, -2)  # [tokens, d_sae]
+        if cfg.top_k_codes:
+            top = torch.topk(feats, cfg.top_k_codes, dim=-1)
+            feats = torch.zeros_like(feats).scatter_(-1, top.indices, top.values)
+        rows, cols = feats.nonzero(as_tuple=True)
+        values = feats[rows, cols]
+        indptr = torch.zeros(feats.shape[0] + 1, dtype=torch.long, device=feats.device)
+        indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=feats.shape[0]), 0)
+        parts.append(Codes(indptr.cpu().numpy(), cols.int().cpu().numpy(), values.float().cpu().numpy()))
+    return Codes.concat(parts)
+
+
+@torch.no_grad()
+def logit_lens(model, sae, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k tokens of each feature's decoder direction through the unembedding."""
+    W_U = model.W_U.to(sae.W_dec.dtype)
+    tokens, values = [], []
+    for s in range(0, sae.W_dec.shape[0], block):
+        logits = sae.W_dec[s:s + block].to(W_U.device) @ W_U
+        top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
+        tokens.append(top.indices.int().cpu().numpy())
+        values.append(top.values.float().cpu().numpy())
+    return np.concatenate(tokens), np.concatenate(values)
+
+
+def token_strings(tokenizer, d_vocab: int) -> list[str]:
+    """Display string of every token id (decoded, so byte-level BPE shows real text)."""
+    out = []
+    for i in range(d_vocab):
+        try:
+            out.append(tokenizer.decode([i]) if i < len(tokenizer) else f"<{i}>")
+        except (IndexError, ValueError, TypeError):
+            out.append(f"<{i}>")
+    return out
+
+
+def _assemble(partial: Path, final: Path, cfg: ExtractConfig, model, sae, hook: str, n_seq: int,
+              lens: tuple[np.ndarray, np.ndarray]) -> RunStore:
+    d_sae = sae.cfg.d_sae
+    attrs = {
+        "model": cfg.model, "hook": hook, "sae": cfg.sae, "dataset": cfg.dataset,
+        "d_model": model.cfg.d_model, "d_sae": d_sae, "d_vocab": model.cfg.d_vocab,
+        "seed": cfg.seed, "heldout": cfg.heldout, "version": __version__, "config": cfg.identity(),
+        "digest": cfg.digest(), "world": cfg.world, "top_k_codes": cfg.top_k_codes or 0,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    writer = RunWriter(final, ctx=cfg.ctx, d_sae=d_sae, vocab=token_strings(model.tokenizer, model.cfg.d_vocab),
+                       attrs=attrs, n_top=cfg.n_top, value_dtype=cfg.value_dtype)
+    try:
+        done = 0
+        for path in sorted(partial.glob("chunk-*.npz")):
+            with np.load(path) as z:
+                tokens = z["tokens"]
+                codes = Codes(z["indptr"], z["feature"], z["value"])
+            split = heldout_split(len(tokens), cfg.heldout, cfg.seed, offset=done)
+            writer.append(tokens, split, codes)
+            done += len(tokens)
+        assert done == n_seq, f"chunks hold {done} sequences, expected {n_seq}"
+        return writer.close(lens)
+    except OSError as e:
+        writer.abort()
+        raise _disk_error(e, final) from e
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class _ChunkWriter:
+    """Saves chunks on a background thread; each file appears atomically."""
+
+    def __init__(self, partial: Path, value_dtype: np.dtype, depth: int = 4):
+        self.partial = partial
+        self.value_dtype = value_dtype
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def path(self, idx: int) -> Path:
+        return self.partial / f"chunk-{idx:06d}.npz"
+
+    def has(self, idx: int, n_seq: int) -> bool:
+        path = self.path(idx)
+        if not path.exists():
+            return False
+        try:
+            with np.load(path) as z:
+                return len(z["tokens"]) == n_seq
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # unreadable chunk: redo it
+            return False
+
+    def put(self, idx: int, tokens: np.ndarray, codes: Codes) -> None:
+        if self.error is not None:
+            raise _disk_error(self.error, self.partial)
+        self.queue.put((idx, tokens, codes))
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            idx, tokens, codes = item
+            tmp = self.path(idx).with_suffix(".tmp.npz")
+            try:
+                np.savez(tmp, tokens=tokens, indptr=codes.indptr, feature=codes.feature, value=codes.value.astype(self.value_dtype))
+                tmp.replace(self.path(idx))
+            except BaseException as e:  # reported on the main thread
+                tmp.unlink(missing_ok=True)
+                self.error = e
+
+    def close(self, raise_errors: bool = True) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if raise_errors and self.error is not None:
+            raise _disk_error(self.error, self.partial)
+
+
+def _disk_error(e: BaseException, where: Path) -> BaseException:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return UserError(f"disk full while writing {where}; free space and rerun the same command to resume")
+    if isinstance(e, OSError):
+        return UserError(f"cannot write {where}: {e.strerror or e}")
+    return e
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory {out} is not writable ({e.strerror or e}); choose another --out") from e
+
+
+def _existing_run(final: Path, cfg: ExtractConfig) -> RunStore | None:
+    """The finished run to reuse, or None when it should be rebuilt."""
+    try:
+        run = RunStore.open(final)
+    except UserError:
+        final.unlink()  # unreadable or unfinished: rebuild
+        return None
+    if run.attrs.get("digest") == cfg.digest():
+        return run
+    run.close()
+    if not cfg.force:
+        raise UserError(f"{final} holds a run made with other settings; pass --force to replace it or choose another --out")
+    final.unlink()
+    return None
+
+
+def _prepare_partial(partial: Path, cfg: ExtractConfig) -> None:
+    """Keep finished chunks only if they were made with the same settings."""
+    stamp = partial / "config.json"
+    if partial.exists():
+        try:
+            same = json.loads(stamp.read_text()).get("digest") == cfg.digest()
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"digest": cfg.digest(), "config": cfg.identity()}, indent=1))
+        tmp.replace(stamp)
+
+
+@torch.no_grad()
+def _check_width(model, sae, hook: str) -> None:
+    """One tiny forward pass: the hook's real width must be the SAE's input width."""
+    layer = hook_layer(hook)
+    probe = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
+    _, cache = model.run_with_cache(probe, names_filter=[hook], stop_at_layer=layer + 1 if layer is not None else None)
+    width = cache[hook].shape[-1]
+    if width != sae.cfg.d_in:
+        raise UserError(f"SAE input width {sae.cfg.d_in} does not match {hook} width {width}; pick the SAE trained on this model and hook")

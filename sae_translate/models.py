@@ -1,0 +1,108 @@
+"""Model loading: a TransformerLens model name or a local Hugging Face checkpoint directory.
+
+Both go through TransformerLens's own config and weight conversion, so a local GPT-NeoX
+checkpoint is loaded exactly as `pythia-160m` would be once its files are on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import torch
+
+from sae_translate.errors import UserError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` means cuda when present, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def is_local_checkpoint(spec: str) -> bool:
+    return (Path(spec) / "config.json").is_file()
+
+
+def load_tokenizer(spec: str):
+    """The tokenizer of a model spec (hub name or local checkpoint directory)."""
+    from transformers import AutoTokenizer
+
+    if is_local_checkpoint(spec):
+        return AutoTokenizer.from_pretrained(spec)
+    from transformer_lens import loading_from_pretrained as loading
+
+    try:
+        return AutoTokenizer.from_pretrained(loading.get_official_model_name(spec))
+    except ValueError as e:
+        raise UserError(f"unknown model {spec!r}: not a TransformerLens model name nor a local checkpoint directory") from e
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "float32"):
+    """A HookedTransformer from a TransformerLens model name or a local checkpoint directory."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    quiet = contextlib.redirect_stdout(io.StringIO())  # TransformerLens prints on every load
+    if is_local_checkpoint(spec):
+        return _load_local_checkpoint(spec, device, torch_dtype)
+    if Path(spec).exists():
+        raise UserError(f"{spec!r} is a path but has no config.json; pass a Hugging Face checkpoint directory")
+    try:
+        loading.get_official_model_name(spec)
+    except ValueError as e:
+        raise UserError(
+            f"unknown model {spec!r}: use a TransformerLens model name (e.g. pythia-160m) or a local checkpoint directory"
+        ) from e
+    try:
+        with quiet:
+            model = HookedTransformer.from_pretrained(spec, device=device, dtype=torch_dtype)
+    except OSError as e:
+        raise UserError(f"could not load model {spec!r} ({_first_line(e)}); check the network or the Hugging Face cache") from e
+    model.eval()
+    return model
+
+
+def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype):
+    """TransformerLens's from_pretrained, minus its insistence on an official model name."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load checkpoint {path!r}: {_first_line(e)}") from e
+    logging.getLogger("root").setLevel(logging.WARNING)
+    cfg = loading.get_pretrained_model_config(
+        path, hf_cfg=hf_model.config.to_dict(), fold_ln=True, device=device, dtype=dtype
+    )
+    state_dict = loading.get_pretrained_state_dict(path, cfg, hf_model, dtype=dtype)
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True
+    )
+    model.move_model_modules_to_device()
+    model.eval()
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

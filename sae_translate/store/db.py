@@ -1,0 +1,337 @@
+"""The DuckDB label database: schema, whole-run writes, read-only queries.
+
+Many runs share one database file (default ``stores/labels.duckdb``). DuckDB lets only one
+process open a file for writing, and while it does no other process can open it at all, not
+even read-only. So writers never open the live file: a write takes an exclusive lock file,
+copies the database to a temporary file beside it, writes there in one transaction, closes it
+(DuckDB checkpoints on close) and atomically renames it over the live file. Readers open the
+live file read-only at any time and see either the whole old state or the whole new one.
+
+Every stage write replaces that run's rows (delete + insert in the same transaction), so a
+rerun never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from sae_translate.errors import UserError
+
+DEFAULT_DB = Path("stores/labels.duckdb")
+SCHEMA_VERSION = 1
+
+# The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
+# every label (detection/simulation are 0 for labels whose words never occur in the windows).
+RANKING_SCORER = "embedding"
+
+SCHEMA_SQL = f"""
+CREATE TABLE IF NOT EXISTS meta(key VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS runs(
+    run_id VARCHAR, path VARCHAR, model VARCHAR, hook VARCHAR, sae VARCHAR, dataset VARCHAR,
+    d_sae INTEGER, n_tokens BIGINT, world VARCHAR, created_at TIMESTAMP, config JSON);
+CREATE TABLE IF NOT EXISTS features(
+    run_id VARCHAR, feature INTEGER, alive BOOLEAN, count BIGINT, frequency DOUBLE,
+    max_activation REAL, mean_activation REAL, heldout_windows BIGINT);
+CREATE TABLE IF NOT EXISTS labels(
+    run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, rank INTEGER);
+CREATE TABLE IF NOT EXISTS examples(
+    run_id VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, activation REAL, text VARCHAR,
+    seq BIGINT, start INTEGER, stop INTEGER);
+CREATE TABLE IF NOT EXISTS scores(
+    run_id VARCHAR, feature INTEGER, method VARCHAR, scorer VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS score_summary(
+    run_id VARCHAR, method VARCHAR, scorer VARCHAR, mean DOUBLE, n_scored BIGINT,
+    n_excluded BIGINT);
+CREATE TABLE IF NOT EXISTS true_concepts(
+    run_id VARCHAR, feature INTEGER, concept VARCHAR, precision DOUBLE, n_firing BIGINT);
+CREATE OR REPLACE VIEW best_labels AS
+    SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
+    FROM labels l JOIN scores s
+      ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
+    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = '{RANKING_SCORER}'
+    QUALIFY row_number() OVER (
+        PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1;
+"""
+
+# Column order of each table, for building inserts by name.
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id", "path", "model", "hook", "sae", "dataset", "d_sae", "n_tokens", "world",
+             "created_at", "config"),
+    "features": ("run_id", "feature", "alive", "count", "frequency", "max_activation",
+                 "mean_activation", "heldout_windows"),
+    "labels": ("run_id", "feature", "method", "label", "rank"),
+    "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start",
+                 "stop"),
+    "scores": ("run_id", "feature", "method", "scorer", "value"),
+    "score_summary": ("run_id", "method", "scorer", "mean", "n_scored", "n_excluded"),
+    "true_concepts": ("run_id", "feature", "concept", "precision", "n_firing"),
+}
+
+Rows = pa.Table | Mapping[str, Any]
+
+
+def _lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+@contextmanager
+def _writer_lock(db: Path, timeout_s: float) -> Iterator[None]:
+    """Exclusive lock between writer processes (readers never take it)."""
+    lock_file = open(_lock_path(db), "a+")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"another process has been writing {db} for over {timeout_s:.0f}s; "
+                        "wait for it to finish and retry") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        lock_file.close()  # closing releases the flock
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    con.execute(SCHEMA_SQL)
+    version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if version is None:
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    elif int(version[0]) != SCHEMA_VERSION:
+        raise UserError(f"{db} has label schema version {version[0]}, this package writes "
+                        f"{SCHEMA_VERSION}; write to a new --db file")
+
+
+@contextmanager
+def write_transaction(db: str | Path = DEFAULT_DB,
+                      timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open a private copy of ``db`` inside one transaction; on success it replaces ``db``.
+
+    Readers keep seeing the previous complete state until the atomic rename.
+    """
+    db = Path(db)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the directory of {db}: {e.strerror}; choose another --db") from e
+    with _writer_lock(db, timeout_s):
+        tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
+        _remove_db_files(tmp)
+        try:
+            if db.exists():
+                shutil.copyfile(db, tmp)
+                wal = db.with_name(db.name + ".wal")
+                if wal.exists():  # left by a foreign writer: replayed when tmp is opened
+                    shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+            con = duckdb.connect(str(tmp))
+            try:
+                ensure_schema(con, db)
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.close()
+                raise
+            con.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, db)
+            _fsync_dir(db.parent)
+        except duckdb.Error as e:
+            raise UserError(f"cannot write {db}: {str(e).splitlines()[0]}") from e
+        except OSError as e:
+            raise UserError(f"cannot write {db}: {e.strerror or e}; check the disk and "
+                            "permissions") from e
+        finally:
+            _remove_db_files(tmp)
+
+
+def _remove_db_files(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _as_arrow(rows: Rows) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    return pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v))
+                     for k, v in rows.items()})
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Rows, **constants: Any) -> int:
+    """Bulk insert ``rows`` (columns by name) plus constant columns such as ``run_id``."""
+    data = _as_arrow(rows)
+    if data.num_rows == 0:
+        return 0
+    for name, value in constants.items():
+        data = data.append_column(name, pa.array([value] * data.num_rows))
+    unknown = set(data.column_names) - set(TABLE_COLUMNS[table])
+    if unknown:
+        raise ValueError(f"{table} has no columns {sorted(unknown)}")
+    view = f"_rows_{table}"
+    con.register(view, data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+    return data.num_rows
+
+
+def delete_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str,
+                column: str | None = None, values: Sequence[str] = ()) -> None:
+    """Delete a run's rows of ``table``, optionally only where ``column`` is in ``values``."""
+    if column is None:
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    elif values:
+        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND {column} IN "
+                    f"(SELECT unnest(?::VARCHAR[]))", [run_id, list(values)])
+
+
+@dataclass
+class LabelStageRows:
+    """Everything the label stage writes for one run."""
+
+    run: Mapping[str, Any]            # one row of ``runs`` (without run_id)
+    features: Rows
+    labels: Rows
+    examples: Rows
+    methods: Sequence[str]            # label methods produced by this write
+
+
+def write_label_stage(db: str | Path, run_id: str, rows: LabelStageRows) -> None:
+    """Replace the run's row, features, examples, and its labels of ``rows.methods``.
+
+    Scores of the relabelled methods are dropped too: they scored the old labels.
+    """
+    with write_transaction(db) as con:
+        for table in ("runs", "features", "examples"):
+            delete_rows(con, table, run_id)
+        for table in ("labels", "scores", "score_summary"):
+            delete_rows(con, table, run_id, "method", rows.methods)
+        insert_rows(con, "runs", {k: [v] for k, v in rows.run.items()}, run_id=run_id)
+        insert_rows(con, "features", rows.features, run_id=run_id)
+        insert_rows(con, "labels", rows.labels, run_id=run_id)
+        insert_rows(con, "examples", rows.examples, run_id=run_id)
+
+
+@dataclass
+class ScoreStageRows:
+    """Everything the score stage writes for one run."""
+
+    scores: Rows
+    summary: Rows
+    true_concepts: Rows | None        # None when the run has no toy world
+    methods: Sequence[str]            # label methods that were scored
+
+
+def write_score_stage(db: str | Path, run_id: str, rows: ScoreStageRows) -> None:
+    """Replace the run's scores and summaries of ``rows.methods`` (and its true concepts)."""
+    with write_transaction(db) as con:
+        for table in ("scores", "score_summary"):
+            delete_rows(con, table, run_id, "method", rows.methods)
+        insert_rows(con, "scores", rows.scores, run_id=run_id)
+        insert_rows(con, "score_summary", rows.summary, run_id=run_id)
+        if rows.true_concepts is not None:
+            delete_rows(con, "true_concepts", run_id)
+            insert_rows(con, "true_concepts", rows.true_concepts, run_id=run_id)
+
+
+def connect_readonly(db: str | Path = DEFAULT_DB) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the live database (never blocks on a writer)."""
+    db = Path(db)
+    if not db.is_file():
+        raise UserError(f"no label database at {db}; run `sae-translate label --run stores/RUN` "
+                        "first or pass --db")
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as e:
+        raise UserError(f"cannot open {db} read-only: {str(e).splitlines()[0]}") from e
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def run_query(sql: str, db: str | Path = DEFAULT_DB) -> QueryResult:
+    """Run one SQL statement on a read-only connection; SQL errors become one-line UserErrors."""
+    con = connect_readonly(db)
+    try:
+        rel = con.execute(sql)
+        if rel.description is None:
+            return QueryResult([], [])
+        columns = [d[0] for d in rel.description]
+        return QueryResult(columns, rel.fetchall())
+    except duckdb.Error as e:
+        message = " ".join(line.strip() for line in str(e).splitlines()[:1])
+        raise UserError(f"SQL error: {message}") from e
+    finally:
+        con.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def format_result(result: QueryResult, fmt: str = "table") -> str:
+    """Render a query result as an aligned text table, CSV (header row first) or JSON records."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows([["" if v is None else _cell(v) for v in row] for row in result.rows])
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        records = [{c: _cell(v) for c, v in zip(result.columns, row)} for row in result.rows]
+        return json.dumps(records, indent=1, ensure_ascii=False)
+    if fmt == "table":
+        return _text_table(result)
+    raise UserError(f"unknown format {fmt!r}; use table, csv or json")
+
+
+def _text_table(result: QueryResult) -> str:
+    def show(v: Any) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("\n", " ")
+
+    cells = [[show(v) for v in row] for row in result.rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(lines)

@@ -1,0 +1,453 @@
+"""The HDF5 run store (DESIGN section 3): one writer, one reader.
+
+Layout of `activations.h5`:
+    /tokens               int32   [n_seq, ctx]
+    /split                uint8   [n_seq]            0 = train, 1 = held out (scoring only)
+    /vocab                str     [d_vocab]          token id -> display string
+    /codes/indptr         int64   [n_tokens + 1]     CSR over tokens (token = seq * ctx + pos)
+    /codes/feature        int32   [nnz]
+    /codes/value          float16 [nnz]
+    /features/count       int64   [d_sae]            all statistics over the train split
+    /features/sum, max    float32 [d_sae]
+    /features/hist        int64   [d_sae, n_bins]    log-spaced histogram of firing values
+    /features/quantiles   float32 [d_sae, Q]         read off the histogram
+    /features/top         int64   [d_sae, n_top]     token positions of the top activations (-1 pads)
+    /features/top_value   float32 [d_sae, n_top]
+    /features/logit_lens_tokens int32 [d_sae, k], /features/logit_lens_values float32 [d_sae, k]
+
+The histogram, counts, sums, maxima and top lists all merge exactly, so shards and chunks
+combine into the same statistics as one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from sae_translate.errors import UserError
+
+FORMAT = "sae-translate/activations/1"
+FILENAME = "activations.h5"
+QUANTILE_LEVELS = np.array([0.1, 0.25, 0.5, 0.75, 0.9, 0.99], dtype=np.float32)
+# 16 bins per decade from 1e-4 to 1e4: quantiles within ~7% of the exact value.
+HIST_LO, HIST_BINS_PER_DECADE, HIST_BINS = -4.0, 16, 128
+_COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
+
+
+@dataclass
+class Codes:
+    """CSR sparse codes over a run of tokens."""
+
+    indptr: np.ndarray  # int64 [n_tokens + 1]
+    feature: np.ndarray  # int32 [nnz]
+    value: np.ndarray  # float32 [nnz]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.indptr) - 1
+
+    def token_index(self) -> np.ndarray:
+        """Token index (within this block) of every nonzero."""
+        return np.repeat(np.arange(self.n_tokens, dtype=np.int64), np.diff(self.indptr))
+
+    def to_dense(self, d_sae: int) -> np.ndarray:
+        dense = np.zeros((self.n_tokens, d_sae), dtype=np.float32)
+        dense[self.token_index(), self.feature] = self.value
+        return dense
+
+    @staticmethod
+    def from_dense(dense: np.ndarray) -> "Codes":
+        rows, cols = np.nonzero(dense)
+        indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
+        return Codes(indptr, cols.astype(np.int32), dense[rows, cols].astype(np.float32))
+
+    @staticmethod
+    def concat(parts: list["Codes"]) -> "Codes":
+        if not parts:
+            return Codes(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        offsets = np.cumsum([0] + [len(p.feature) for p in parts[:-1]])
+        indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] - p.indptr[0] + o for p, o in zip(parts, offsets)])
+        return Codes(
+            indptr.astype(np.int64),
+            np.concatenate([p.feature for p in parts]).astype(np.int32),
+            np.concatenate([p.value for p in parts]).astype(np.float32),
+        )
+
+
+def heldout_split(n_seq: int, fraction: float, seed: int, offset: int = 0) -> np.ndarray:
+    """Held-out flag per sequence, a pure function of (global index, seed): shards agree."""
+    idx = np.arange(offset, offset + n_seq, dtype=np.uint64)
+    mixed = (idx + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(31)
+    u = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return (u < fraction).astype(np.uint8)
+
+
+@dataclass
+class FeatureStats:
+    """Mergeable per-feature statistics of firing values."""
+
+    count: np.ndarray
+    sum: np.ndarray
+    max: np.ndarray
+    hist: np.ndarray
+    n_tokens: int = 0  # tokens seen (firing or not)
+    quantile_levels: np.ndarray = field(default_factory=lambda: QUANTILE_LEVELS.copy())
+
+    @staticmethod
+    def zeros(d_sae: int) -> "FeatureStats":
+        return FeatureStats(
+            np.zeros(d_sae, np.int64), np.zeros(d_sae, np.float64), np.zeros(d_sae, np.float32),
+            np.zeros((d_sae, HIST_BINS), np.int64),
+        )
+
+    def update(self, feature: np.ndarray, value: np.ndarray, n_tokens: int) -> None:
+        d_sae = len(self.count)
+        self.n_tokens += n_tokens
+        if len(feature) == 0:
+            return
+        self.count += np.bincount(feature, minlength=d_sae)
+        self.sum += np.bincount(feature, weights=value, minlength=d_sae)
+        np.maximum.at(self.max, feature, value)
+        flat = feature.astype(np.int64) * HIST_BINS + _hist_bin(value)
+        self.hist += np.bincount(flat, minlength=d_sae * HIST_BINS).reshape(d_sae, HIST_BINS)
+
+    def merge(self, other: "FeatureStats") -> None:
+        self.count += other.count
+        self.sum += other.sum
+        np.maximum(self.max, other.max, out=self.max)
+        self.hist += other.hist
+        self.n_tokens += other.n_tokens
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean activation over the tokens where the feature fires."""
+        return (self.sum / np.maximum(self.count, 1)).astype(np.float32)
+
+    @property
+    def frequency(self) -> np.ndarray:
+        return (self.count / max(self.n_tokens, 1)).astype(np.float32)
+
+    @property
+    def quantiles(self) -> np.ndarray:
+        """Quantiles of firing values, from the histogram (bin centres, clipped to the max)."""
+        cum = np.cumsum(self.hist, axis=1)
+        total = cum[:, -1:]
+        out = np.zeros((len(self.count), len(self.quantile_levels)), np.float32)
+        centres = 10.0 ** (HIST_LO + (np.arange(HIST_BINS) + 0.5) / HIST_BINS_PER_DECADE)
+        for j, q in enumerate(self.quantile_levels):
+            idx = np.argmax(cum >= np.maximum(q * total, 1), axis=1)
+            out[:, j] = np.where(total[:, 0] > 0, np.minimum(centres[idx], self.max), 0.0)
+        return out
+
+
+def _hist_bin(value: np.ndarray) -> np.ndarray:
+    logv = np.log10(np.maximum(np.abs(value.astype(np.float64)), 1e-30))
+    return np.clip(((logv - HIST_LO) * HIST_BINS_PER_DECADE).astype(np.int64), 0, HIST_BINS - 1)
+
+
+class TopK:
+    """The n largest activations of every feature with their token positions; merges exactly."""
+
+    def __init__(self, d_sae: int, n_top: int):
+        self.positions = np.full((d_sae, n_top), -1, np.int64)
+        self.values = np.full((d_sae, n_top), -np.inf, np.float32)
+
+    def update(self, feature: np.ndarray, value: np.ndarray, position: np.ndarray) -> None:
+        if len(feature) == 0:
+            return
+        d_sae, n_top = self.values.shape
+        # Rank each nonzero within its feature (descending value), keep the first n_top.
+        order = np.lexsort((position, -value, feature))
+        f_sorted = feature[order]
+        starts = np.searchsorted(f_sorted, f_sorted, side="left")
+        rank = np.arange(len(order)) - starts
+        keep = rank < n_top
+        cand_v = np.full((d_sae, n_top), -np.inf, np.float32)
+        cand_p = np.full((d_sae, n_top), -1, np.int64)
+        cand_v[f_sorted[keep], rank[keep]] = value[order][keep]
+        cand_p[f_sorted[keep], rank[keep]] = position[order][keep]
+        self._merge(cand_v, cand_p)
+
+    def merge(self, other: "TopK") -> None:
+        self._merge(other.values, other.positions)
+
+    def _merge(self, values: np.ndarray, positions: np.ndarray) -> None:
+        n_top = self.values.shape[1]
+        all_v = np.concatenate([self.values, values], axis=1)
+        all_p = np.concatenate([self.positions, positions], axis=1)
+        # Ties broken by position so the result does not depend on merge order.
+        tie = np.where(all_p < 0, np.iinfo(np.int64).max, all_p)
+        order = np.lexsort((tie, -all_v), axis=1)[:, :n_top]
+        self.values = np.take_along_axis(all_v, order, axis=1)
+        self.positions = np.take_along_axis(all_p, order, axis=1)
+
+    def finished(self) -> tuple[np.ndarray, np.ndarray]:
+        values = np.where(np.isfinite(self.values), self.values, 0.0).astype(np.float32)
+        return self.positions, values
+
+
+class RunWriter:
+    """Streams sequences and their codes into `<path>.tmp`, then renames it into place."""
+
+    def __init__(self, path: Path, *, ctx: int, d_sae: int, vocab: list[str], attrs: dict, n_top: int = 32,
+                 value_dtype: str = "float16"):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.ctx, self.d_sae = ctx, d_sae
+        self.stats = FeatureStats.zeros(d_sae)
+        self.top = TopK(d_sae, n_top)
+        self.n_seq = 0
+        self.nnz = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = h5py.File(self.tmp, "w")
+        except OSError as e:
+            raise UserError(f"cannot write {self.tmp}: {e.strerror or e}; choose a writable --out") from e
+        f = self.file
+        f.attrs["format"] = FORMAT
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        f.attrs["ctx"], f.attrs["d_sae"] = ctx, d_sae
+        f.create_dataset("vocab", data=np.array(vocab, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("tokens", (0, ctx), maxshape=(None, ctx), dtype=np.int32, chunks=(256, ctx), **_COMPRESSION)
+        f.create_dataset("split", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,))
+        g = f.create_group("codes")
+        g.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,), **_COMPRESSION)
+        g.create_dataset("feature", (0,), maxshape=(None,), dtype=np.int32, chunks=(262144,), **_COMPRESSION)
+        g.create_dataset("value", (0,), maxshape=(None,), dtype=value_dtype, chunks=(262144,), **_COMPRESSION)
+
+    def append(self, tokens: np.ndarray, split: np.ndarray, codes: Codes) -> None:
+        """Add whole sequences: tokens [n, ctx], their split flags, and CSR codes over n * ctx tokens."""
+        n = len(tokens)
+        assert codes.n_tokens == n * self.ctx, "codes must cover every token of the sequences"
+        f = self.file
+        _extend(f["tokens"], tokens.astype(np.int32))
+        _extend(f["split"], split.astype(np.uint8))
+        _extend(f["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
+        _extend(f["codes/feature"], codes.feature.astype(np.int32))
+        _extend(f["codes/value"], codes.value)
+        # Statistics and top examples over the train split only: held-out data stays unseen.
+        token_seq = np.repeat(np.arange(n), self.ctx)
+        nz_token = codes.token_index()
+        train_nz = split[token_seq[nz_token]] == 0
+        position = self.n_seq * self.ctx + nz_token
+        value = codes.value.astype(np.float32)
+        self.stats.update(codes.feature[train_nz], value[train_nz], int((split == 0).sum()) * self.ctx)
+        self.top.update(codes.feature[train_nz], value[train_nz], position[train_nz])
+        self.n_seq += n
+        self.nnz += len(codes.feature)
+
+    def close(self, logit_lens: tuple[np.ndarray, np.ndarray] | None = None) -> "RunStore":
+        f = self.file
+        write_feature_tables(f, self.stats, self.top, logit_lens)
+        f.attrs["n_seq"], f.attrs["n_tokens"], f.attrs["nnz"] = self.n_seq, self.n_seq * self.ctx, self.nnz
+        f.attrs["complete"] = True
+        f.flush()
+        f.close()
+        os.replace(self.tmp, self.path)  # the finished file appears atomically
+        return RunStore.open(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_feature_tables(f: h5py.File, stats: FeatureStats, top: TopK,
+                         logit_lens: tuple[np.ndarray, np.ndarray] | None) -> None:
+    g = f.require_group("features")
+    for name in list(g):
+        del g[name]
+    g.create_dataset("count", data=stats.count)
+    g.create_dataset("sum", data=stats.sum.astype(np.float32))
+    g.create_dataset("max", data=stats.max)
+    g.create_dataset("hist", data=stats.hist, **_COMPRESSION)
+    g.create_dataset("quantiles", data=stats.quantiles)
+    g["quantiles"].attrs["levels"] = stats.quantile_levels
+    g.attrs["n_train_tokens"] = stats.n_tokens
+    positions, values = top.finished()
+    g.create_dataset("top", data=positions, **_COMPRESSION)
+    g.create_dataset("top_value", data=values, **_COMPRESSION)
+    if logit_lens is not None:
+        g.create_dataset("logit_lens_tokens", data=logit_lens[0].astype(np.int32))
+        g.create_dataset("logit_lens_values", data=logit_lens[1].astype(np.float32))
+
+
+def _extend(ds: h5py.Dataset, data: np.ndarray) -> None:
+    start = ds.shape[0]
+    ds.resize(start + len(data), axis=0)
+    ds[start:] = data
+
+
+def write_run(path: Path, *, tokens: np.ndarray, codes: Codes, split: np.ndarray, vocab: list[str], attrs: dict,
+              logit_lens_tokens: np.ndarray | None = None, logit_lens_values: np.ndarray | None = None,
+              d_sae: int | None = None, n_top: int = 32) -> "RunStore":
+    """Write a whole run from memory (tests, benchmarks, synthetic runs)."""
+    path = Path(path)
+    if path.suffix != ".h5":
+        path = path / FILENAME
+    d_sae = d_sae or int(attrs.get("d_sae") or (codes.feature.max() + 1))
+    writer = RunWriter(path, ctx=tokens.shape[1], d_sae=d_sae, vocab=vocab, attrs=attrs, n_top=n_top)
+    step = 1024
+    for s in range(0, len(tokens), step):
+        block = slice(s, s + step)
+        n = len(tokens[block])
+        lo, hi = s * tokens.shape[1], (s + n) * tokens.shape[1]
+        a, b = codes.indptr[lo], codes.indptr[hi]
+        writer.append(tokens[block], split[block], Codes(codes.indptr[lo:hi + 1] - a, codes.feature[a:b], codes.value[a:b]))
+    lens = None if logit_lens_tokens is None else (logit_lens_tokens, logit_lens_values)
+    return writer.close(lens)
+
+
+class RunStore:
+    """Read side of a finished run."""
+
+    def __init__(self, path: Path, file: h5py.File):
+        self.path = path
+        self.dir = path.parent
+        self.file = file
+
+    @staticmethod
+    def open(path: str | Path) -> "RunStore":
+        path = Path(path)
+        if path.is_dir():
+            path = path / FILENAME
+        if not path.exists():
+            raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path.parent}` first")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise UserError(f"{path} is not a readable HDF5 file ({e}); delete it and rerun extract") from e
+        if f.attrs.get("format") != FORMAT:
+            f.close()
+            raise UserError(f"{path} is not an sae-translate run (no format={FORMAT!r} attribute)")
+        if not f.attrs.get("complete", False):
+            f.close()
+            raise UserError(f"{path} is incomplete; rerun the same extract command to finish it")
+        return RunStore(path, f)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @cached_property
+    def attrs(self) -> dict:
+        out = {}
+        for key, value in self.file.attrs.items():
+            out[key] = value.item() if isinstance(value, np.generic) else value
+        return out
+
+    @property
+    def n_seq(self) -> int:
+        return int(self.attrs["n_seq"])
+
+    @property
+    def ctx(self) -> int:
+        return int(self.attrs["ctx"])
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.attrs["d_sae"])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attrs["n_tokens"])
+
+    @cached_property
+    def config(self) -> dict:
+        return json.loads(self.attrs.get("config", "{}"))
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        return [s.decode() if isinstance(s, bytes) else s for s in self.file["vocab"][:]]
+
+    def tokens(self, seqs) -> np.ndarray:
+        if isinstance(seqs, slice):
+            return self.file["tokens"][seqs]
+        seqs = np.asarray(seqs, dtype=np.int64)
+        return self.file["tokens"][np.sort(seqs)] if len(seqs) else np.zeros((0, self.ctx), np.int32)
+
+    @cached_property
+    def split(self) -> np.ndarray:
+        return self.file["split"][:]
+
+    @cached_property
+    def train_seqs(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 0).astype(np.int64)
+
+    @cached_property
+    def heldout_seqs(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 1).astype(np.int64)
+
+    def iter_codes(self, seqs, batch_seqs: int = 256) -> Iterator[tuple[np.ndarray, Codes]]:
+        """Codes of the given (sorted) sequences, batch by batch; reads contiguous spans."""
+        seqs = np.sort(np.asarray(seqs, dtype=np.int64))
+        indptr_ds, feature_ds, value_ds = self.file["codes/indptr"], self.file["codes/feature"], self.file["codes/value"]
+        ctx = self.ctx
+        for start in range(0, len(seqs), batch_seqs):
+            batch = seqs[start:start + batch_seqs]
+            lo, hi = int(batch[0]), int(batch[-1]) + 1
+            indptr = indptr_ds[lo * ctx: hi * ctx + 1]
+            a, b = int(indptr[0]), int(indptr[-1])
+            feature, value = feature_ds[a:b], value_ds[a:b].astype(np.float32)
+            parts = []
+            for s in batch:
+                t0, t1 = (s - lo) * ctx, (s - lo + 1) * ctx
+                p = indptr[t0:t1 + 1] - a
+                parts.append(Codes(p - p[0], feature[p[0]:p[-1]], value[p[0]:p[-1]]))
+            yield batch, Codes.concat(parts)
+
+    def codes(self, seqs) -> Codes:
+        if isinstance(seqs, slice):
+            seqs = np.arange(self.n_seq)[seqs]
+        return Codes.concat([c for _, c in self.iter_codes(seqs, batch_seqs=1024)])
+
+    def dense(self, seqs) -> np.ndarray:
+        """float32 [n, ctx, d_sae]: small runs and tests only."""
+        seqs = np.asarray(seqs)
+        return self.codes(seqs).to_dense(self.d_sae).reshape(len(seqs), self.ctx, self.d_sae)
+
+    @cached_property
+    def stats(self) -> FeatureStats:
+        g = self.file["features"]
+        return FeatureStats(
+            count=g["count"][:], sum=g["sum"][:].astype(np.float64), max=g["max"][:], hist=g["hist"][:],
+            n_tokens=int(g.attrs["n_train_tokens"]), quantile_levels=g["quantiles"].attrs["levels"][:],
+        )
+
+    @cached_property
+    def top_positions(self) -> np.ndarray:
+        return self.file["features/top"][:]
+
+    @cached_property
+    def top_values(self) -> np.ndarray:
+        return self.file["features/top_value"][:]
+
+    @cached_property
+    def logit_lens_tokens(self) -> np.ndarray | None:
+        g = self.file["features"]
+        return g["logit_lens_tokens"][:] if "logit_lens_tokens" in g else None
+
+    @cached_property
+    def logit_lens_values(self) -> np.ndarray | None:
+        g = self.file["features"]
+        return g["logit_lens_values"][:] if "logit_lens_values" in g else None
+
+    @property
+    def alive(self) -> np.ndarray:
+        return np.flatnonzero(self.stats.count > 0)
