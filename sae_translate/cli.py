@@ -58,6 +58,10 @@ def main() -> None:
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except OSError as e:  # disk full, permissions, vanished files: one line, not a traceback
+        where = f" ({e.filename})" if e.filename else ""
+        typer.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(130)

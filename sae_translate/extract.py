@@ -11,6 +11,7 @@ uninterrupted one produce the same file.
 from __future__ import annotations
 
 import errno
+import os
 import hashlib
 import json
 import queue
@@ -27,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sae_translate import __version__
-from sae_translate.corpus import iter_documents, pack_windows
+from sae_translate.corpus import iter_documents, local_files, pack_windows
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import FILENAME, Codes, RunStore, RunWriter, heldout_split
 
@@ -96,18 +97,18 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         reused = _existing_run(final, cfg)
         if reused is not None:
             return ExtractResult(final, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
-    _prepare_partial(partial, cfg)
-
+    # Every check that can fail on bad input runs before anything is written.
+    n_seq_max = cfg.tokens // cfg.ctx
+    if n_seq_max < 1:
+        raise UserError(f"--tokens {cfg.tokens} is less than one window of --ctx {cfg.ctx}")
+    local_files(cfg.dataset)
     model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     sae = load_sae(cfg.sae, device=str(model.cfg.device))
     hook = check_sae_fits_model(sae, model, cfg.hook)
     _check_width(model, sae, hook)
     if model.tokenizer is None:
         raise UserError(f"model {cfg.model!r} has no tokenizer; save one with the checkpoint")
-
-    n_seq_max = cfg.tokens // cfg.ctx
-    if n_seq_max < 1:
-        raise UserError(f"--tokens {cfg.tokens} is less than one window of --ctx {cfg.ctx}")
+    _prepare_partial(partial, cfg)
     windows = pack_windows(
         iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
         model.tokenizer, cfg.ctx,
@@ -133,10 +134,13 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         writer.close()
     except BaseException:
         writer.close(raise_errors=False)
+        if not any(partial.glob("chunk-*.npz")):
+            shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
         raise
     finally:
         bar.close()
     if n_seq == 0:
+        shutil.rmtree(partial, ignore_errors=True)
         raise UserError(f"dataset {cfg.dataset!r} gave no window of {cfg.ctx} tokens; lower --ctx or add text")
 
     lens = logit_lens(model, sae, cfg.logit_lens_k)
@@ -284,13 +288,12 @@ def _disk_error(e: BaseException, where: Path) -> BaseException:
 
 
 def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output directory {out} is not writable ({e.strerror or e}); choose another --out") from e
+    """Fail early on an unwritable --out, without creating anything."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {out} is not writable; choose another --out")
 
 
 def _existing_run(final: Path, cfg: ExtractConfig) -> RunStore | None:

@@ -68,7 +68,7 @@ def load_sae(spec: str, device: str = "auto"):
             sae = SAE.from_pretrained(parsed.source, parsed.sae_id, device=device, dtype="float32")
     except UserError:
         raise
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise UserError(f"could not load SAE {spec!r}: {_first_line(e)}") from e
     sae.eval()
     return sae

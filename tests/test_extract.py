@@ -1,0 +1,183 @@
+"""extract on the tiny toy world: codes are exact, runs resume after a kill, bad input is one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sae_translate.errors import UserError
+from sae_translate.extract import ExtractConfig, extract
+from sae_translate.models import load_model
+from sae_translate.saes import load_sae
+from sae_translate.store.h5 import RunStore
+from tests.hub_cache import build_hub_cache, offline_env
+
+
+def _cfg(world, out: Path, **kw) -> ExtractConfig:
+    base = dict(model=str(world.model_dir), sae=str(world.sae_dir), dataset=str(world.corpus_files[0]), out=str(out),
+                tokens=6000, ctx=32, chunk_seqs=16, batch_size=8, progress=False, world=str(world.dir))
+    base.update(kw)
+    return ExtractConfig(**base)
+
+
+def _cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "sae_translate", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def world_run(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    extract(_cfg(tiny_world, out))
+    return RunStore.open(out)
+
+
+def test_layout_and_attributes(world_run, tiny_world):
+    f = world_run.file
+    for name in ("tokens", "codes/indptr", "codes/feature", "codes/value", "split", "vocab", "features/count",
+                 "features/max", "features/quantiles", "features/top", "features/logit_lens_tokens"):
+        assert name in f, name
+    assert world_run.attrs["hook"] == tiny_world.hook
+    assert world_run.attrs["d_sae"] == f["features/count"].shape[0]
+    assert f["codes/indptr"].shape[0] == world_run.n_tokens + 1
+    assert 0 < len(world_run.heldout_seqs) < world_run.n_seq
+    assert not (world_run.dir / ".partial").exists()
+
+
+def test_stored_codes_decode_to_the_saes_reconstruction(world_run, tiny_world):
+    """Decoding stored codes through the SAE matches the SAE's own reconstruction of the activations."""
+    model = load_model(str(tiny_world.model_dir), device="cpu")
+    sae = load_sae(str(tiny_world.sae_dir), device="cpu")
+    seqs = np.concatenate([world_run.train_seqs[:4], world_run.heldout_seqs[:2]])
+    tokens = torch.as_tensor(world_run.tokens(np.sort(seqs)), dtype=torch.long)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[tiny_world.hook])
+        acts = cache[tiny_world.hook]
+        expected = sae.decode(sae.encode(acts)).flatten(0, 1)
+        stored = torch.as_tensor(world_run.codes(np.sort(seqs)).to_dense(world_run.d_sae))
+        decoded = sae.decode(stored)
+    scale = expected.norm(dim=-1, keepdim=True)
+    assert ((decoded - expected).norm(dim=-1, keepdim=True) / scale).max() < 2e-3  # fp16 storage of codes
+
+
+def test_statistics_match_a_direct_count(world_run):
+    train = world_run.train_seqs
+    dense = world_run.codes(train).to_dense(world_run.d_sae)
+    assert np.array_equal(world_run.stats.count, (dense > 0).sum(0))
+    np.testing.assert_allclose(world_run.stats.max, dense.max(0), rtol=1e-6)
+    f = int(np.argmax(world_run.stats.count))
+    top_pos = world_run.top_positions[f]
+    seq, pos = top_pos // world_run.ctx, top_pos % world_run.ctx
+    assert np.isin(seq, train).all()
+    row = {s: i for i, s in enumerate(train)}
+    vals = np.array([dense[row[s] * world_run.ctx + p, f] for s, p in zip(seq, pos)])
+    np.testing.assert_allclose(vals, world_run.top_values[f], rtol=1e-6)
+    assert np.all(np.diff(world_run.top_values[f]) <= 0)
+
+
+def _same_run(a: RunStore, b: RunStore) -> None:
+    for name in ("tokens", "split", "codes/indptr", "codes/feature", "codes/value", "features/count", "features/max",
+                 "features/hist", "features/top", "features/top_value", "features/logit_lens_tokens"):
+        assert np.array_equal(a.file[name][:], b.file[name][:]), name
+
+
+def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
+    args = ["extract", "--model", str(tiny_world.model_dir), "--sae", str(tiny_world.sae_dir),
+            "--dataset", str(tiny_world.corpus_files[0]), "--tokens", "40000", "--ctx", "32",
+            "--chunk-seqs", "8", "--batch-size", "8", "--device", "cpu"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "sae_translate", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    while len(list((killed / ".partial").glob("chunk-*.npz"))) < 3:
+        assert proc.poll() is None, "extract ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "activations.h5").exists()
+    n_before = len(list((killed / ".partial").glob("chunk-*.npz")))
+    assert 3 <= n_before < 40000 // 32 // 8
+
+    resumed = _cli(*args, "--out", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    straight = _cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    with RunStore.open(killed) as a, RunStore.open(tmp_path / "straight") as b:
+        _same_run(a, b)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"model": "no-such-model"}, "unknown model"),
+        ({"sae": "no-such-release/blocks.0.hook_resid_post"}, "unknown SAE release"),
+        ({"dataset": "does/not/exist.txt"}, "not found"),
+        ({"hook": "blocks.0.hook_resid_pre"}, "does not match"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, override, message):
+    out = tmp_path / "out"
+    cfg = _cfg(tiny_world, out)
+    args = ["extract", "--model", cfg.model, "--sae", cfg.sae, "--dataset", cfg.dataset, "--out", str(out),
+            "--tokens", "2000", "--ctx", "32"]
+    for key, value in override.items():
+        flag = f"--{key}"
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    result = _cli(*args)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_sae_width_must_match_the_hook(tiny_world, tmp_path):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    sae_cfg = StandardSAEConfig(d_in=7, d_sae=16, dtype="float32", device="cpu")
+    sae_cfg.metadata.hook_name = tiny_world.hook
+    StandardSAE(sae_cfg).save_model(str(tmp_path / "narrow"))
+    with pytest.raises(UserError, match="width"):
+        extract(_cfg(tiny_world, tmp_path / "out", sae=str(tmp_path / "narrow")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_or_foreign_h5_is_refused(tmp_path):
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(UserError, match="not a readable HDF5"):
+        RunStore.open(tmp_path / "garbage.h5")
+    import h5py
+
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(UserError, match="not an sae-translate run"):
+        RunStore.open(tmp_path / "foreign.h5")
+
+
+def test_hub_names_resolve_through_the_real_loaders(tiny_world, tmp_path):
+    """Model name, sae-lens registry release and sparsify repo load through their hub code, from a local cache."""
+    cache = tmp_path / "hub"
+    specs = build_hub_cache(cache, tiny_world.model_dir, tiny_world.sae_dir, tiny_world.hook)
+    for sae_spec in (specs["registry_sae"], specs["sparsify_sae"]):
+        out = tmp_path / sae_spec.replace("/", "_").replace(":", "_")
+        result = _cli("extract", "--model", specs["model"], "--sae", sae_spec, "--dataset", str(tiny_world.corpus_files[0]),
+                      "--out", str(out), "--tokens", "1024", "--ctx", "32", "--device", "cpu", env=offline_env(cache))
+        assert result.returncode == 0, result.stderr[-2000:]
+        with RunStore.open(out) as run:
+            assert run.attrs["model"] == "pythia-70m-deduped"
+            assert run.n_tokens == 1024
+            assert run.stats.count.sum() > 0
