@@ -65,3 +65,29 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(130)
+
+
+@app.command("run")
+def run_cmd(pipeline: Path = typer.Argument(..., help="pipeline TOML file, e.g. pipelines/pythia-70m-deduped.toml")) -> None:
+    """Run every stage of a pipeline file."""
+    from sae_translate.config import load_pipeline
+    from sae_translate.pipeline import run_pipeline
+
+    run_pipeline(load_pipeline(pipeline), echo=typer.echo)
+
+
+@app.command()
+def demo(
+    world_config: Optional[Path] = typer.Option(None, help="concept config (TOML/JSON); default: the packaged world"),
+    out: Path = typer.Option(Path("stores/demo"), help="run directory"),
+) -> None:
+    """The whole pipeline on the embedded toy world: offline, CPU, minutes."""
+    from sae_translate.config import load_pipeline
+    from sae_translate.pipeline import DEMO_PIPELINE, run_pipeline
+
+    config = load_pipeline(DEMO_PIPELINE)
+    if world_config is not None:
+        config.stages["world"]["config"] = str(world_config)
+        config.stages["world"]["out"] = f"stores/world-{world_config.stem}"
+    config.stages["extract"]["out"] = str(out)
+    run_pipeline(config, echo=typer.echo)

@@ -1,0 +1,60 @@
+"""Runs the stages of a pipeline file in order: world -> extract -> train -> label -> report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sae_translate.config import PipelineConfig, build_config
+
+DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
+
+
+@dataclass
+class PipelineState:
+    """What earlier stages produced, for later stages' defaults."""
+
+    config: PipelineConfig
+    run_dir: Path | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_world(state: PipelineState, section: dict) -> None:
+    from sae_translate.world.build import WorldBuildConfig, build_world
+
+    world = build_world(build_config(WorldBuildConfig, section, "world"))
+    state.defaults.update(model=str(world.model_dir), sae=str(world.sae_dir), dataset=str(world.corpus_files[0]),
+                          world=str(world.dir))
+    state.results["world"] = world
+
+
+def stage_extract(state: PipelineState, section: dict) -> None:
+    from sae_translate.extract import ExtractConfig, extract
+
+    defaults = {"out": f"stores/{state.config.name}", **state.defaults}
+    cfg = build_config(ExtractConfig, section, "extract", **defaults)
+    state.results["extract"] = extract(cfg)
+    state.run_dir = Path(cfg.out)
+
+
+STAGE_RUNNERS: dict[str, Callable[[PipelineState, dict], None]] = {
+    "world": stage_world,
+    "extract": stage_extract,
+}
+
+
+def run_pipeline(config: PipelineConfig, echo: Callable[[str], None] = print) -> PipelineState:
+    state = PipelineState(config)
+    for stage, runner in STAGE_RUNNERS.items():
+        if stage not in config.stages:
+            continue
+        echo(f"== {stage}")
+        t0 = time.time()
+        runner(state, dict(config.stages[stage]))
+        state.seconds[stage] = time.time() - t0
+        echo(f"   {stage} done in {state.seconds[stage]:.1f}s")
+    return state
