@@ -248,13 +248,17 @@ class ScoreStageRows:
     summary: Rows
     true_concepts: Rows | None        # None when the run has no toy world
     methods: Sequence[str]            # label methods that were scored
+    scorers: Sequence[str]            # scorers that were run
 
 
 def write_score_stage(db: str | Path, run_id: str, rows: ScoreStageRows) -> None:
-    """Replace the run's scores and summaries of ``rows.methods`` (and its true concepts)."""
+    """Replace the run's scores and summaries of ``rows.methods`` x ``rows.scorers``
+    (and its true concepts when given)."""
     with write_transaction(db) as con:
         for table in ("scores", "score_summary"):
-            delete_rows(con, table, run_id, "method", rows.methods)
+            con.execute(f"DELETE FROM {table} WHERE run_id = ? AND method IN "
+                        "(SELECT unnest(?::VARCHAR[])) AND scorer IN (SELECT unnest(?::VARCHAR[]))",
+                        [run_id, list(rows.methods), list(rows.scorers)])
         insert_rows(con, "scores", rows.scores, run_id=run_id)
         insert_rows(con, "score_summary", rows.summary, run_id=run_id)
         if rows.true_concepts is not None:

@@ -1,0 +1,179 @@
+"""The label database: whole-run replacement, read-only queries, readers during writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from sae_translate.errors import UserError
+from sae_translate.store import db
+
+
+def _stage(n_features: int, methods=("top-tokens", "random"), tag: str = "") -> db.LabelStageRows:
+    feats = np.arange(n_features, dtype=np.int32)
+    labels = {"feature": np.tile(feats, len(methods)),
+              "method": [m for m in methods for _ in feats],
+              "label": [f"{m} {tag}{f}" for m in methods for f in feats],
+              "rank": np.zeros(n_features * len(methods), dtype=np.int32)}
+    examples = {"feature": np.repeat(feats, 2), "kind": ["top", "random"] * n_features,
+                "rank": np.zeros(2 * n_features, np.int32),
+                "activation": np.tile(np.array([1.0, 0.0], np.float32), n_features),
+                "text": ["a «b» c", "a b c"] * n_features, "seq": np.zeros(2 * n_features, np.int64),
+                "start": np.zeros(2 * n_features, np.int32), "stop": np.full(2 * n_features, 3, np.int32)}
+    features = {"feature": feats, "alive": np.ones(n_features, bool),
+                "count": np.ones(n_features, np.int64), "frequency": np.full(n_features, 0.1),
+                "max_activation": np.ones(n_features, np.float32),
+                "mean_activation": np.ones(n_features, np.float32),
+                "heldout_windows": np.ones(n_features, np.int64)}
+    run = {"path": "/x", "model": "m", "hook": "h", "sae": "s", "dataset": "d", "d_sae": n_features,
+           "n_tokens": 10, "world": "", "created_at": None, "config": "{}"}
+    return db.LabelStageRows(run, features, labels, examples, methods)
+
+
+def _counts(path: Path, run_id: str) -> dict[str, int]:
+    con = db.connect_readonly(path)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
+                for t in ("runs", "features", "labels", "examples")}
+    finally:
+        con.close()
+
+
+def test_rerun_replaces_rows_and_keeps_other_runs(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(5))
+    db.write_label_stage(path, "b", _stage(3))
+    first = _counts(path, "a")
+    db.write_label_stage(path, "a", _stage(5, tag="new"))
+    assert _counts(path, "a") == first == {"runs": 1, "features": 5, "labels": 10, "examples": 10}
+    assert _counts(path, "b") == {"runs": 1, "features": 3, "labels": 6, "examples": 6}
+    labels = db.run_query("SELECT DISTINCT label FROM labels WHERE run_id = 'a'", path).rows
+    assert all("new" in r[0] for r in labels)
+
+
+def test_relabelling_one_method_keeps_the_others(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(4))
+    db.write_label_stage(path, "a", _stage(4, methods=("translator",)))
+    rows = db.run_query("SELECT method, count(*) FROM labels GROUP BY method ORDER BY method", path).rows
+    assert rows == [("random", 4), ("top-tokens", 4), ("translator", 4)]
+
+
+def test_score_rewrite_and_best_labels(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    scores = {"feature": np.array([0, 0, 1, 1, 0, 1], np.int32),
+              "method": ["top-tokens", "random", "top-tokens", "random", "top-tokens", "top-tokens"],
+              "scorer": ["embedding"] * 4 + ["detection"] * 2,
+              "value": np.array([0.9, 0.95, 0.4, 0.99, 0.1, 0.2])}
+    summary = {"method": ["top-tokens"], "scorer": ["embedding"], "mean": [0.65], "n_scored": [2],
+               "n_excluded": [0]}
+    rows = db.ScoreStageRows(scores, summary, None, ("top-tokens", "random"), ("embedding", "detection"))
+    db.write_score_stage(path, "a", rows)
+    db.write_score_stage(path, "a", rows)
+    n = db.run_query("SELECT count(*) FROM scores", path).rows[0][0]
+    assert n == 6
+    best = db.run_query("SELECT feature, method, score FROM best_labels ORDER BY feature", path).rows
+    # random never wins, even with the higher embedding score; ranking is by embedding
+    assert best == [(0, "top-tokens", 0.9), (1, "top-tokens", 0.4)]
+    # rescoring only detection keeps the embedding scores
+    only_det = db.ScoreStageRows({k: v[4:] for k, v in scores.items()}, summary, None,
+                                 ("top-tokens",), ("detection",))
+    db.write_score_stage(path, "a", only_det)
+    got = db.run_query("SELECT scorer, count(*) FROM scores GROUP BY scorer ORDER BY scorer", path).rows
+    assert got == [("detection", 2), ("embedding", 4)]
+
+
+def test_query_is_read_only_and_errors_are_one_line(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    with pytest.raises(UserError) as err:
+        db.run_query("SELEC 1", path)
+    assert "\n" not in str(err.value) and "SQL error" in str(err.value)
+    with pytest.raises(UserError):
+        db.run_query("DELETE FROM labels", path)
+    assert _counts(path, "a")["labels"] == 4
+    with pytest.raises(UserError, match="no label database"):
+        db.run_query("SELECT 1", tmp_path / "missing.duckdb")
+
+
+def test_formats(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    result = db.run_query("SELECT feature, label FROM labels WHERE method = 'random' ORDER BY feature", path)
+    csv_lines = db.format_result(result, "csv").splitlines()
+    assert csv_lines == ["feature,label", "0,random 0", "1,random 1"]
+    assert json.loads(db.format_result(result, "json")) == [
+        {"feature": 0, "label": "random 0"}, {"feature": 1, "label": "random 1"}]
+    table = db.format_result(result, "table").splitlines()
+    assert table[0].split() == ["feature", "label"] and table[-1] == "(2 rows)"
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from tests.test_db import _stage
+    from sae_translate.store import db
+    path, n = sys.argv[1], int(sys.argv[2])
+    for i in range(n):
+        db.write_label_stage(path, "a", _stage(200 if i % 2 else 300))
+    print("done")
+""")
+
+
+def test_readers_never_fail_or_see_half_a_run_during_writes(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(300))
+    root = Path(__file__).resolve().parents[1]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "30"], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = set()
+    reads = 0
+    try:
+        while writer.poll() is None or reads == 0:
+            counts = _counts(path, "a")
+            # a whole 200- or 300-feature run, never a mix or an empty one
+            n = counts["features"]
+            assert n in (200, 300)
+            assert counts == {"runs": 1, "features": n, "labels": 2 * n, "examples": 2 * n}
+            seen.add(n)
+            reads += 1
+        # a second reader process through the CLI code path at the end
+        out = subprocess.run([sys.executable, "-c",
+                              "from sae_translate.store import db; import sys; "
+                              "print(db.run_query('SELECT count(*) FROM labels', sys.argv[1]).rows[0][0])",
+                              str(path)], cwd=root, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) in (400, 600)
+    finally:
+        stdout, stderr = writer.communicate(timeout=300)
+    assert writer.returncode == 0, stderr
+    assert reads > 1
+    assert _counts(path, "a")["features"] == 200  # the last write (i = 29) wins
+
+
+def test_two_writers_serialise(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    root = Path(__file__).resolve().parents[1]
+    code = textwrap.dedent("""
+        import sys
+        from tests.test_db import _stage
+        from sae_translate.store import db
+        for i in range(10):
+            db.write_label_stage(sys.argv[1], sys.argv[2], _stage(50))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), run_id], cwd=root,
+                              stderr=subprocess.PIPE, text=True) for run_id in ("x", "y")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    # neither writer's rename lost the other's run
+    assert _counts(path, "x")["features"] == 50 and _counts(path, "y")["features"] == 50
+    assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))

@@ -1,0 +1,129 @@
+"""Label methods and held-out example windows on a planted-feature synthetic run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sae_translate.errors import UserError
+from sae_translate.examples import ExampleConfig, HeldoutSlice, sample_examples
+from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
+from sae_translate.store.db import run_query
+from sae_translate.synthetic import make_synthetic_run
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("planted")
+    return make_synthetic_run(path / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95,
+                              noise_per_token=0.3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def labelled(planted, tmp_path_factory):
+    db = tmp_path_factory.mktemp("db") / "labels.duckdb"
+    result = label_run(LabelConfig(run=str(planted.run.dir), db=str(db)))
+    return result, db
+
+
+def _rows(db, sql):
+    return run_query(sql, db).rows
+
+
+def test_every_alive_feature_gets_a_label_from_every_method(planted, labelled):
+    result, db = labelled
+    alive = planted.run.alive
+    assert result.n_features == len(alive)
+    counts = _rows(db, "SELECT method, count(DISTINCT feature) FROM labels WHERE rank = 0 "
+                       "GROUP BY method ORDER BY method")
+    assert counts == [(m, len(alive)) for m in sorted(("top-tokens", "logit-lens", "random"))]
+    empty = _rows(db, "SELECT count(*) FROM labels WHERE label = ''")[0][0]
+    assert empty == 0
+
+
+def test_top_tokens_finds_the_planted_trigger(planted, labelled):
+    _, db = labelled
+    vocab = planted.run.vocab
+    labels = dict(_rows(db, "SELECT feature, label FROM labels WHERE method = 'top-tokens'"))
+    # the trigger is the most frequent token among the top activations of every feature
+    first = {f: label.split(", ")[0] for f, label in labels.items()}
+    assert first == {f: vocab[planted.trigger[f]] for f in labels}
+
+
+def test_random_labels_are_other_features_labels(labelled):
+    _, db = labelled
+    rows = _rows(db, "SELECT r.feature, r.label, t.label FROM labels r JOIN labels t "
+                     "USING (run_id, feature) WHERE r.method = 'random' AND t.method = 'top-tokens'")
+    top = sorted(t for _, _, t in rows)
+    assert sorted(r for _, r, _ in rows) == top  # a permutation of the top-tokens labels
+    assert sum(r == t for _, r, t in rows) < len(rows) / 4
+
+
+def test_examples_come_from_heldout_and_mark_firing_tokens(planted, labelled):
+    _, db = labelled
+    run = planted.run
+    rows = _rows(db, "SELECT feature, kind, activation, text, seq, start, stop FROM examples")
+    kinds = {k for _, k, *_ in rows}
+    assert kinds == {"top", "quantile", "random"}
+    heldout = set(run.heldout_seqs.tolist())
+    assert all(seq in heldout for *_, seq, _, _ in rows)
+    dense = {}
+    for f, kind, act, text, seq, start, stop in rows:
+        if seq not in dense:
+            dense[seq] = run.dense([seq])[0]
+        true = dense[seq][start:stop, f]
+        assert act == pytest.approx(true.max(), abs=1e-6)
+        assert (kind == "random") == (true.max() == 0)
+        assert text.count("«") == int((true > 0).sum())
+    top = [(f, text) for f, kind, _, text, *_ in rows if kind == "top"]
+    with_trigger = sum(f"«{run.vocab[planted.trigger[f]]}»" in text for f, text in top)
+    assert with_trigger >= 0.9 * len(top)
+
+
+def test_quantile_and_random_counts(planted):
+    run = planted.run
+    data = HeldoutSlice.load(run, run.heldout_seqs)
+    cfg = ExampleConfig(window=8, n_top=3, n_quantiles=4, n_per_quantile=2)
+    ex = sample_examples(data, run.alive, cfg)
+    for f in run.alive:
+        mine = ex.feature == f
+        n_act = ex.heldout_windows[f]
+        assert (ex.kind[mine] == 0).sum() == min(3, n_act)
+        assert (ex.kind[mine] == 1).sum() == min(8, n_act)
+        assert (ex.kind[mine] == 2).sum() == 8
+        random_windows = set(zip(ex.seq[mine & (ex.kind == 2)], ex.start[mine & (ex.kind == 2)]))
+        assert len(random_windows) == 8  # distinct
+
+
+def test_rerun_does_not_duplicate(planted, tmp_path):
+    db = tmp_path / "labels.duckdb"
+    cfg = LabelConfig(run=str(planted.run.dir), db=str(db), methods=("top-tokens",))
+    label_run(cfg)
+    before = _rows(db, "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
+                       "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)")
+    label_run(cfg)
+    after = _rows(db, "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
+                      "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)")
+    assert before == after
+    assert after[0][2] == 1 and after[0][3] == planted.run.d_sae
+
+
+def test_registry_accepts_a_new_method(planted, tmp_path):
+    @register_labeler("first-letter")
+    def first_letter(ctx):
+        return [[f"feature {f}", f"candidate {f}"] for f in ctx.features]
+
+    try:
+        db = tmp_path / "labels.duckdb"
+        label_run(LabelConfig(run=str(planted.run.dir), db=str(db), methods=("first-letter",)))
+        ranks = _rows(db, "SELECT rank, count(*) FROM labels GROUP BY rank ORDER BY rank")
+        n = len(planted.run.alive)
+        assert ranks == [(0, n), (1, n)]
+    finally:
+        LABELERS.pop("first-letter")
+
+
+def test_unknown_method_is_a_user_error(planted, tmp_path):
+    with pytest.raises(UserError, match="unknown label method"):
+        label_run(LabelConfig(run=str(planted.run.dir), db=str(tmp_path / "x.duckdb"),
+                              methods=("nope",)))

@@ -1,0 +1,140 @@
+"""Scorers on cases with a known answer: exact labels score near 1, random ones near chance."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from sae_translate.examples import HeldoutSlice
+from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
+from sae_translate.score import (ScoreConfig, auroc, detection_scores, label_terms,
+                                 names_concept, score_run, simulation_scores, token_matches,
+                                 true_concepts)
+from sae_translate.store.db import run_query
+from sae_translate.store.h5 import Codes, write_run
+from sae_translate.synthetic import make_synthetic_run
+from sae_translate.world import generate_documents, load_world_config, tag_words
+
+
+def test_auroc_detection_simulation_on_constructed_arrays():
+    valid = np.ones((3, 4), bool)
+    positive = np.array([[True, True, False, False]] * 3)
+    scores = np.array([[0.9, 0.8, 0.1, 0.2], [0.1, 0.2, 0.9, 0.8], [0.5, 0.5, 0.5, 0.5]])
+    assert auroc(scores, positive, valid).tolist() == [1.0, 0.0, 0.5]
+    pred_tokens = np.zeros((3, 4, 2), bool)
+    pred_tokens[0, :2, 0] = True          # exactly the activating windows
+    pred_tokens[1, :, 1] = True           # every window
+    assert detection_scores(pred_tokens, positive, valid).tolist() == [1.0, 0.5, 0.5]
+    acts = pred_tokens[0:1].astype(np.float32) * 3.0
+    same = simulation_scores(pred_tokens[0:1], acts, np.ones_like(acts, bool))
+    flipped = simulation_scores(~pred_tokens[0:1], acts, np.ones_like(acts, bool))
+    silent = simulation_scores(pred_tokens[2:3], acts, np.ones_like(acts, bool))
+    assert same[0] == pytest.approx(1.0) and flipped[0] == pytest.approx(-1.0) and silent[0] == 0.0
+
+
+def test_label_terms_and_token_matching():
+    assert label_terms("cat, dog") == {"cat", "dog"}
+    assert label_terms("the, a") == {"the", "a"}            # stopwords kept when alone
+    assert "number" in label_terms("word after a number") and "a" not in label_terms("word after a number")
+    assert label_terms(",, .") == {",", "."}                 # punctuation tokens can be named
+    vocab = ["cat", " cats", "dog", ",", "the"]
+    tokens = np.array([[[0, 1, 2, 3, 4]], [[0, 1, 2, 3, 4]]])
+    m = token_matches(["cat", ","], vocab, tokens)
+    assert m[0, 0].tolist() == [True, True, False, False, False]   # plural -s and spaces ignored
+    assert m[1, 0].tolist() == [False, False, False, True, False]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    # no background noise and p_fire = 1: a feature fires exactly on its trigger word
+    path = tmp_path_factory.mktemp("clean")
+    return make_synthetic_run(path / "run", n_seq=240, ctx=32, d_sae=24, p_fire=1.0,
+                              noise_per_token=0.0, heldout=0.5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def scored(clean_run, tmp_path_factory):
+    vocab, trigger = clean_run.run.vocab, clean_run.trigger
+
+    @register_labeler("exact")
+    def exact(ctx):
+        return [[vocab[trigger[f]]] for f in ctx.features]
+
+    try:
+        db = tmp_path_factory.mktemp("db") / "labels.duckdb"
+        label_run(LabelConfig(run=str(clean_run.run.dir), db=str(db), methods=("exact", "random")))
+    finally:
+        LABELERS.pop("exact")
+    result = score_run(ScoreConfig(run=str(clean_run.run.dir), db=str(db)))
+    return {(s.method, s.scorer): s for s in result.summary}, db
+
+
+def test_exact_labels_score_near_one(scored):
+    summary, _ = scored
+    assert summary["exact", "detection"].mean == pytest.approx(1.0)
+    assert summary["exact", "simulation"].mean > 0.8
+    assert summary["exact", "embedding"].mean > 0.75
+    assert summary["exact", "embedding"].n_excluded == 0
+
+
+def test_random_labels_score_near_chance(scored):
+    summary, _ = scored
+    assert 0.4 < summary["random", "detection"].mean < 0.6
+    assert abs(summary["random", "simulation"].mean) < 0.15
+    assert 0.35 < summary["random", "embedding"].mean < 0.65
+    assert summary["exact", "embedding"].mean - summary["random", "embedding"].mean > 0.2
+
+
+def test_scores_stored_once_per_feature_and_rescoring_replaces(scored, clean_run):
+    summary, db = scored
+    q = "SELECT method, scorer, count(*), count(DISTINCT feature) FROM scores GROUP BY ALL ORDER BY ALL"
+    before = run_query(q, db).rows
+    assert all(n == d == summary[m, s].n_scored for m, s, n, d in before)
+    score_run(ScoreConfig(run=str(clean_run.run.dir), db=str(db), scorers=("detection",)))
+    assert run_query(q, db).rows == before
+    stored = run_query("SELECT method, scorer, mean FROM score_summary", db).rows
+    for method, scorer, mean in stored:
+        assert mean == pytest.approx(summary[method, scorer].mean)
+
+
+def test_names_concept():
+    cfg = load_world_config()
+    animal, after_number = cfg.concept("animal"), cfg.concept("after_number")
+    assert names_concept("animals", animal)
+    assert names_concept("creature", animal)
+    assert names_concept("cat, dog, horse", animal)
+    assert names_concept("cat, dog, car, boat", animal)     # half the items are members
+    assert not names_concept("cat, car, boat", animal)
+    assert not names_concept("number", animal)
+    assert names_concept("things after a number", after_number)
+    assert not names_concept("two, three", after_number)   # members only count for lexical concepts
+
+
+def test_true_concepts_on_a_world_corpus(tmp_path):
+    """Features planted on concepts recover them; a noise feature has no dominant concept."""
+    cfg = load_world_config()
+    docs = generate_documents(cfg, n_tokens=6000, seed=0)
+    words = [w for d in docs for w in d.words]
+    tags = [t for d in docs for t in d.concepts]
+    vocab = sorted(set(words))
+    ctx = 32
+    n_seq = len(words) // ctx
+    tokens = np.array([vocab.index(w) for w in words[:n_seq * ctx]], np.int32).reshape(n_seq, ctx)
+    planted = ["animal", "colour", "inside_quote", "after_number"]
+    rng = np.random.default_rng(0)
+    dense = np.zeros((n_seq * ctx, len(planted) + 1), np.float32)
+    for j, concept in enumerate(planted):
+        dense[[concept in t for t in tags[:n_seq * ctx]], j] = 1.0
+    dense[rng.random(len(dense)) < 0.2, len(planted)] = 0.5  # fires anywhere
+    run = write_run(tmp_path / "run", tokens=tokens, codes=Codes.from_dense(dense),
+                    split=np.ones(n_seq, np.uint8), vocab=vocab,
+                    attrs={"d_sae": dense.shape[1], "config": "{}"})
+    data = HeldoutSlice.load(run, run.heldout_seqs)
+    found = true_concepts(data, vocab, cfg.concept_names, partial(tag_words, cfg),
+                          np.arange(dense.shape[1]), min_precision=0.5, min_firings=5)
+    # generated tags match re-tagging the words for lexical concepts and most contextual ones
+    assert found.feature.tolist() == list(range(len(planted)))
+    assert found.concept == planted
+    assert (found.precision > 0.9).all()
