@@ -91,3 +91,45 @@ def demo(
         config.stages["world"]["out"] = f"stores/world-{world_config.stem}"
     config.stages["extract"]["out"] = str(out)
     run_pipeline(config, echo=typer.echo)
+
+
+def _names(csv: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in csv.split(",") if x.strip())
+
+
+@app.command()
+def label(
+    run: Path = typer.Option(..., help="run directory (stores/RUN) or its activations.h5"),
+    methods: str = typer.Option("top-tokens,logit-lens,random", help="comma-separated label methods"),
+    db: Path = typer.Option(Path("stores/labels.duckdb"), help="label database"),
+    scorers: str = typer.Option("embedding,detection,simulation,ground_truth",
+                                help="comma-separated scorers run after labelling; '' to skip"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Label every alive feature with each method, store held-out examples, score the labels."""
+    from sae_translate.label import LabelConfig
+    from sae_translate.score import label_and_score, summary_table
+
+    cfg = LabelConfig(run=str(run), db=str(db), methods=_names(methods), scorers=_names(scorers),
+                      device=device, seed=seed)
+    labelled, scored = label_and_score(cfg)
+    typer.echo(f"{labelled.run_id}: {labelled.n_features:,} features x {len(labelled.methods)} methods, "
+               f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {db}")
+    if scored is not None:
+        typer.echo(summary_table(scored.summary))
+        typer.echo(f"scored in {scored.seconds:.1f}s")
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="one SQL statement, e.g. \"SELECT * FROM best_labels LIMIT 10\""),
+    db: Path = typer.Option(Path("stores/labels.duckdb"), help="label database (opened read-only)"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+) -> None:
+    """Query the label database read-only: runs, features, labels, scores, examples, best_labels."""
+    from sae_translate.store.db import format_result, run_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise UserError(f"unknown --format {fmt!r}; use table, csv or json")
+    typer.echo(format_result(run_query(sql, db), fmt))

@@ -238,6 +238,14 @@ def _sample_silent(features: np.ndarray, active_keys: np.ndarray, active_count: 
     return f, np.full(len(f), KIND_RANDOM), rank, w, np.zeros(len(f), np.float32)
 
 
+def token_text(token: str) -> str:
+    """A token as a label word: surrounding whitespace dropped, invisible tokens made visible."""
+    text = token.strip()
+    if text:
+        return text
+    return token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "␣") or "∅"
+
+
 def joiner_for(vocab: list[str]) -> str:
     """Word-level vocabularies are joined with spaces; subword ones carry their own spaces."""
     return "" if any(v[:1].isspace() for v in vocab) else " "

@@ -24,7 +24,7 @@ import numpy as np
 
 from sae_translate.errors import UserError
 from sae_translate.examples import (KINDS, ExampleConfig, ExampleSet, HeldoutSlice,
-                                    heldout_seqs_for, render_windows, sample_examples)
+                                    heldout_seqs_for, render_windows, sample_examples, token_text)
 from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
 
@@ -45,6 +45,8 @@ class LabelConfig:
     max_heldout_tokens: int = 262_144
     seed: int = 0
     device: str = "auto"
+    # scorers run right after labelling by score.label_and_score (empty: label only)
+    scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth")
 
     @property
     def example_config(self) -> ExampleConfig:
@@ -96,14 +98,6 @@ def get_labeler(name: str) -> Labeler:
         known = sorted(set(LABELERS) | set(LAZY_LABELERS))
         raise UserError(f"unknown label method {name!r}; choose from {', '.join(known)}")
     return LABELERS[name]
-
-
-def token_text(token: str) -> str:
-    """A token as a label word: surrounding whitespace dropped, invisible tokens made visible."""
-    text = token.strip()
-    if text:
-        return text
-    return token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "␣") or "∅"
 
 
 def join_tokens(tokens: list[str]) -> str:

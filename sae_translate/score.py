@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from sae_translate.errors import UserError
-from sae_translate.examples import HeldoutSlice, heldout_seqs_for, render_windows
-from sae_translate.label import token_text
+from sae_translate.examples import HeldoutSlice, heldout_seqs_for, render_windows, token_text
+from sae_translate.label import LabelConfig, LabelResult, label_run
 from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
 
@@ -475,3 +475,28 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
         scores=score_table, summary=summary_rows, true_concepts=concept_rows, methods=methods,
         scorers=list(cfg.scorers)))
     return ScoreResult(run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0)
+
+
+def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
+    """The label stage as the CLI and pipelines run it: label, then score the new labels."""
+    labelled = label_run(cfg)
+    if not cfg.scorers:
+        return labelled, None
+    scored = score_run(ScoreConfig(run=cfg.run, db=cfg.db, scorers=tuple(cfg.scorers),
+                                   methods=labelled.methods, run_id=labelled.run_id,
+                                   device=cfg.device, max_heldout_tokens=cfg.max_heldout_tokens))
+    return labelled, scored
+
+
+def summary_table(summary: list[ScoreSummary]) -> str:
+    """Per method (rows), the mean of each scorer (columns); n/a where not scored."""
+    methods = list(dict.fromkeys(s.method for s in summary))
+    scorers = [s for s in SCORERS if any(x.scorer == s for x in summary)]
+    means = {(s.method, s.scorer): s.mean for s in summary}
+    width = max([len("method")] + [len(m) for m in methods])
+    lines = ["  ".join(["method".ljust(width)] + [s.rjust(12) for s in scorers])]
+    for m in methods:
+        cells = [("n/a" if means.get((m, s)) is None else f"{means[m, s]:.3f}").rjust(12)
+                 for s in scorers]
+        lines.append("  ".join([m.ljust(width)] + cells))
+    return "\n".join(lines)
