@@ -30,7 +30,9 @@ from tqdm import tqdm
 from sae_translate import __version__
 from sae_translate.corpus import iter_documents, local_files, pack_windows
 from sae_translate.errors import UserError
-from sae_translate.store.h5 import FILENAME, Codes, RunStore, RunWriter, heldout_split
+from sae_translate.store.h5 import (
+    FILENAME, MANIFEST, Codes, RunStore, RunWriter, heldout_split, shard_name, write_manifest,
+)
 
 
 @dataclass
@@ -85,56 +87,64 @@ def hook_layer(hook: str) -> int | None:
 
 
 def extract(cfg: ExtractConfig) -> ExtractResult:
+    """Extract a run. Under torchrun each rank encodes every world_size-th chunk into its own shard."""
     from sae_translate.models import load_model
     from sae_translate.saes import check_sae_fits_model, load_sae
 
     t0 = time.time()
+    ranks = Ranks.from_env()
     out = Path(cfg.out)
-    final = out / FILENAME
     partial = out / ".partial"
     _check_writable(out)
-    if final.exists():
-        reused = _existing_run(final, cfg)
-        if reused is not None:
-            return ExtractResult(final, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
+    reused = _existing_run(out, cfg, ranks)
+    if reused is not None:
+        return ExtractResult(reused.path, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
     # Every check that can fail on bad input runs before anything is written.
     n_seq_max = cfg.tokens // cfg.ctx
     if n_seq_max < 1:
         raise UserError(f"--tokens {cfg.tokens} is less than one window of --ctx {cfg.ctx}")
     local_files(cfg.dataset)
-    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    model = load_model(cfg.model, device=ranks.device(cfg.device), dtype=cfg.dtype)
     sae = load_sae(cfg.sae, device=str(model.cfg.device))
     hook = check_sae_fits_model(sae, model, cfg.hook)
     _check_width(model, sae, hook)
     if model.tokenizer is None:
         raise UserError(f"model {cfg.model!r} has no tokenizer; save one with the checkpoint")
-    _prepare_partial(partial, cfg)
+    if ranks.rank == 0:
+        _prepare_partial(partial, cfg)
+    ranks.barrier()
+
+    # Every rank reads the same token stream and encodes only its own chunks, so the
+    # sequences (and the held-out split) are exactly those of a single-process run.
     windows = pack_windows(
         iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
         model.tokenizer, cfg.ctx,
     )
     writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
-    bar = tqdm(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract", disable=not cfg.progress)
-    n_seq, resumed = 0, 0
+    bar = tqdm(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract",
+               disable=not cfg.progress or ranks.rank != 0)
+    n_seq, resumed, mine = 0, 0, []
     try:
-        for chunk_idx in range(0, (n_seq_max + cfg.chunk_seqs - 1) // cfg.chunk_seqs):
+        for chunk_idx in range((n_seq_max + cfg.chunk_seqs - 1) // cfg.chunk_seqs):
             want = min(cfg.chunk_seqs, n_seq_max - chunk_idx * cfg.chunk_seqs)
-            tokens = np.stack(list(islice(windows, want))) if want else None
-            if tokens is None or len(tokens) == 0:
+            batch = list(islice(windows, want))
+            if not batch:
                 break
-            n_seq += len(tokens)
-            if writer.has(chunk_idx, len(tokens)):
-                resumed += 1
-            else:
-                codes = encode_chunk(model, sae, hook, tokens, cfg)
-                writer.put(chunk_idx, tokens, codes)
-            bar.update(len(tokens) * cfg.ctx)
-            if len(tokens) < want:
+            n_seq += len(batch)
+            if chunk_idx % ranks.world_size == ranks.rank:
+                mine.append(chunk_idx)
+                tokens = np.stack(batch)
+                if writer.has(chunk_idx, len(tokens)):
+                    resumed += 1
+                else:
+                    writer.put(chunk_idx, tokens, encode_chunk(model, sae, hook, tokens, cfg))
+            bar.update(len(batch) * cfg.ctx)
+            if len(batch) < want:
                 break
         writer.close()
     except BaseException:
         writer.close(raise_errors=False)
-        if not any(partial.glob("chunk-*.npz")):
+        if ranks.world_size == 1 and not any(partial.glob("chunk-*.npz")):
             shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
         raise
     finally:
@@ -144,9 +154,52 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         raise UserError(f"dataset {cfg.dataset!r} gave no window of {cfg.ctx} tokens; lower --ctx or add text")
 
     lens = logit_lens(model, sae, cfg.logit_lens_k)
-    run = _assemble(partial, final, cfg, model, sae, hook, n_seq, lens)
-    shutil.rmtree(partial, ignore_errors=True)
-    return ExtractResult(final, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
+    attrs = _run_attrs(cfg, model, sae, hook)
+    if ranks.world_size == 1:
+        _assemble(partial, out / FILENAME, mine, cfg, model, attrs, lens)
+        shutil.rmtree(partial, ignore_errors=True)
+        with RunStore.open(out) as run:
+            return ExtractResult(run.path, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
+    shard = shard_name(ranks.rank, ranks.world_size)
+    _assemble(partial, out / shard, mine, cfg, model, attrs, lens)
+    ranks.barrier()
+    if ranks.rank == 0:
+        write_manifest(out, [shard_name(r, ranks.world_size) for r in range(ranks.world_size)], attrs)
+        shutil.rmtree(partial, ignore_errors=True)
+    ranks.barrier()
+    with RunStore.open(out) as run:
+        return ExtractResult(run.path, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
+
+
+@dataclass
+class Ranks:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @staticmethod
+    def from_env() -> "Ranks":
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return Ranks()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def device(self, requested: str) -> str:
+        if self.world_size > 1 and requested == "auto" and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
 
 @torch.no_grad()
@@ -195,32 +248,34 @@ def token_strings(tokenizer, d_vocab: int) -> list[str]:
     return out
 
 
-def _assemble(partial: Path, final: Path, cfg: ExtractConfig, model, sae, hook: str, n_seq: int,
-              lens: tuple[np.ndarray, np.ndarray]) -> RunStore:
-    d_sae = sae.cfg.d_sae
-    attrs = {
+def _run_attrs(cfg: ExtractConfig, model, sae, hook: str) -> dict:
+    return {
         "model": cfg.model, "hook": hook, "sae": cfg.sae, "dataset": cfg.dataset,
-        "d_model": model.cfg.d_model, "d_sae": d_sae, "d_vocab": model.cfg.d_vocab,
+        "d_model": model.cfg.d_model, "d_sae": sae.cfg.d_sae, "d_vocab": model.cfg.d_vocab,
         "seed": cfg.seed, "heldout": cfg.heldout, "version": __version__, "config": cfg.identity(),
         "digest": cfg.digest(), "world": cfg.world, "top_k_codes": cfg.top_k_codes or 0,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    writer = RunWriter(final, ctx=cfg.ctx, d_sae=d_sae, vocab=token_strings(model.tokenizer, model.cfg.d_vocab),
-                       attrs=attrs, n_top=cfg.n_top, value_dtype=cfg.value_dtype)
+
+
+def _assemble(partial: Path, path: Path, chunks: list[int], cfg: ExtractConfig, model, attrs: dict,
+              lens: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Stream finished chunks into one HDF5 file, which appears atomically."""
+    writer = RunWriter(path, ctx=cfg.ctx, d_sae=int(attrs["d_sae"]),
+                       vocab=token_strings(model.tokenizer, model.cfg.d_vocab), attrs=attrs, n_top=cfg.n_top,
+                       value_dtype=cfg.value_dtype)
     try:
-        done = 0
-        for path in sorted(partial.glob("chunk-*.npz")):
-            with np.load(path) as z:
+        for idx in chunks:
+            with np.load(partial / f"chunk-{idx:06d}.npz") as z:
                 tokens = z["tokens"]
                 codes = Codes(z["indptr"], z["feature"], z["value"])
-            split = heldout_split(len(tokens), cfg.heldout, cfg.seed, offset=done)
-            writer.append(tokens, split, codes)
-            done += len(tokens)
-        assert done == n_seq, f"chunks hold {done} sequences, expected {n_seq}"
+            first = idx * cfg.chunk_seqs
+            split = heldout_split(len(tokens), cfg.heldout, cfg.seed, offset=first)
+            writer.append(tokens, split, codes, seq_ids=np.arange(first, first + len(tokens)))
         return writer.close(lens)
     except OSError as e:
         writer.abort()
-        raise _disk_error(e, final) from e
+        raise _disk_error(e, path) from e
     except BaseException:
         writer.abort()
         raise
@@ -296,19 +351,25 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"output directory {out} is not writable; choose another --out")
 
 
-def _existing_run(final: Path, cfg: ExtractConfig) -> RunStore | None:
-    """The finished run to reuse, or None when it should be rebuilt."""
-    try:
-        run = RunStore.open(final)
-    except UserError:
-        final.unlink()  # unreadable or unfinished: rebuild
+def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | None:
+    """The finished run to reuse, or None when it should be (re)built."""
+    if not ((out / FILENAME).exists() or (out / MANIFEST).exists()):
         return None
-    if run.attrs.get("digest") == cfg.digest():
+    try:
+        run = RunStore.open(out)
+    except UserError:
+        run = None  # unreadable or unfinished: rebuild
+    if run is not None and run.attrs.get("digest") == cfg.digest():
         return run
-    run.close()
-    if not cfg.force:
-        raise UserError(f"{final} holds a run made with other settings; pass --force to replace it or choose another --out")
-    final.unlink()
+    if run is not None:
+        run.close()
+        if not cfg.force:
+            raise UserError(f"{out} holds a run made with other settings; pass --force to replace it or choose another --out")
+    ranks.barrier()  # every rank has looked before rank 0 removes anything
+    if ranks.rank == 0:
+        for old in [out / FILENAME, out / MANIFEST, *out.glob("shard-*.h5")]:
+            old.unlink(missing_ok=True)
+    ranks.barrier()
     return None
 
 

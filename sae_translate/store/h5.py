@@ -220,18 +220,26 @@ class RunWriter:
         f.create_dataset("vocab", data=np.array(vocab, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("tokens", (0, ctx), maxshape=(None, ctx), dtype=np.int32, chunks=(256, ctx), **_COMPRESSION)
         f.create_dataset("split", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,))
+        f.create_dataset("seq_index", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         g = f.create_group("codes")
         g.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,), **_COMPRESSION)
         g.create_dataset("feature", (0,), maxshape=(None,), dtype=np.int32, chunks=(262144,), **_COMPRESSION)
         g.create_dataset("value", (0,), maxshape=(None,), dtype=value_dtype, chunks=(262144,), **_COMPRESSION)
 
-    def append(self, tokens: np.ndarray, split: np.ndarray, codes: Codes) -> None:
-        """Add whole sequences: tokens [n, ctx], their split flags, and CSR codes over n * ctx tokens."""
+    def append(self, tokens: np.ndarray, split: np.ndarray, codes: Codes, seq_ids: np.ndarray | None = None) -> None:
+        """Add whole sequences: tokens [n, ctx], their split flags, and CSR codes over n * ctx tokens.
+
+        `seq_ids` are the sequences' global indices (a shard holds every world_size-th chunk);
+        by default they follow on from the sequences already written.
+        """
         n = len(tokens)
         assert codes.n_tokens == n * self.ctx, "codes must cover every token of the sequences"
+        if seq_ids is None:
+            seq_ids = np.arange(self.n_seq, self.n_seq + n, dtype=np.int64)
         f = self.file
         _extend(f["tokens"], tokens.astype(np.int32))
         _extend(f["split"], split.astype(np.uint8))
+        _extend(f["seq_index"], np.asarray(seq_ids, dtype=np.int64))
         _extend(f["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
         _extend(f["codes/feature"], codes.feature.astype(np.int32))
         _extend(f["codes/value"], codes.value)
@@ -239,14 +247,14 @@ class RunWriter:
         token_seq = np.repeat(np.arange(n), self.ctx)
         nz_token = codes.token_index()
         train_nz = split[token_seq[nz_token]] == 0
-        position = self.n_seq * self.ctx + nz_token
+        position = np.asarray(seq_ids, dtype=np.int64)[token_seq[nz_token]] * self.ctx + nz_token % self.ctx
         value = codes.value.astype(np.float32)
         self.stats.update(codes.feature[train_nz], value[train_nz], int((split == 0).sum()) * self.ctx)
         self.top.update(codes.feature[train_nz], value[train_nz], position[train_nz])
         self.n_seq += n
         self.nnz += len(codes.feature)
 
-    def close(self, logit_lens: tuple[np.ndarray, np.ndarray] | None = None) -> "RunStore":
+    def close(self, logit_lens: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
         f = self.file
         write_feature_tables(f, self.stats, self.top, logit_lens)
         f.attrs["n_seq"], f.attrs["n_tokens"], f.attrs["nnz"] = self.n_seq, self.n_seq * self.ctx, self.nnz
@@ -254,7 +262,7 @@ class RunWriter:
         f.flush()
         f.close()
         os.replace(self.tmp, self.path)  # the finished file appears atomically
-        return RunStore.open(self.path)
+        return self.path
 
     def abort(self) -> None:
         try:
@@ -306,38 +314,80 @@ def write_run(path: Path, *, tokens: np.ndarray, codes: Codes, split: np.ndarray
         a, b = codes.indptr[lo], codes.indptr[hi]
         writer.append(tokens[block], split[block], Codes(codes.indptr[lo:hi + 1] - a, codes.feature[a:b], codes.value[a:b]))
     lens = None if logit_lens_tokens is None else (logit_lens_tokens, logit_lens_values)
-    return writer.close(lens)
+    return RunStore.open(writer.close(lens))
+
+
+MANIFEST = "manifest.json"
+
+
+def shard_name(rank: int, world_size: int) -> str:
+    return f"shard-{rank:05d}-of-{world_size:05d}.h5"
+
+
+def write_manifest(run_dir: Path, shards: list[str], attrs: dict) -> None:
+    """The completion marker of a sharded run: written last, atomically."""
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "shards": shards, "attrs": attrs}, indent=1))
+    tmp.replace(run_dir / MANIFEST)
+
+
+def _open_shard(path: Path) -> h5py.File:
+    if not path.exists():
+        raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path.parent}` first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path} is not a readable HDF5 file ({e}); delete it and rerun extract") from e
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise UserError(f"{path} is not an sae-translate run (no format={FORMAT!r} attribute)")
+    if not f.attrs.get("complete", False):
+        f.close()
+        raise UserError(f"{path} is incomplete; rerun the same extract command to finish it")
+    return f
 
 
 class RunStore:
-    """Read side of a finished run."""
+    """Read side of a finished run: one activations.h5, or the shards a manifest lists, read as one."""
 
-    def __init__(self, path: Path, file: h5py.File):
+    def __init__(self, path: Path, files: list[h5py.File]):
         self.path = path
         self.dir = path.parent
-        self.file = file
+        self.files = files
+        self.file = files[0]  # attributes, vocab and logit lens are identical in every shard
+        n = sum(int(f.attrs["n_seq"]) for f in files)
+        self._shard_of = np.zeros(n, np.int32)
+        self._local_of = np.zeros(n, np.int64)
+        for i, f in enumerate(files):
+            ids = f["seq_index"][:]
+            self._shard_of[ids] = i
+            self._local_of[ids] = np.arange(len(ids))
 
     @staticmethod
     def open(path: str | Path) -> "RunStore":
         path = Path(path)
+        if path.is_dir() and (path / MANIFEST).exists():
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+                shards = [path / name for name in manifest["shards"]]
+            except (OSError, ValueError, KeyError) as e:
+                raise UserError(f"{path / MANIFEST} is unreadable ({e}); rerun the same extract command") from e
+            files = []
+            try:
+                for shard in shards:
+                    files.append(_open_shard(shard))
+            except UserError:
+                for f in files:
+                    f.close()
+                raise
+            return RunStore(path / MANIFEST, files)
         if path.is_dir():
             path = path / FILENAME
-        if not path.exists():
-            raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path.parent}` first")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise UserError(f"{path} is not a readable HDF5 file ({e}); delete it and rerun extract") from e
-        if f.attrs.get("format") != FORMAT:
-            f.close()
-            raise UserError(f"{path} is not an sae-translate run (no format={FORMAT!r} attribute)")
-        if not f.attrs.get("complete", False):
-            f.close()
-            raise UserError(f"{path} is incomplete; rerun the same extract command to finish it")
-        return RunStore(path, f)
+        return RunStore(path, [_open_shard(path)])
 
     def close(self) -> None:
-        self.file.close()
+        for f in self.files:
+            f.close()
 
     def __enter__(self) -> "RunStore":
         return self
@@ -350,6 +400,10 @@ class RunStore:
         out = {}
         for key, value in self.file.attrs.items():
             out[key] = value.item() if isinstance(value, np.generic) else value
+        out["n_seq"] = len(self._shard_of)
+        out["n_tokens"] = len(self._shard_of) * int(out["ctx"])
+        out["nnz"] = sum(int(f.attrs["nnz"]) for f in self.files)
+        out["n_shards"] = len(self.files)
         return out
 
     @property
@@ -376,15 +430,33 @@ class RunStore:
     def vocab(self) -> list[str]:
         return [s.decode() if isinstance(s, bytes) else s for s in self.file["vocab"][:]]
 
-    def tokens(self, seqs) -> np.ndarray:
+    def _by_shard(self, seqs: np.ndarray) -> Iterator[tuple[h5py.File, np.ndarray, np.ndarray]]:
+        """(file, positions in seqs, local indices) for each shard holding some of seqs."""
+        shard = self._shard_of[seqs]
+        for i, f in enumerate(self.files):
+            where = np.flatnonzero(shard == i)
+            if len(where):
+                yield f, where, self._local_of[seqs[where]]
+
+    def _seqs(self, seqs) -> np.ndarray:
         if isinstance(seqs, slice):
-            return self.file["tokens"][seqs]
-        seqs = np.asarray(seqs, dtype=np.int64)
-        return self.file["tokens"][np.sort(seqs)] if len(seqs) else np.zeros((0, self.ctx), np.int32)
+            return np.arange(self.n_seq)[seqs]
+        return np.sort(np.asarray(seqs, dtype=np.int64))
+
+    def tokens(self, seqs) -> np.ndarray:
+        seqs = self._seqs(seqs)
+        out = np.zeros((len(seqs), self.ctx), np.int32)
+        for f, where, local in self._by_shard(seqs):
+            order = np.argsort(local, kind="stable")  # h5py reads increasing indices
+            out[where[order]] = f["tokens"][local[order]]
+        return out
 
     @cached_property
     def split(self) -> np.ndarray:
-        return self.file["split"][:]
+        out = np.zeros(self.n_seq, np.uint8)
+        for f in self.files:
+            out[f["seq_index"][:]] = f["split"][:]
+        return out
 
     @cached_property
     def train_seqs(self) -> np.ndarray:
@@ -395,48 +467,58 @@ class RunStore:
         return np.flatnonzero(self.split == 1).astype(np.int64)
 
     def iter_codes(self, seqs, batch_seqs: int = 256) -> Iterator[tuple[np.ndarray, Codes]]:
-        """Codes of the given (sorted) sequences, batch by batch; reads contiguous spans."""
-        seqs = np.sort(np.asarray(seqs, dtype=np.int64))
-        indptr_ds, feature_ds, value_ds = self.file["codes/indptr"], self.file["codes/feature"], self.file["codes/value"]
-        ctx = self.ctx
+        """Codes of the given sequences (sorted), batch by batch; each shard read in contiguous spans."""
+        seqs = self._seqs(seqs)
         for start in range(0, len(seqs), batch_seqs):
             batch = seqs[start:start + batch_seqs]
-            lo, hi = int(batch[0]), int(batch[-1]) + 1
-            indptr = indptr_ds[lo * ctx: hi * ctx + 1]
-            a, b = int(indptr[0]), int(indptr[-1])
-            feature, value = feature_ds[a:b], value_ds[a:b].astype(np.float32)
-            parts = []
-            for s in batch:
-                t0, t1 = (s - lo) * ctx, (s - lo + 1) * ctx
-                p = indptr[t0:t1 + 1] - a
-                parts.append(Codes(p - p[0], feature[p[0]:p[-1]], value[p[0]:p[-1]]))
-            yield batch, Codes.concat(parts)
+            per_seq: list[Codes | None] = [None] * len(batch)
+            for f, where, local in self._by_shard(batch):
+                for w, codes in zip(where, _read_local_codes(f, local, self.ctx)):
+                    per_seq[w] = codes
+            yield batch, Codes.concat(per_seq)
 
     def codes(self, seqs) -> Codes:
-        if isinstance(seqs, slice):
-            seqs = np.arange(self.n_seq)[seqs]
-        return Codes.concat([c for _, c in self.iter_codes(seqs, batch_seqs=1024)])
+        return Codes.concat([c for _, c in self.iter_codes(self._seqs(seqs), batch_seqs=1024)])
 
     def dense(self, seqs) -> np.ndarray:
         """float32 [n, ctx, d_sae]: small runs and tests only."""
-        seqs = np.asarray(seqs)
+        seqs = self._seqs(seqs)
         return self.codes(seqs).to_dense(self.d_sae).reshape(len(seqs), self.ctx, self.d_sae)
 
     @cached_property
     def stats(self) -> FeatureStats:
-        g = self.file["features"]
-        return FeatureStats(
-            count=g["count"][:], sum=g["sum"][:].astype(np.float64), max=g["max"][:], hist=g["hist"][:],
-            n_tokens=int(g.attrs["n_train_tokens"]), quantile_levels=g["quantiles"].attrs["levels"][:],
-        )
+        total = None
+        for f in self.files:
+            g = f["features"]
+            part = FeatureStats(
+                count=g["count"][:], sum=g["sum"][:].astype(np.float64), max=g["max"][:], hist=g["hist"][:],
+                n_tokens=int(g.attrs["n_train_tokens"]), quantile_levels=g["quantiles"].attrs["levels"][:],
+            )
+            if total is None:
+                total = part
+            else:
+                total.merge(part)
+        return total
 
     @cached_property
+    def _top(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.files) == 1:
+            return self.file["features/top"][:], self.file["features/top_value"][:]
+        first = self.file["features/top"]
+        top = TopK(self.d_sae, first.shape[1])
+        for f in self.files:
+            values = f["features/top_value"][:]
+            positions = f["features/top"][:]
+            top._merge(np.where(positions >= 0, values, -np.inf).astype(np.float32), positions)
+        return top.finished()
+
+    @property
     def top_positions(self) -> np.ndarray:
-        return self.file["features/top"][:]
+        return self._top[0]
 
-    @cached_property
+    @property
     def top_values(self) -> np.ndarray:
-        return self.file["features/top_value"][:]
+        return self._top[1]
 
     @cached_property
     def logit_lens_tokens(self) -> np.ndarray | None:
@@ -451,3 +533,16 @@ class RunStore:
     @property
     def alive(self) -> np.ndarray:
         return np.flatnonzero(self.stats.count > 0)
+
+
+def _read_local_codes(f: h5py.File, local: np.ndarray, ctx: int) -> list[Codes]:
+    """Codes of each local sequence (in the given order), reading one contiguous span."""
+    lo, hi = int(local.min()), int(local.max()) + 1
+    indptr = f["codes/indptr"][lo * ctx: hi * ctx + 1]
+    a, b = int(indptr[0]), int(indptr[-1])
+    feature, value = f["codes/feature"][a:b], f["codes/value"][a:b].astype(np.float32)
+    out = []
+    for s in local:
+        p = indptr[(s - lo) * ctx:(s - lo + 1) * ctx + 1] - a
+        out.append(Codes(p - p[0], feature[p[0]:p[-1]], value[p[0]:p[-1]]))
+    return out
