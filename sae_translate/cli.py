@@ -133,3 +133,25 @@ def query(
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"unknown --format {fmt!r}; use table, csv or json")
     typer.echo(format_result(run_query(sql, db), fmt))
+
+
+@app.command()
+def report(
+    run: Path = typer.Option(..., help="run directory (stores/RUN)"),
+    out: Optional[Path] = typer.Option(None, help="HTML file to write; default RUN/report.html"),
+    feature: Optional[list[int]] = typer.Option(None, "--feature", help="card for this feature (repeatable); "
+                                                "default: up to --max-cards spread over the run"),
+    db: Optional[Path] = typer.Option(None, help="label database; default stores/labels.duckdb when present"),
+    max_cards: int = typer.Option(50, help="feature cards drawn when no --feature is given"),
+    run_id: Optional[str] = typer.Option(None, help="the run's id in the label database; default: RUN's name"),
+) -> None:
+    """Write one self-contained HTML report (plotly, opens offline) of a run and its labels."""
+    from sae_translate.report import ReportConfig, write_report
+
+    cfg = ReportConfig(run=str(run), out=None if out is None else str(out), db=None if db is None else str(db),
+                       features=tuple(feature or ()), max_cards=max_cards, run_id=run_id)
+    result = write_report(cfg)
+    typer.echo(f"{result.path}: {result.n_figures} figures, {result.n_cards} feature cards, "
+               f"{result.size_bytes / 1e6:.1f} MB")
+    for section, note in result.notes.items():
+        typer.echo(f"  {section}: {note}")

@@ -41,9 +41,22 @@ def stage_extract(state: PipelineState, section: dict) -> None:
     state.run_dir = Path(cfg.out)
 
 
+def stage_report(state: PipelineState, section: dict) -> None:
+    from sae_translate.report import ReportConfig, write_report
+
+    defaults: dict[str, Any] = {"run": str(state.run_dir or state.config.run_dir)}
+    if "db" in state.config.stages.get("label", {}):  # read the database the label stage wrote
+        defaults["db"] = state.config.stages["label"]["db"]
+    cfg = build_config(ReportConfig, section, "report", **defaults)
+    if "features" in section:
+        cfg.features = tuple(int(f) for f in cfg.features)
+    state.results["report"] = write_report(cfg)
+
+
 STAGE_RUNNERS: dict[str, Callable[[PipelineState, dict], None]] = {
     "world": stage_world,
     "extract": stage_extract,
+    "report": stage_report,  # keep last: it reads what every other stage wrote
 }
 
 

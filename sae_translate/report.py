@@ -1,0 +1,825 @@
+"""The HTML report: one self-contained file of plotly figures about a run and its labels.
+
+Sections: the run's features (density, maximum activations, a sampled frequency/activation
+scatter), label scores per method and scorer, ground-truth accuracy (toy worlds), translator
+training curves and its shared latent, and per-feature cards (labels with scores, activation
+histogram, top and quantile windows with firing tokens shaded by activation).
+
+plotly.js is embedded once, inline, so the file opens offline. One script at the end of the page
+draws every figure, then records in a hidden ``#report-status`` element how many figures were
+drawn, which ones drew no data, and any JavaScript error; a visible banner tells the reader when
+something failed (the browser test reads the same element).
+
+Big runs stay small: distributions are binned here (their size does not grow with d_sae),
+scatter plots are sampled to ``max_points``, and cards are drawn for at most ``max_cards``
+features unless features are named.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from sae_translate.errors import UserError
+from sae_translate.examples import HeldoutSlice, joiner_for
+from sae_translate.store import db as label_db
+from sae_translate.store.h5 import HIST_BINS, HIST_BINS_PER_DECADE, HIST_LO, RunStore
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+GROUND_TRUTH = "ground_truth"
+TRANSLATOR_LOG_GLOB = "translator*/log.jsonl"
+# Keys of a training-log record that index it rather than measure it.
+STEP_KEYS = ("step", "global_step", "iteration", "iter")
+NOT_PLOTTED = frozenset(STEP_KEYS) | {"time", "seconds", "elapsed", "wall", "epoch", "tokens"}
+
+
+@dataclass
+class ReportConfig:
+    run: str
+    out: str | None = None             # default: RUN/report.html
+    db: str | None = None              # default: stores/labels.duckdb (optional unless given)
+    run_id: str | None = None          # defaults to the run directory's name, as label does
+    features: tuple[int, ...] = ()     # cards for exactly these features
+    max_cards: int = 50                # cards drawn when no features are named
+    max_points: int = 5000             # points per scatter plot, sampled beyond this
+    n_top_windows: int = 8             # windows per card and kind
+    latent_sentences: int = 400        # sentences per language in the latent view
+    max_log_points: int = 1000         # points per training curve (bucket means beyond)
+    seed: int = 0
+    title: str | None = None
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    n_figures: int
+    n_cards: int
+    size_bytes: int
+    notes: dict[str, str] = field(default_factory=dict)  # section -> why it has no figure
+
+
+# ------------------------------------------------------------------ figures and page assembly
+
+
+def _count(values: Any) -> int:
+    if values is None:
+        return 0
+    try:
+        return len(values)
+    except TypeError:
+        return 0
+
+
+def figure_has_data(fig: go.Figure) -> bool:
+    """True when at least one trace has points (x, y, z or values)."""
+    return any(max(_count(getattr(t, k, None)) for k in ("x", "y", "z", "values")) > 0
+               for t in fig.data)
+
+
+class Page:
+    """Collects figures as JSON specs beside their placeholder divs."""
+
+    def __init__(self) -> None:
+        self.n_figures = 0
+
+    def figure(self, fig: go.Figure, height: int = 360) -> str:
+        if not figure_has_data(fig):
+            raise ValueError("a report figure must have data; give a note instead")
+        fig.update_layout(height=height, margin=dict(l=60, r=20, t=50, b=50),
+                          template="plotly_white")
+        fid = f"fig-{self.n_figures}"
+        self.n_figures += 1
+        # "</" inside a JSON string would end the script element early; "<\/" is the same JSON.
+        spec = pio.to_json(fig, validate=False).replace("</", "<\\/")
+        return (f'<div class="report-figure" id="{fid}"></div>'
+                f'<script type="application/json" id="{fid}-spec">{spec}</script>')
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "table") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return "–" if not math.isfinite(value) else f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def _histogram(values: np.ndarray, bins: int, lo: float | None = None,
+               hi: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Bin centres, counts and bin width (the counts, not the values, go into the file)."""
+    values = values[np.isfinite(values)]
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    return (edges[:-1] + edges[1:]) / 2, counts, float(edges[1] - edges[0])
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(methods))}
+
+
+# ------------------------------------------------------------------ label database
+
+
+@dataclass
+class LabelTables:
+    """What the report reads of one run from the label database."""
+
+    db: Path
+    run_id: str
+    scores: dict[str, np.ndarray]                         # feature, method, scorer, value
+    summary: list[tuple[str, str, float | None, int, int]]  # method, scorer, mean, n, excluded
+    concepts: dict[int, tuple[str, float]]                # feature -> (true concept, precision)
+    best: dict[int, tuple[str, str, float]]               # feature -> (method, label, score)
+    labels: dict[int, dict[str, list[str]]]               # card feature -> method -> candidates
+    examples: dict[str, np.ndarray]                       # card windows: feature, kind, rank, ...
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({m for per in self.labels.values() for m in per} | set(self.scores["method"]))
+
+
+def resolve_db(cfg: ReportConfig) -> tuple[Path | None, str]:
+    """The database to read, or None with the reason; a named but missing --db is an error."""
+    if cfg.db is not None:
+        path = Path(cfg.db)
+        if not path.is_file():
+            raise UserError(f"no label database at {path}; run `sae-translate label --run "
+                            f"{cfg.run} --db {path}` first or leave out --db")
+        return path, ""
+    if label_db.DEFAULT_DB.is_file():
+        return label_db.DEFAULT_DB, ""
+    return None, (f"no label database at {label_db.DEFAULT_DB}; run `sae-translate label --run "
+                  f"{cfg.run}` to add labels and scores")
+
+
+def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> LabelTables | None:
+    """The run's scores, summaries, true concepts, and the labels and windows of card features.
+
+    None when the database holds no labels for ``run_id``.
+    """
+    con = label_db.connect_readonly(db)
+    try:
+        n_labels = con.execute("SELECT count(*) FROM labels WHERE run_id = ?", [run_id]).fetchone()[0]
+        if n_labels == 0:
+            return None
+        scores = con.execute("SELECT feature, method, scorer, value FROM scores WHERE run_id = ? "
+                             "ORDER BY method, scorer, feature", [run_id]).fetchnumpy()
+        summary = con.execute("SELECT method, scorer, mean, n_scored, n_excluded FROM score_summary "
+                              "WHERE run_id = ? ORDER BY method, scorer", [run_id]).fetchall()
+        concepts = con.execute("SELECT feature, concept, precision FROM true_concepts "
+                               "WHERE run_id = ?", [run_id]).fetchall()
+        best = con.execute("SELECT feature, method, label, score FROM best_labels WHERE run_id = ?",
+                           [run_id]).fetchall()
+        feats = [int(f) for f in card_features]
+        label_rows = con.execute(
+            "SELECT feature, method, label FROM labels WHERE run_id = ? AND feature IN "
+            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, method, rank", [run_id, feats]).fetchall()
+        examples = con.execute(
+            "SELECT feature, kind, rank, activation, seq, start, stop FROM examples "
+            "WHERE run_id = ? AND kind IN ('top', 'quantile') AND feature IN "
+            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, kind, rank", [run_id, feats]).fetchnumpy()
+    except label_db.duckdb.Error as e:
+        raise UserError(f"cannot read {db}: {str(e).splitlines()[0]}; is it a label database?") from e
+    finally:
+        con.close()
+    labels: dict[int, dict[str, list[str]]] = {}
+    for f, method, text in label_rows:
+        labels.setdefault(int(f), {}).setdefault(method, []).append(text)
+    return LabelTables(
+        db=db, run_id=run_id,
+        scores={k: np.asarray(v) for k, v in scores.items()},
+        summary=[tuple(r) for r in summary],
+        concepts={int(f): (c, float(p)) for f, c, p in concepts},
+        best={int(f): (m, lab, float(s)) for f, m, lab, s in best},
+        labels=labels,
+        examples={k: np.asarray(v) for k, v in examples.items()},
+    )
+
+
+# ------------------------------------------------------------------ sections
+
+
+def features_section(page: Page, run: RunStore, tables: LabelTables | None, cfg: ReportConfig) -> str:
+    stats = run.stats
+    alive = np.flatnonzero(stats.count > 0)
+    freq, fmax = stats.frequency, stats.max
+    parts = []
+    n_dense = int((freq > 0.1).sum())
+    parts.append(f"<p>{len(alive):,} of {run.d_sae:,} features fire on the train split "
+                 f"({run.d_sae - len(alive):,} dead, {n_dense:,} denser than 10% of tokens).</p>")
+    if len(alive) == 0:
+        return "".join(parts) + _note("No feature fires on the train split: nothing to plot.")
+
+    x, y, width = _histogram(np.log10(freq[alive]), bins=50)
+    fig = go.Figure(go.Bar(x=x, y=y, width=width, marker_color=PALETTE[0], name="features",
+                           hovertemplate="log10 frequency %{x:.2f}<br>%{y} features<extra></extra>"))
+    fig.update_layout(title="Feature density", xaxis_title="log10 firing frequency (share of train tokens)",
+                      yaxis_title="features", bargap=0)
+    parts.append(page.figure(fig))
+
+    x, y, width = _histogram(np.log10(np.maximum(fmax[alive], 1e-12)), bins=50)
+    fig = go.Figure(go.Bar(x=x, y=y, width=width, marker_color=PALETTE[1], name="features",
+                           hovertemplate="log10 max %{x:.2f}<br>%{y} features<extra></extra>"))
+    fig.update_layout(title="Maximum activation per feature", xaxis_title="log10 maximum activation",
+                      yaxis_title="features", bargap=0)
+    parts.append(page.figure(fig))
+
+    rng = np.random.default_rng(cfg.seed)
+    shown = alive if len(alive) <= cfg.max_points else np.sort(rng.choice(alive, cfg.max_points, replace=False))
+    best = tables.best if tables else {}
+    hover = [f"feature {f}" + (f": {best[f][1]} ({best[f][0]})" if f in best else "") for f in shown.tolist()]
+    marker: dict[str, Any] = dict(size=5, opacity=0.7, color=PALETTE[0])
+    scored = np.array([best[f][2] if f in best else np.nan for f in shown.tolist()])
+    if np.isfinite(scored).any():
+        marker.update(color=np.where(np.isfinite(scored), scored, np.nanmin(scored)), colorscale="Viridis",
+                      colorbar=dict(title=label_db.RANKING_SCORER))
+    fig = go.Figure(go.Scatter(x=np.log10(freq[shown]), y=fmax[shown], mode="markers", marker=marker,
+                               text=hover, hovertemplate="%{text}<extra></extra>"))
+    sampled = f" ({len(shown):,} sampled of {len(alive):,})" if len(shown) < len(alive) else ""
+    fig.update_layout(title=f"Frequency and maximum activation{sampled}",
+                      xaxis_title="log10 firing frequency", yaxis_title="maximum activation",
+                      yaxis_type="log")
+    parts.append(page.figure(fig, height=420))
+    return "".join(parts)
+
+
+def scores_section(page: Page, tables: LabelTables | None, reason: str) -> str:
+    if tables is None:
+        return _note(reason)
+    s = tables.scores
+    parts = []
+    if tables.summary:
+        scorers = sorted({r[1] for r in tables.summary})
+        means = {(m, sc): mean for m, sc, mean, _, _ in tables.summary}
+        methods = sorted({r[0] for r in tables.summary})
+        parts.append(_table(["method", *scorers],
+                            [[m, *[means.get((m, sc)) for sc in scorers]] for m in methods]))
+    scorers = [sc for sc in sorted(set(s["scorer"])) if sc != GROUND_TRUTH]
+    if not scorers:
+        return "".join(parts) + _note(f"Run {tables.run_id!r} has labels but no scores yet; "
+                                      "run the score stage to fill this section.")
+    colors = _method_colors(sorted(set(s["method"])))
+    fig = make_subplots(rows=1, cols=len(scorers), subplot_titles=scorers, shared_yaxes=True)
+    for col, scorer in enumerate(scorers, start=1):
+        in_scorer = s["scorer"] == scorer
+        lo = min(0.0, float(s["value"][in_scorer].min()))
+        hi = max(1.0, float(s["value"][in_scorer].max()))
+        for method in sorted(set(s["method"][in_scorer])):
+            values = s["value"][in_scorer & (s["method"] == method)].astype(np.float64)
+            counts, edges = np.histogram(values[np.isfinite(values)], bins=20, range=(lo, hi))
+            share = counts / max(counts.sum(), 1)
+            # a step outline over the bin edges: overlaid methods stay readable, unlike bars
+            fig.add_trace(go.Scatter(
+                x=edges, y=np.r_[share, share[-1]], mode="lines", line_shape="hv", name=method,
+                legendgroup=method,
+                showlegend=col == 1, line=dict(color=colors[method], width=2),
+                hovertemplate=f"{method}<br>{scorer} from %{{x:.2f}}<br>%{{y:.1%}} of features<extra></extra>"),
+                row=1, col=col)
+        fig.update_xaxes(range=[lo, hi], row=1, col=col)
+    fig.update_yaxes(title_text="share of features", row=1, col=1)
+    fig.update_layout(title="Label score distributions per method and scorer")
+    parts.append(page.figure(fig, height=400))
+    return "".join(parts)
+
+
+def ground_truth_section(page: Page, tables: LabelTables | None, run: RunStore, reason: str) -> str:
+    if tables is None:
+        return _note(reason)
+    s = tables.scores
+    gt = s["scorer"] == GROUND_TRUTH
+    if not gt.any():
+        world = run.attrs.get("world")
+        why = ("the run has no toy world, so features have no true concept" if not world
+               else "the run was not scored with ground_truth")
+        return _note(f"No ground-truth accuracy: {why}.")
+    methods = sorted(set(s["method"][gt]))
+    acc = [float(s["value"][gt & (s["method"] == m)].mean()) for m in methods]
+    n = [int((gt & (s["method"] == m)).sum()) for m in methods]
+    colors = _method_colors(sorted(set(s["method"])))
+    fig = go.Figure(go.Bar(x=methods, y=acc, marker_color=[colors[m] for m in methods],
+                           text=[f"{a:.2f} (n={k})" for a, k in zip(acc, n)], textposition="outside",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Ground-truth accuracy per method (label names the feature's true concept)",
+                      yaxis_title="accuracy", yaxis_range=[0, 1.1])
+    parts = [page.figure(fig)]
+
+    if tables.concepts:
+        feats = s["feature"][gt].astype(np.int64)
+        concept_of = np.array([tables.concepts.get(int(f), ("", 0.0))[0] for f in feats], dtype=object)
+        concepts = sorted({c for c in concept_of if c})
+        z = np.full((len(concepts), len(methods)), np.nan)
+        counts = np.zeros((len(concepts), len(methods)), dtype=np.int64)
+        values, method_of = s["value"][gt], s["method"][gt]
+        for i, c in enumerate(concepts):
+            for j, m in enumerate(methods):
+                sel = (concept_of == c) & (method_of == m)
+                if sel.any():
+                    z[i, j], counts[i, j] = float(values[sel].mean()), int(sel.sum())
+        if concepts:
+            fig = go.Figure(go.Heatmap(
+                z=z, x=methods, y=concepts, zmin=0, zmax=1, colorscale="Blues",
+                customdata=counts, colorbar=dict(title="accuracy"),
+                hovertemplate="%{y} / %{x}: %{z:.2f} over %{customdata} features<extra></extra>"))
+            fig.update_layout(title="Ground-truth accuracy per true concept", yaxis_autorange="reversed")
+            parts.append(page.figure(fig, height=max(360, 22 * len(concepts) + 120)))
+    return "".join(parts)
+
+
+def read_training_log(path: Path) -> dict[str, np.ndarray]:
+    """Numeric series of a JSONL training log (nested objects flattened as ``a.b``), with a
+    ``step`` series; records missing a value get NaN there."""
+    records = []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by a killed run
+            if isinstance(record, dict):
+                records.append(_flatten(record))
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    series = {k: np.array([r.get(k, np.nan) for r in records], dtype=np.float64) for k in keys}
+    step_key = next((k for k in STEP_KEYS if k in series), None)
+    series["step"] = series[step_key] if step_key else np.arange(len(records), dtype=np.float64)
+    return series
+
+
+def _flatten(record: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _bucket_means(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) <= n:
+        return x, y
+    groups = np.array_split(np.arange(len(x)), n)
+    return np.array([x[g].mean() for g in groups]), np.array([y[g].mean() for g in groups])
+
+
+def translator_section(page: Page, run: RunStore, cfg: ReportConfig) -> tuple[str, str]:
+    """Training curves of every translator trained in the run; (html, note when none)."""
+    logs = sorted(run.dir.glob(TRANSLATOR_LOG_GLOB))
+    if not logs:
+        note = f"No translator was trained for this run (no {run.dir / 'translator' / 'log.jsonl'})."
+        return _note(note), note
+    parts = []
+    for path in logs:
+        series = read_training_log(path)
+        names = [k for k in series if k not in NOT_PLOTTED and np.isfinite(series[k]).any()]
+        if not names:
+            parts.append(_note(f"{path} has no numeric values to plot."))
+            continue
+        losses = [k for k in names if "loss" in k.lower()] or names
+        others = [k for k in names if k not in losses]
+        rows = 2 if others else 1
+        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                            subplot_titles=["losses", "other logged values"][:rows])
+        for i, name in enumerate(losses + others):
+            x, y = _bucket_means(series["step"], series[name], cfg.max_log_points)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
+                                     line=dict(color=PALETTE[i % len(PALETTE)])),
+                          row=1 if name in losses else 2, col=1)
+        fig.update_xaxes(title_text="step", row=rows, col=1)
+        rel = path.relative_to(run.dir)
+        fig.update_layout(title=f"Translator training ({rel})")
+        parts.append(page.figure(fig, height=380 * rows))
+    return "".join(parts), ""
+
+
+@dataclass
+class LatentSample:
+    vectors: np.ndarray        # float [n, d]: one pooled shared-latent vector per sentence
+    language: list[str]        # language of each row ("feature", "text", ...)
+    text: list[str] | None = None  # the sentence of each row, for hover
+
+
+# The translator module provides `shared_latents(run_dir: Path, n_per_language: int, seed: int)`
+# returning a LatentSample-shaped tuple (vectors, language[, text]), or None when no translator
+# was trained for the run. Looked up by name so the report does not depend on training code.
+LATENT_PROVIDER = ("sae_translate.translator", "shared_latents")
+
+
+def load_latents(run: RunStore, cfg: ReportConfig) -> tuple[LatentSample | None, str]:
+    module_name, attr = LATENT_PROVIDER
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None, f"{module_name} is not installed"
+    provider = getattr(module, attr, None)
+    if provider is None:
+        return None, f"{module_name} does not provide {attr}() to encode sentences"
+    sample = provider(run.dir, cfg.latent_sentences, cfg.seed)
+    if sample is None:
+        return None, "no translator was trained for this run"
+    if not isinstance(sample, LatentSample):
+        sample = LatentSample(*sample)
+    return sample, ""
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projection on the first two principal components and their explained-variance shares."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    _, sing, vt = np.linalg.svd(x, full_matrices=False)
+    k = min(2, vt.shape[0])
+    coords = x @ vt[:k].T
+    if k < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - k)))
+    var = sing ** 2
+    share = var[:2] / max(var.sum(), 1e-30)
+    return coords, np.pad(share, (0, 2 - len(share)))
+
+
+def latent_section(page: Page, run: RunStore, cfg: ReportConfig) -> tuple[str, str]:
+    sample, why = load_latents(run, cfg)
+    if sample is None or len(sample.vectors) < 2:
+        note = f"No shared-latent view: {why or 'fewer than two sentences encoded'}."
+        return _note(note), note
+    coords, share = pca_2d(sample.vectors)
+    language = np.asarray(sample.language, dtype=object)
+    text = np.asarray(sample.text if sample.text is not None else [""] * len(language), dtype=object)
+    fig = go.Figure()
+    for i, lang in enumerate(sorted(set(language.tolist()))):
+        sel = np.flatnonzero(language == lang)
+        if len(sel) > cfg.max_points:
+            sel = np.sort(np.random.default_rng(cfg.seed).choice(sel, cfg.max_points, replace=False))
+        fig.add_trace(go.Scatter(x=coords[sel, 0], y=coords[sel, 1], mode="markers", name=lang,
+                                 marker=dict(size=6, opacity=0.6, color=PALETTE[i % len(PALETTE)]),
+                                 text=[str(t)[:120] for t in text[sel]],
+                                 hovertemplate=f"{lang}<br>%{{text}}<extra></extra>"))
+    fig.update_layout(title="Translator shared latent (PCA), coloured by language",
+                      xaxis_title=f"PC1 ({share[0]:.0%} of variance)",
+                      yaxis_title=f"PC2 ({share[1]:.0%} of variance)")
+    return page.figure(fig, height=480), ""
+
+
+# ------------------------------------------------------------------ feature cards
+
+
+def select_card_features(run: RunStore, cfg: ReportConfig) -> np.ndarray:
+    """Named features, or up to ``max_cards`` alive ones spread evenly from densest to rarest."""
+    if cfg.features:
+        feats = np.array(sorted(set(int(f) for f in cfg.features)), dtype=np.int64)
+        bad = feats[(feats < 0) | (feats >= run.d_sae)]
+        if len(bad):
+            raise UserError(f"feature {int(bad[0])} is out of range: the SAE has features 0..{run.d_sae - 1}")
+        return feats
+    if cfg.max_cards <= 0:
+        return np.zeros(0, np.int64)
+    stats = run.stats
+    alive = np.flatnonzero(stats.count > 0)
+    by_density = alive[np.argsort(-stats.frequency[alive], kind="stable")]
+    if len(by_density) <= cfg.max_cards:
+        return np.sort(by_density)
+    pick = np.unique(np.linspace(0, len(by_density) - 1, cfg.max_cards).round().astype(np.int64))
+    return np.sort(by_density[pick])
+
+
+@dataclass
+class Windows:
+    """Example windows of card features, with every token's activation of its feature."""
+
+    feature: np.ndarray     # int64 [n]
+    kind: np.ndarray        # object [n]: "top" / "quantile"
+    activation: np.ndarray  # float32 [n]: max activation in the window
+    token_ids: np.ndarray   # int32 [n, width], -1 padding
+    acts: np.ndarray        # float32 [n, width]
+
+
+def _window_arrays(run: RunStore, feature: np.ndarray, kind: np.ndarray, activation: np.ndarray,
+                   seq: np.ndarray, start: np.ndarray, stop: np.ndarray) -> Windows:
+    if len(feature) == 0:
+        return Windows(feature.astype(np.int64), kind, activation, np.zeros((0, 0), np.int32),
+                       np.zeros((0, 0), np.float32))
+    data = HeldoutSlice.load(run, np.unique(seq))  # any sequences: gives (token, feature) lookups
+    width = int((stop - start).max())
+    grid = data.local_tokens(seq.astype(np.int64), start.astype(np.int64), width)
+    grid = np.where(np.arange(width)[None, :] < (stop - start)[:, None], grid, -1)
+    return Windows(feature.astype(np.int64), kind, activation.astype(np.float32), data.token_ids(grid),
+                   data.activations(grid, feature.astype(np.int64)[:, None]))
+
+
+def card_windows(run: RunStore, features: np.ndarray, tables: LabelTables | None,
+                 cfg: ReportConfig) -> tuple[Windows, str]:
+    """Held-out windows from the label database, or else windows around the top train
+    activations stored in the run; with a line saying where they come from."""
+    ex = tables.examples if tables is not None else {}
+    if ex and len(ex.get("feature", ())):
+        keep = ex["rank"] < cfg.n_top_windows
+        cols = {k: v[keep] for k, v in ex.items()}
+        return (_window_arrays(run, cols["feature"], cols["kind"], cols["activation"], cols["seq"],
+                               cols["start"], cols["stop"]),
+                "Windows are held-out examples sampled by the label stage.")
+    positions = run.top_positions[features][:, :cfg.n_top_windows]
+    values = run.top_values[features][:, :cfg.n_top_windows]
+    row, col = np.nonzero(positions >= 0)
+    pos = positions[row, col]
+    seq, p = pos // run.ctx, pos % run.ctx
+    start = np.clip(p - 11, 0, max(run.ctx - 16, 0))  # mostly left context, as it is causal
+    stop = np.minimum(start + 16, run.ctx)
+    kind = np.full(len(row), "top", dtype=object)
+    return (_window_arrays(run, features[row], kind, values[row, col], seq, start, stop),
+            "No label database examples: windows are the top train activations stored in the run.")
+
+
+def _display_token(token: str) -> str:
+    return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+
+
+def window_html(vocab: list[str], token_ids: np.ndarray, acts: np.ndarray, scale: float,
+                joiner: str) -> str:
+    """One window as spans, firing tokens shaded by activation / the feature's maximum."""
+    pieces = []
+    for t, a in zip(token_ids.tolist(), acts.tolist()):
+        if t < 0:
+            continue
+        text = html.escape(_display_token(vocab[t]) if t < len(vocab) else f"<{t}>")
+        if a > 0:
+            alpha = min(1.0, 0.15 + 0.85 * a / scale) if scale > 0 else 1.0
+            pieces.append(f'<span class="tok fire" style="background:rgba(230,85,13,{alpha:.2f})" '
+                          f'title="{a:.3g}">{text}</span>')
+        else:
+            pieces.append(f'<span class="tok">{text}</span>')
+    return joiner.join(pieces)
+
+
+def activation_histogram(run: RunStore, feature: int) -> go.Figure | None:
+    """The feature's stored log-spaced histogram of firing values (train split)."""
+    hist = run.stats.hist[feature]
+    nz = np.flatnonzero(hist)
+    if len(nz) == 0:
+        return None
+    lo, hi = int(nz[0]), int(nz[-1]) + 1
+    edges = 10.0 ** (HIST_LO + np.arange(HIST_BINS + 1) / HIST_BINS_PER_DECADE)
+    # A filled step line over the bin edges: bars on a log axis get uneven widths.
+    fig = go.Figure(go.Scatter(x=edges[lo:hi + 1], y=np.r_[hist[lo:hi], hist[hi - 1]], mode="lines",
+                               line_shape="hv", fill="tozeroy", line=dict(color=PALETTE[1]),
+                               hovertemplate="from %{x:.3g}: %{y} tokens<extra></extra>"))
+    fig.update_layout(title="Activation histogram (train)", xaxis_title="activation", xaxis_type="log",
+                      yaxis_title="tokens", showlegend=False)
+    return fig
+
+
+def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | None,
+              windows: Windows, joiner: str) -> str:
+    stats = run.stats
+    count, freq = int(stats.count[feature]), float(stats.frequency[feature])
+    fmax, mean = float(stats.max[feature]), float(stats.mean[feature])
+    labels = tables.labels.get(feature, {}) if tables else {}
+    search = " ".join([str(feature)] + [lab for cands in labels.values() for lab in cands[:1]])
+    parts = [f'<section class="card" id="feature-{feature}" data-search="{html.escape(search.lower())}">',
+             f"<h3>Feature {feature}</h3>",
+             f'<p class="meta">{count:,} firings · frequency {freq:.3g} · max {fmax:.3g} · '
+             f"mean {mean:.3g}</p>"]
+    if tables and feature in tables.concepts:
+        concept, precision = tables.concepts[feature]
+        parts.append(f'<p class="meta">true concept: <b>{html.escape(concept)}</b> '
+                     f"(precision {precision:.2f})</p>")
+    left = []
+    if labels:
+        s = tables.scores
+        mine = s["feature"] == feature
+        scorers = sorted(set(s["scorer"][mine]))
+        rows = []
+        for method in sorted(labels):
+            cands = labels[method]
+            label = html.escape(cands[0]) + "".join(
+                f'<div class="alt">{html.escape(c)}</div>' for c in cands[1:4])
+            vals = [s["value"][mine & (s["method"] == method) & (s["scorer"] == sc)] for sc in scorers]
+            rows.append([method, label, *[_cell(float(v[0])) if len(v) else "–" for v in vals]])
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", "label", *scorers])
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+        left.append(f'<table class="table labels"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    else:
+        left.append(_note("No labels for this feature."))
+    fig = activation_histogram(run, feature)
+    right = page.figure(fig, height=260) if fig is not None else _note("Never fires on the train split.")
+    parts.append(f'<div class="card-body"><div class="card-left">{"".join(left)}</div>'
+                 f'<div class="card-right">{right}</div></div>')
+    mine = windows.feature == feature
+    for kind, title in (("top", "Top activations"), ("quantile", "Across activation quantiles")):
+        idx = np.flatnonzero(mine & (windows.kind == kind))
+        if len(idx) == 0:
+            continue
+        rows = "".join(f'<div class="window"><span class="act">{windows.activation[i]:.3g}</span>'
+                       f'<span class="text">{window_html(run.vocab, windows.token_ids[i], windows.acts[i], fmax, joiner)}</span></div>'
+                       for i in idx)
+        parts.append(f"<h4>{title}</h4>{rows}")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def cards_section(page: Page, run: RunStore, features: np.ndarray, tables: LabelTables | None,
+                  cfg: ReportConfig) -> str:
+    if len(features) == 0:
+        return _note("No feature cards: the run has no alive feature, or --max-cards is 0.")
+    windows, source = card_windows(run, features, tables, cfg)
+    joiner = joiner_for(run.vocab)
+    which = ("the features named" if cfg.features else
+             f"{len(features)} alive features spread from densest to rarest (name others with --feature)")
+    parts = [f"<p>Cards for {which}. {html.escape(source)} Shading: activation relative to the "
+             "feature's maximum; hover a token for its value.</p>",
+             '<input id="card-filter" type="search" placeholder="filter cards by feature number or label">',
+             '<p class="index">' + " ".join(f'<a href="#feature-{f}">{f}</a>' for f in features.tolist()) + "</p>"]
+    parts.extend(card_html(page, run, int(f), tables, windows, joiner) for f in features.tolist())
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------ the page
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
+padding:0 20px 60px;color:#222}
+h1{margin-top:24px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
+.note{color:#666;font-style:italic}.meta{color:#555;margin:2px 0}
+.table{border-collapse:collapse;margin:8px 0;font-size:14px}
+.table td,.table th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+.table th{background:#f5f5f5}.alt{color:#777;font-size:12px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 16px;margin:18px 0;background:#fff}
+.card h3{margin:6px 0}.card h4{margin:10px 0 4px}
+.card-body{display:flex;gap:16px;flex-wrap:wrap}.card-left{flex:1 1 420px}.card-right{flex:1 1 420px}
+.window{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;white-space:pre-wrap;
+margin:2px 0;line-height:1.6}
+.window .act{display:inline-block;width:56px;color:#888;text-align:right;margin-right:10px}
+.tok.fire{border-radius:3px;padding:0 1px}
+#card-filter{width:360px;padding:4px 8px;margin:6px 0}
+.index a{margin-right:6px;font-size:13px}
+#report-banner{display:none;background:#fdd;border:1px solid #c00;padding:8px;margin:8px 0}
+nav a{margin-right:14px}
+"""
+
+# Registered before any other script, so errors anywhere on the page are recorded.
+ERROR_CAPTURE_JS = """
+window.reportErrors = [];
+window.addEventListener('error', function (e) {
+  window.reportErrors.push(String(e.message || e.type) + (e.filename ? ' at ' + e.filename + ':' + e.lineno : ''));
+});
+window.addEventListener('unhandledrejection', function (e) {
+  window.reportErrors.push('unhandled rejection: ' + String(e.reason));
+});
+"""
+
+RENDER_JS = """
+(function () {
+  var divs = Array.prototype.slice.call(document.querySelectorAll('div.report-figure'));
+  var jobs = divs.map(function (div) {
+    try {
+      var spec = JSON.parse(document.getElementById(div.id + '-spec').textContent);
+      return Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false});
+    } catch (e) {
+      window.reportErrors.push(div.id + ': ' + e);
+      return Promise.resolve();
+    }
+  });
+  function points(trace) {
+    var n = 0;
+    ['x', 'y', 'z', 'values'].forEach(function (k) {
+      var v = trace[k];
+      if (v && typeof v.length === 'number') n = Math.max(n, v.length);
+    });
+    return n;
+  }
+  Promise.allSettled(jobs).then(function (results) {
+    results.forEach(function (r, i) {
+      if (r.status === 'rejected') window.reportErrors.push(divs[i].id + ': ' + r.reason);
+    });
+    var empty = divs.filter(function (div) {
+      var traces = div._fullData || [];
+      var drawn = div.querySelector('svg.main-svg') !== null;
+      return !drawn || !traces.some(function (t) { return points(t) > 0; });
+    }).map(function (div) { return div.id; });
+    var status = document.getElementById('report-status');
+    var result = {figures: divs.length, drawn: divs.length - empty.length, empty: empty,
+                  errors: window.reportErrors};
+    status.textContent = JSON.stringify(result);
+    status.setAttribute('data-state', 'done');
+    if (empty.length || window.reportErrors.length) {
+      var banner = document.getElementById('report-banner');
+      banner.textContent = 'Some figures failed to render: ' + JSON.stringify(result);
+      banner.style.display = 'block';
+    }
+  });
+  var filter = document.getElementById('card-filter');
+  if (filter) filter.addEventListener('input', function () {
+    var q = filter.value.trim().toLowerCase();
+    document.querySelectorAll('section.card').forEach(function (card) {
+      card.style.display = !q || card.getAttribute('data-search').indexOf(q) >= 0 ? '' : 'none';
+    });
+  });
+})();
+"""
+
+
+def _run_summary(run: RunStore, tables: LabelTables | None, db: Path | None, run_id: str) -> str:
+    a = run.attrs
+    rows = [["model", a.get("model", "")], ["hook", a.get("hook", "")], ["SAE", a.get("sae", "")],
+            ["dataset", a.get("dataset", "")], ["features (d_sae)", f"{run.d_sae:,}"],
+            ["tokens", f"{run.n_tokens:,} in {run.n_seq:,} sequences of {run.ctx}"],
+            ["held-out sequences", f"{len(run.heldout_seqs):,}"], ["run store", str(run.path)]]
+    if a.get("world"):
+        rows.append(["toy world", a["world"]])
+    rows.append(["labels", f"{db} (run_id {run_id!r})" if tables is not None
+                 else "none" if db is None else f"none for run_id {run_id!r} in {db}"])
+    return _table(["", ""], rows, cls="table summary")
+
+
+def write_report(cfg: ReportConfig) -> ReportResult:
+    """Write the HTML report of ``cfg.run`` and return where, with what it holds."""
+    if cfg.max_cards < 0 or cfg.max_points < 1:
+        raise UserError("--max-cards must be >= 0 and --max-points >= 1")
+    run = RunStore.open(cfg.run)
+    try:
+        return _write(run, cfg)
+    finally:
+        run.close()
+
+
+def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:
+    run_id = cfg.run_id or run.dir.name
+    out = Path(cfg.out) if cfg.out else run.dir / "report.html"
+    features = select_card_features(run, cfg)
+    db, db_reason = resolve_db(cfg)
+    tables = read_label_tables(db, run_id, features) if db is not None else None
+    if db is not None and tables is None:
+        db_reason = (f"{db} has no labels for run_id {run_id!r}; run `sae-translate label --run "
+                     f"{cfg.run}` (or pass --run-id)")
+
+    page = Page()
+    notes: dict[str, str] = {}
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+
+    def add(anchor: str, title: str, body: str, note: str = "") -> None:
+        sections.append((anchor, title, body))
+        if note:
+            notes[anchor] = note
+
+    add("features", "Features", features_section(page, run, tables, cfg))
+    add("scores", "Label scores", scores_section(page, tables, db_reason), "" if tables else db_reason)
+    add("ground-truth", "Ground-truth accuracy", ground_truth_section(page, tables, run, db_reason))
+    body, note = translator_section(page, run, cfg)
+    add("translator", "Translator training", body, note)
+    body, note = latent_section(page, run, cfg)
+    add("latent", "Shared latent", body, note)
+    add("cards", "Feature cards", cards_section(page, run, features, tables, cfg))
+
+    title = cfg.title or f"sae-translate report: {run_id}"
+    nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
+    content = "".join(f'<h2 id="{a}">{html.escape(t)}</h2>{b}' for a, t, b in sections)
+    document = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+        f"<script>{ERROR_CAPTURE_JS}</script>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<h1>{html.escape(title)}</h1><div id=\"report-banner\"></div>"
+        f"{_run_summary(run, tables, db, run_id)}<nav>{nav}</nav>{content}"
+        '<pre id="report-status" data-state="pending" hidden></pre>'
+        f"<script>{RENDER_JS}</script></body></html>\n")
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(document, encoding="utf-8")
+        os.replace(tmp, out)  # a reader never sees a half-written report
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {e.strerror or e}; choose a writable --out") from e
+    return ReportResult(path=out, n_figures=page.n_figures, n_cards=len(features),
+                        size_bytes=out.stat().st_size, notes=notes)
