@@ -1,0 +1,142 @@
+"""Extract throughput against the bare compute it cannot avoid, and peak memory at two token counts.
+
+    python benchmarks/extract_bench.py --world stores/world                 # the demo model, CPU
+    python benchmarks/extract_bench.py --pythia-160m-shape --device cuda    # random weights, 32k SAE
+
+"Bare" is the model forward stopped at the hook's layer plus the SAE encode, on the same batches
+of the same token windows; extract adds tokenization, sparsification, the chunk writer and the
+final HDF5 assembly. The overhead ratio is extract time (model loading excluded) / bare time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sae_translate.corpus import iter_documents, pack_windows  # noqa: E402
+from sae_translate.extract import ExtractConfig, extract, hook_layer  # noqa: E402
+from sae_translate.models import load_model, resolve_device  # noqa: E402
+from sae_translate.saes import load_sae  # noqa: E402
+
+
+def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
+    """A random-weight model of pythia-160m's shape (with a tiny word-level tokenizer) and a random SAE."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(5000)]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   unk_token="<unk>")
+    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072, max_position_embeddings=2048, rotary_pct=0.25)
+    torch.manual_seed(0)
+    GPTNeoXForCausalLM(cfg).save_pretrained(root / "model")
+    fast.save_pretrained(root / "model")
+    sae_cfg = StandardSAEConfig(d_in=768, d_sae=d_sae, dtype="float32", device="cpu")
+    sae_cfg.metadata.hook_name = "blocks.6.hook_resid_post"
+    StandardSAE(sae_cfg).save_model(str(root / "sae"))
+    rng = torch.Generator().manual_seed(0)
+    lines = [" ".join(words[i] for i in torch.randint(0, 5000, (200,), generator=rng).tolist()) for _ in range(20000)]
+    (root / "corpus.txt").write_text("\n".join(lines) + "\n")
+    return str(root / "model"), str(root / "sae"), str(root / "corpus.txt")
+
+
+@torch.no_grad()
+def bare_seconds(cfg: ExtractConfig) -> float:
+    model = load_model(cfg.model, device=cfg.device)
+    sae = load_sae(cfg.sae, device=str(model.cfg.device))
+    hook = cfg.hook or sae.cfg.metadata.hook_name
+    layer = hook_layer(hook)
+    windows = pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx)
+    tokens = torch.as_tensor(list(islice(windows, cfg.tokens // cfg.ctx)), dtype=torch.long)
+    sync = torch.cuda.synchronize if model.cfg.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for s in range(0, len(tokens), cfg.batch_size):
+        batch = tokens[s:s + cfg.batch_size].to(model.cfg.device)
+        _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=None if layer is None else layer + 1)
+        sae.encode(cache[hook])
+    sync()
+    return time.perf_counter() - t0
+
+
+def load_seconds(cfg: ExtractConfig) -> float:
+    t0 = time.perf_counter()
+    model = load_model(cfg.model, device=cfg.device)
+    load_sae(cfg.sae, device=str(model.cfg.device))
+    return time.perf_counter() - t0
+
+
+def peak_rss_mib(args: argparse.Namespace, model: str, sae: str, dataset: str, tokens: int) -> float:
+    """Peak resident memory of a whole `sae-translate extract` in a fresh process."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "sae_translate", "extract", "--model", model, "--sae", sae, "--dataset", dataset,
+               "--out", out, "--tokens", str(tokens), "--ctx", str(args.ctx), "--batch-size", str(args.batch_size),
+               "--device", args.device]
+        # A fresh wrapper process per measurement: RUSAGE_CHILDREN is a running maximum.
+        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        out_kib = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout
+        return int(out_kib.strip()) / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", default="stores/world", help="toy world dir (model/, sae/, corpus/)")
+    p.add_argument("--pythia-160m-shape", action="store_true", help="random pythia-160m-shaped model + 32k SAE")
+    p.add_argument("--tokens", type=int, default=200_000)
+    p.add_argument("--ctx", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--memory", action="store_true", help="also measure peak RSS at tokens and 4x tokens")
+    args = p.parse_args()
+    args.device = resolve_device(args.device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.pythia_160m_shape:
+            model, sae, dataset = pythia_160m_shape(Path(tmp))
+        else:
+            world = Path(args.world)
+            model, sae = str(world / "model"), str(world / "sae")
+            dataset = str(sorted((world / "corpus").glob("*.txt"))[0])
+        cfg = ExtractConfig(model=model, sae=sae, dataset=dataset, out=str(Path(tmp) / "run"), tokens=args.tokens,
+                            ctx=args.ctx, batch_size=args.batch_size, device=args.device, progress=False,
+                            chunk_seqs=max(256, args.batch_size * 4))
+        bare_seconds(cfg)  # warm-up: caches, kernels, allocator
+        bare = bare_seconds(cfg)
+        load = load_seconds(cfg)
+        t0 = time.perf_counter()
+        result = extract(cfg)
+        total = time.perf_counter() - t0
+        work = total - load
+        row = {
+            "model": "pythia-160m shape (random)" if args.pythia_160m_shape else "demo world",
+            "device": args.device, "tokens": result.n_tokens, "ctx": args.ctx, "batch_size": args.batch_size,
+            "bare_s": round(bare, 3), "extract_s": round(work, 3), "overhead_ratio": round(work / bare, 3),
+            "bare_tok_s": round(result.n_tokens / bare), "extract_tok_s": round(result.n_tokens / work),
+            "torch_threads": torch.get_num_threads(),
+        }
+        if args.memory:
+            row["peak_rss_mib"] = {n: round(peak_rss_mib(args, model, sae, dataset, n), 1)
+                                   for n in (args.tokens, 4 * args.tokens)}
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
