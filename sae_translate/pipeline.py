@@ -41,6 +41,25 @@ def stage_extract(state: PipelineState, section: dict) -> None:
     state.run_dir = Path(cfg.out)
 
 
+def stage_label(state: PipelineState, section: dict) -> None:
+    """Label with every method, score on held-out windows, print the per-method means."""
+    from sae_translate.label import LabelConfig
+    from sae_translate.score import label_and_score, summary_table
+    from sae_translate.store.db import format_result, run_query
+
+    cfg = build_config(LabelConfig, section, "label", run=str(state.run_dir or state.config.run_dir))
+    cfg.methods, cfg.scorers = tuple(cfg.methods), tuple(cfg.scorers)
+    labelled, scored = label_and_score(cfg)
+    state.results["label"] = (labelled, scored)
+    print(f"   {labelled.n_features:,} features x {len(labelled.methods)} methods -> {cfg.db}")
+    if scored is not None:
+        print(summary_table(scored.summary))
+    sql = (f"SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
+           f"WHERE run_id = '{labelled.run_id}' ORDER BY score DESC, feature LIMIT 5")
+    print(f"   sae-translate query \"{sql}\" --db {cfg.db}")
+    print(format_result(run_query(sql, cfg.db)))
+
+
 def stage_report(state: PipelineState, section: dict) -> None:
     from sae_translate.report import ReportConfig, write_report
 
@@ -56,6 +75,7 @@ def stage_report(state: PipelineState, section: dict) -> None:
 STAGE_RUNNERS: dict[str, Callable[[PipelineState, dict], None]] = {
     "world": stage_world,
     "extract": stage_extract,
+    "label": stage_label,
     "report": stage_report,  # keep last: it reads what every other stage wrote
 }
 

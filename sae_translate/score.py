@@ -235,17 +235,35 @@ def embed_texts(texts: list[str], device: str = "cpu", batch_size: int = 256) ->
     return np.asarray(emb, dtype=np.float32)
 
 
-def embedding_scores(labels: list[str], data: ScoringSet, window_emb: np.ndarray,
-                     device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-    """AUROC of label-window cosine similarity, activating vs silent, per feature."""
-    unique, label_id = np.unique(np.array(labels, dtype=object), return_inverse=True)
-    label_emb = embed_texts([str(u) for u in unique], device, batch_size)
+def embedding_scores(label_emb: np.ndarray, data: ScoringSet, window_emb: np.ndarray) -> np.ndarray:
+    """AUROC of label-window cosine similarity, activating vs silent, per feature.
+
+    ``label_emb`` [F, D] holds the unit embedding of each feature's label.
+    """
     sims = np.zeros(data.window_id.shape, dtype=np.float32)
-    for s in range(0, len(labels), 8192):
-        le = label_emb[label_id[s:s + 8192]]
+    for s in range(0, len(label_emb), 8192):
         we = window_emb[np.maximum(data.window_id[s:s + 8192], 0)]
-        sims[s:s + 8192] = np.einsum("fd,fkd->fk", le, we)
+        sims[s:s + 8192] = np.einsum("fd,fkd->fk", label_emb[s:s + 8192], we)
     return auroc(sims, data.activating, data.valid)
+
+
+class EmbeddingCache:
+    """Embeds each distinct text once across windows and every method's labels."""
+
+    def __init__(self, device: str, batch_size: int):
+        self.device, self.batch_size = device, batch_size
+        self.rows: dict[str, int] = {}
+        self.emb = np.zeros((0, 384), dtype=np.float32)
+
+    def add(self, texts: list[str]) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in self.rows]
+        if new:
+            self.rows.update({t: len(self.rows) + i for i, t in enumerate(new)})
+            self.emb = np.concatenate([self.emb, embed_texts(new, self.device, self.batch_size)])
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.add(texts)
+        return self.emb[[self.rows[t] for t in texts]]
 
 
 # ---------------------------------------------------------------- ground truth
@@ -324,11 +342,9 @@ def true_concepts(data: HeldoutSlice, vocab: list[str], concept_names: Sequence[
 
 
 def _load_world(world_dir: str) -> Any:
-    try:
-        from sae_translate.world import load_world
-    except ImportError as e:
-        raise UserError("this package has no toy-world loader; drop ground_truth from the "
-                        "scorers") from e
+    """The run's toy world (config + tagger); a missing or damaged world is a UserError."""
+    from sae_translate.world.build import load_world
+
     return load_world(world_dir)
 
 
@@ -417,9 +433,11 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
     gt_seqs = heldout_seqs_for(run, cfg.max_heldout_tokens) if world is not None else np.zeros(0, np.int64)
     data = HeldoutSlice.load(run, np.union1d(rows["seq"].astype(np.int64), gt_seqs))
     sset = load_scoring_set(run, data, rows)
-    window_emb = None
+    window_emb, embeddings = None, None
     if "embedding" in cfg.scorers:
-        window_emb = embed_texts(sset.window_texts, cfg.device, cfg.batch_size)
+        embeddings = EmbeddingCache(cfg.device, cfg.batch_size)
+        embeddings.add([by_method[m].get(int(f), "") for m in methods for f in sset.features])
+        window_emb = embeddings(sset.window_texts)
     concepts = None
     if world is not None:
         gt_data = HeldoutSlice.load(run, gt_seqs)
@@ -451,9 +469,9 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
                 token_valid = (sset.tokens >= 0) & sset.valid[:, :, None]
                 add(method, "simulation", sset.features,
                     simulation_scores(matches, sset.acts, token_valid), n_labelled)
-        if window_emb is not None:
+        if embeddings is not None:
             add(method, "embedding", sset.features,
-                embedding_scores(texts, sset, window_emb, cfg.device, cfg.batch_size), n_labelled)
+                embedding_scores(embeddings(texts), sset, window_emb), n_labelled)
         if concepts is not None:
             by_feature = dict(zip(concepts.feature.tolist(), concepts.concept))
             feats = np.array([f for f in concepts.feature.tolist() if f in labels], dtype=np.int64)

@@ -95,7 +95,8 @@ def make_synthetic_run(path: str | Path, *, n_seq: int = 200, ctx: int = 32, d_s
                  "d_sae": d_sae, "dataset": "synthetic", "ctx": ctx, "seed": seed,
                  "version": "synthetic", "config": "{}", "world": ""}
     run_attrs.update(attrs or {})
-    run = write_run(Path(path), tokens=tokens, codes=codes, split=split, vocab=vocab,
-                    attrs=run_attrs, logit_lens_tokens=lens_tokens,
-                    logit_lens_values=np.ascontiguousarray(lens_values), d_sae=d_sae)
+    written = write_run(Path(path), tokens=tokens, codes=codes, split=split, vocab=vocab,
+                        attrs=run_attrs, logit_lens_tokens=lens_tokens,
+                        logit_lens_values=np.ascontiguousarray(lens_values), d_sae=d_sae)
+    run = written if isinstance(written, RunStore) else RunStore.open(written)
     return SyntheticRun(run, trigger)

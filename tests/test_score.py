@@ -13,7 +13,7 @@ from sae_translate.score import (ScoreConfig, auroc, detection_scores, label_ter
                                  names_concept, score_run, simulation_scores, token_matches,
                                  true_concepts)
 from sae_translate.store.db import run_query
-from sae_translate.store.h5 import Codes, write_run
+from sae_translate.store.h5 import Codes, RunStore, write_run
 from sae_translate.synthetic import make_synthetic_run
 from sae_translate.world import generate_documents, load_world_config, tag_words
 
@@ -128,9 +128,10 @@ def test_true_concepts_on_a_world_corpus(tmp_path):
     for j, concept in enumerate(planted):
         dense[[concept in t for t in tags[:n_seq * ctx]], j] = 1.0
     dense[rng.random(len(dense)) < 0.2, len(planted)] = 0.5  # fires anywhere
-    run = write_run(tmp_path / "run", tokens=tokens, codes=Codes.from_dense(dense),
-                    split=np.ones(n_seq, np.uint8), vocab=vocab,
-                    attrs={"d_sae": dense.shape[1], "config": "{}"})
+    written = write_run(tmp_path / "run", tokens=tokens, codes=Codes.from_dense(dense),
+                        split=np.ones(n_seq, np.uint8), vocab=vocab,
+                        attrs={"d_sae": dense.shape[1], "config": "{}"})
+    run = written if isinstance(written, RunStore) else RunStore.open(written)
     data = HeldoutSlice.load(run, run.heldout_seqs)
     found = true_concepts(data, vocab, cfg.concept_names, partial(tag_words, cfg),
                           np.arange(dense.shape[1]), min_precision=0.5, min_firings=5)

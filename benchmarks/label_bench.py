@@ -1,0 +1,83 @@
+"""Label + score throughput on a synthetic run as wide as a real SAE (default 32768 features).
+
+    python benchmarks/label_bench.py [--d-sae 32768] [--n-seq 16384] [--ctx 64] [--out stores/bench-label]
+
+Writes a planted-feature run (every feature has a trigger word, plus background firings), labels
+it with the baselines, scores the labels, and prints one line per phase plus a markdown row for
+BENCHMARKS.md. The run is reused when it already exists with the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from sae_translate.label import LabelConfig, label_run
+from sae_translate.score import ScoreConfig, score_run, summary_table
+from sae_translate.store.h5 import RunStore
+from sae_translate.synthetic import make_synthetic_run, minilm_words
+
+
+def _existing(run_dir: Path, d_sae: int, n_seq: int, ctx: int) -> RunStore | None:
+    try:
+        run = RunStore.open(run_dir)
+    except Exception:
+        return None
+    if (run.d_sae, run.n_seq, run.ctx) == (d_sae, n_seq, ctx):
+        return run
+    run.close()
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d-sae", type=int, default=32768)
+    p.add_argument("--n-seq", type=int, default=16384)
+    p.add_argument("--ctx", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("stores/bench-label"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    run_dir, db = args.out / "run", args.out / "labels.duckdb"
+    t0 = time.perf_counter()
+    run = _existing(run_dir, args.d_sae, args.n_seq, args.ctx)
+    if run is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run = make_synthetic_run(run_dir, n_seq=args.n_seq, ctx=args.ctx, d_sae=args.d_sae,
+                                 vocab=minilm_words(args.vocab), p_fire=0.9, noise_per_token=1.0,
+                                 heldout=0.1, seed=0).run
+        print(f"wrote synthetic run: {time.perf_counter() - t0:.1f}s")
+    n_alive = len(run.alive)
+    print(f"run: {run.d_sae} features ({n_alive} alive), {run.n_tokens:,} tokens, "
+          f"{len(run.heldout_seqs)} held-out sequences")
+    db.unlink(missing_ok=True)
+
+    labelled = label_run(LabelConfig(run=str(run_dir), db=str(db)))
+    print(f"label (3 baselines + examples): {labelled.seconds:.1f}s, "
+          f"{labelled.n_features / labelled.seconds:,.0f} features/s, {labelled.n_examples:,} examples")
+    cheap = score_run(ScoreConfig(run=str(run_dir), db=str(db), scorers=("detection", "simulation")))
+    print(f"score detection + simulation: {cheap.seconds:.1f}s")
+    emb = score_run(ScoreConfig(run=str(run_dir), db=str(db), scorers=("embedding",)))
+    print(f"score embedding (incl. model load): {emb.seconds:.1f}s")
+    print(summary_table(cheap.summary + emb.summary))
+
+    total = labelled.seconds + cheap.seconds + emb.seconds
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU"
+    print(f"\n| {date.today()} | {machine} | {run.d_sae} ({n_alive} alive) | {run.n_tokens:,} | "
+          f"{labelled.seconds:.1f}s ({n_alive / labelled.seconds:,.0f} features/s) | "
+          f"{cheap.seconds:.1f}s | {emb.seconds:.1f}s | {total:.1f}s "
+          f"({n_alive / total:,.0f} features/s) | {peak_gb:.1f} GB |")
+
+
+if __name__ == "__main__":
+    main()
