@@ -113,10 +113,11 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "table") -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], cls: str = "table") -> str:
+    head = "" if header is None else (
+        "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="{cls}">{head}<tbody>{body}</tbody></table>'
 
 
 def _cell(value: Any) -> str:
@@ -253,19 +254,31 @@ def features_section(page: Page, run: RunStore, tables: LabelTables | None, cfg:
     rng = np.random.default_rng(cfg.seed)
     shown = alive if len(alive) <= cfg.max_points else np.sort(rng.choice(alive, cfg.max_points, replace=False))
     best = tables.best if tables else {}
-    hover = [f"feature {f}" + (f": {best[f][1]} ({best[f][0]})" if f in best else "") for f in shown.tolist()]
-    marker: dict[str, Any] = dict(size=5, opacity=0.7, color=PALETTE[0])
+    hover = np.array([f"feature {f}" + (f": {best[f][1]} ({best[f][0]}, {label_db.RANKING_SCORER} "
+                                        f"{best[f][2]:.2f})" if f in best else "")
+                      for f in shown.tolist()], dtype=object)
     scored = np.array([best[f][2] if f in best else np.nan for f in shown.tolist()])
-    if np.isfinite(scored).any():
-        marker.update(color=np.where(np.isfinite(scored), scored, np.nanmin(scored)), colorscale="Viridis",
-                      colorbar=dict(title=label_db.RANKING_SCORER))
-    fig = go.Figure(go.Scatter(x=np.log10(freq[shown]), y=fmax[shown], mode="markers", marker=marker,
-                               text=hover, hovertemplate="%{text}<extra></extra>"))
+    has = np.isfinite(scored)
+    fig = go.Figure()
+    if has.any():  # coloured by the score of the best label
+        fig.add_trace(go.Scatter(
+            x=np.log10(freq[shown[has]]), y=fmax[shown[has]], mode="markers", name="best label score",
+            marker=dict(size=5, opacity=0.7, color=scored[has], colorscale="Viridis",
+                        colorbar=dict(title=label_db.RANKING_SCORER)),
+            text=hover[has], hovertemplate="%{text}<extra></extra>"))
+    if (~has).any():
+        fig.add_trace(go.Scatter(
+            x=np.log10(freq[shown[~has]]), y=fmax[shown[~has]], mode="markers", name="no scored label",
+            marker=dict(size=5, opacity=0.5, color="#999" if has.any() else PALETTE[0]),
+            text=hover[~has], hovertemplate="%{text}<extra></extra>"))
+    # the colour bar takes the right side: the legend goes under the plot
+    fig.update_layout(showlegend=bool(has.any() and (~has).any()),
+                      legend=dict(orientation="h", x=0, y=-0.22))
     sampled = f" ({len(shown):,} sampled of {len(alive):,})" if len(shown) < len(alive) else ""
     fig.update_layout(title=f"Frequency and maximum activation{sampled}",
                       xaxis_title="log10 firing frequency", yaxis_title="maximum activation",
                       yaxis_type="log")
-    parts.append(page.figure(fig, height=420))
+    parts.append(page.figure(fig, height=460))
     return "".join(parts)
 
 
@@ -634,6 +647,8 @@ def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | Non
     parts.append(f'<div class="card-body"><div class="card-left">{"".join(left)}</div>'
                  f'<div class="card-right">{right}</div></div>')
     mine = windows.feature == feature
+    if not mine.any():
+        parts.append(_note("No example window: the feature does not fire in the windows sampled."))
     for kind, title in (("top", "Top activations"), ("quantile", "Across activation quantiles")):
         idx = np.flatnonzero(mine & (windows.kind == kind))
         if len(idx) == 0:
@@ -758,7 +773,7 @@ def _run_summary(run: RunStore, tables: LabelTables | None, db: Path | None, run
         rows.append(["toy world", a["world"]])
     rows.append(["labels", f"{db} (run_id {run_id!r})" if tables is not None
                  else "none" if db is None else f"none for run_id {run_id!r} in {db}"])
-    return _table(["", ""], rows, cls="table summary")
+    return _table(None, rows, cls="table summary")
 
 
 def write_report(cfg: ReportConfig) -> ReportResult:
