@@ -105,6 +105,7 @@ def label(
     scorers: str = typer.Option("embedding,detection,simulation,ground_truth",
                                 help="comma-separated scorers run after labelling; '' to skip"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    world: str = typer.Option("", help="toy-world dir for ground truth (default: the run's own)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Label every alive feature with each method, store held-out examples, score the labels."""
@@ -112,7 +113,7 @@ def label(
     from sae_translate.score import label_and_score, summary_table
 
     cfg = LabelConfig(run=str(run), db=str(db), methods=_names(methods), scorers=_names(scorers),
-                      device=device, seed=seed)
+                      device=device, world=world, seed=seed)
     labelled, scored = label_and_score(cfg)
     typer.echo(f"{labelled.run_id}: {labelled.n_features:,} features x {len(labelled.methods)} methods, "
                f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {db}")

@@ -47,6 +47,7 @@ class LabelConfig:
     device: str = "auto"
     # scorers run right after labelling by score.label_and_score (empty: label only)
     scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth")
+    world: str = ""                    # toy-world dir for ground truth; "" = the run's own
 
     @property
     def example_config(self) -> ExampleConfig:

@@ -65,6 +65,7 @@ class ScoreConfig:
     min_concept_precision: float = 0.5
     min_concept_firings: int = 5
     max_heldout_tokens: int = 262_144        # held-out tokens used to find true concepts
+    world: str = ""                          # toy-world dir for ground truth; "" = the run's own
 
 
 @dataclass
@@ -428,8 +429,9 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
         raise UserError(f"run {run_id!r} has no labels from {', '.join(missing)}; label it first")
 
     world = None
-    if "ground_truth" in cfg.scorers and run.attrs.get("world"):
-        world = _load_world(str(run.attrs["world"]))
+    world_dir = cfg.world or str(run.attrs.get("world", "") or "")
+    if "ground_truth" in cfg.scorers and world_dir:
+        world = _load_world(world_dir)
     gt_seqs = heldout_seqs_for(run, cfg.max_heldout_tokens) if world is not None else np.zeros(0, np.int64)
     data = HeldoutSlice.load(run, np.union1d(rows["seq"].astype(np.int64), gt_seqs))
     sset = load_scoring_set(run, data, rows)
@@ -502,7 +504,8 @@ def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
         return labelled, None
     scored = score_run(ScoreConfig(run=cfg.run, db=cfg.db, scorers=tuple(cfg.scorers),
                                    methods=labelled.methods, run_id=labelled.run_id,
-                                   device=cfg.device, max_heldout_tokens=cfg.max_heldout_tokens))
+                                   device=cfg.device, max_heldout_tokens=cfg.max_heldout_tokens,
+                                   world=cfg.world))
     return labelled, scored
 
 
