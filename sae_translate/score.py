@@ -442,9 +442,8 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
         window_emb = embeddings(sset.window_texts)
     concepts = None
     if world is not None:
-        gt_data = HeldoutSlice.load(run, gt_seqs)
         labelled = np.array(sorted({f for m in methods for f in by_method[m]}), dtype=np.int64)
-        concepts = true_concepts(gt_data, run.vocab, world.config.concept_names, world.tag_words,
+        concepts = true_concepts(data, run.vocab, world.config.concept_names, world.tag_words,
                                  labelled, cfg.min_concept_precision, cfg.min_concept_firings)
 
     score_cols: dict[str, list] = {"feature": [], "method": [], "scorer": [], "value": []}

@@ -177,3 +177,21 @@ def test_two_writers_serialise(tmp_path):
     # neither writer's rename lost the other's run
     assert _counts(path, "x")["features"] == 50 and _counts(path, "y")["features"] == 50
     assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "sae_translate", *args], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_query_command(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    ok = _cli("query", "SELECT feature, label FROM labels WHERE method = 'random' ORDER BY feature",
+              "--db", str(path), "--format", "csv")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["feature,label", "0,random 0", "1,random 1"]
+    bad = _cli("query", "SELECT nope FROM labels", "--db", str(path))
+    assert bad.returncode != 0
+    assert len(bad.stderr.strip().splitlines()) == 1 and "SQL error" in bad.stderr

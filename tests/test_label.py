@@ -127,3 +127,24 @@ def test_unknown_method_is_a_user_error(planted, tmp_path):
     with pytest.raises(UserError, match="unknown label method"):
         label_run(LabelConfig(run=str(planted.run.dir), db=str(tmp_path / "x.duckdb"),
                               methods=("nope",)))
+
+
+def test_label_command(planted, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    db = tmp_path / "labels.duckdb"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "sae_translate", "label", *args], cwd=root,
+                              capture_output=True, text=True, timeout=300)
+
+    ok = cli("--run", str(planted.run.dir), "--db", str(db), "--scorers", "detection")
+    assert ok.returncode == 0, ok.stderr
+    assert "detection" in ok.stdout and "top-tokens" in ok.stdout
+    n = _rows(db, "SELECT count(*) FROM scores WHERE scorer = 'detection'")[0][0]
+    assert n > 0
+    bad = cli("--run", str(tmp_path / "missing"), "--db", str(db))
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
