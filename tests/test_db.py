@@ -195,3 +195,22 @@ def test_query_command(tmp_path):
     bad = _cli("query", "SELECT nope FROM labels", "--db", str(path))
     assert bad.returncode != 0
     assert len(bad.stderr.strip().splitlines()) == 1 and "SQL error" in bad.stderr
+
+
+def test_killed_writer_leaves_the_previous_state(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(10))
+    root = Path(__file__).resolve().parents[1]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER.replace("200 if i % 2 else 300", "100_000"),
+                               str(path), "1"], cwd=root, stdout=subprocess.PIPE, text=True)
+    # kill it once it holds the lock and is writing its private copy
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".labels.duckdb.tmp-*")) and writer.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    writer.kill()
+    writer.wait()
+    assert _counts(path, "a")["features"] in (10, 100_000)
+    db.write_label_stage(path, "b", _stage(5))
+    assert _counts(path, "b")["features"] == 5
+    assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))

@@ -133,8 +133,9 @@ def write_transaction(db: str | Path = DEFAULT_DB,
     except OSError as e:
         raise UserError(f"cannot create the directory of {db}: {e.strerror}; choose another --db") from e
     with _writer_lock(db, timeout_s):
+        for stale in db.parent.glob(f".{db.name}.tmp-*"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
         tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
-        _remove_db_files(tmp)
         try:
             if db.exists():
                 shutil.copyfile(db, tmp)
