@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_translate.corpus import iter_documents, pack_windows  # noqa: E402
 from sae_translate.extract import ExtractConfig, extract, hook_layer  # noqa: E402
 from sae_translate.models import load_model, resolve_device  # noqa: E402
-from sae_translate.saes import load_sae  # noqa: E402
+from sae_translate.saes import load_sae, model_kwargs_for  # noqa: E402
 
 
 def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
@@ -58,8 +58,8 @@ def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
 
 @torch.no_grad()
 def bare_seconds(cfg: ExtractConfig) -> float:
-    model = load_model(cfg.model, device=cfg.device)
-    sae = load_sae(cfg.sae, device=str(model.cfg.device))
+    sae = load_sae(cfg.sae, device=cfg.device)
+    model = load_model(cfg.model, device=cfg.device, processing=model_kwargs_for(sae))
     hook = cfg.hook or sae.cfg.metadata.hook_name
     layer = hook_layer(hook)
     windows = pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx)
@@ -77,8 +77,8 @@ def bare_seconds(cfg: ExtractConfig) -> float:
 
 def load_seconds(cfg: ExtractConfig) -> float:
     t0 = time.perf_counter()
-    model = load_model(cfg.model, device=cfg.device)
-    load_sae(cfg.sae, device=str(model.cfg.device))
+    sae = load_sae(cfg.sae, device=cfg.device)
+    load_model(cfg.model, device=cfg.device, processing=model_kwargs_for(sae))
     return time.perf_counter() - t0
 
 

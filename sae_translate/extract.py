@@ -89,7 +89,7 @@ def hook_layer(hook: str) -> int | None:
 def extract(cfg: ExtractConfig) -> ExtractResult:
     """Extract a run. Under torchrun each rank encodes every world_size-th chunk into its own shard."""
     from sae_translate.models import load_model
-    from sae_translate.saes import check_sae_fits_model, load_sae
+    from sae_translate.saes import check_sae_fits_model, load_sae, model_kwargs_for
 
     t0 = time.time()
     ranks = Ranks.from_env()
@@ -104,8 +104,8 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     if n_seq_max < 1:
         raise UserError(f"--tokens {cfg.tokens} is less than one window of --ctx {cfg.ctx}")
     local_files(cfg.dataset)
-    model = load_model(cfg.model, device=ranks.device(cfg.device), dtype=cfg.dtype)
-    sae = load_sae(cfg.sae, device=str(model.cfg.device))
+    sae = load_sae(cfg.sae, device=ranks.device(cfg.device))
+    model = load_model(cfg.model, device=str(sae.device), dtype=cfg.dtype, processing=model_kwargs_for(sae))
     hook = check_sae_fits_model(sae, model, cfg.hook)
     _check_width(model, sae, hook)
     if model.tokenizer is None:

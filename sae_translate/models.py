@@ -51,7 +51,13 @@ def load_tokenizer(spec: str):
         raise UserError(f"unknown model {spec!r}: not a TransformerLens model name nor a local checkpoint directory") from e
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "float32"):
+# TransformerLens's weight processing; an SAE must see the residual stream it was trained on,
+# so callers pass the SAE's own `model_from_pretrained_kwargs` (see saes.model_kwargs_for).
+PROCESSING_DEFAULTS = {"fold_ln": True, "center_writing_weights": True, "center_unembed": True,
+                       "fold_value_biases": True}
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "float32", processing: dict | None = None):
     """A HookedTransformer from a TransformerLens model name or a local checkpoint directory."""
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as loading
@@ -59,8 +65,9 @@ def load_model(spec: str, device: str = "auto", dtype: str = "float32"):
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     quiet = contextlib.redirect_stdout(io.StringIO())  # TransformerLens prints on every load
+    options = {**PROCESSING_DEFAULTS, **{k: v for k, v in (processing or {}).items() if k in PROCESSING_DEFAULTS}}
     if is_local_checkpoint(spec):
-        return _load_local_checkpoint(spec, device, torch_dtype)
+        return _load_local_checkpoint(spec, device, torch_dtype, options)
     if Path(spec).exists():
         raise UserError(f"{spec!r} is a path but has no config.json; pass a Hugging Face checkpoint directory")
     try:
@@ -71,14 +78,14 @@ def load_model(spec: str, device: str = "auto", dtype: str = "float32"):
         ) from e
     try:
         with quiet:
-            model = HookedTransformer.from_pretrained(spec, device=device, dtype=torch_dtype)
+            model = HookedTransformer.from_pretrained(spec, device=device, dtype=torch_dtype, **options)
     except OSError as e:
         raise UserError(f"could not load model {spec!r} ({_first_line(e)}); check the network or the Hugging Face cache") from e
     model.eval()
     return model
 
 
-def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype):
+def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype, options: dict):
     """TransformerLens's from_pretrained, minus its insistence on an official model name."""
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as loading
@@ -91,13 +98,11 @@ def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype):
         raise UserError(f"could not load checkpoint {path!r}: {_first_line(e)}") from e
     logging.getLogger("root").setLevel(logging.WARNING)
     cfg = loading.get_pretrained_model_config(
-        path, hf_cfg=hf_model.config.to_dict(), fold_ln=True, device=device, dtype=dtype
+        path, hf_cfg=hf_model.config.to_dict(), fold_ln=options["fold_ln"], device=device, dtype=dtype
     )
     state_dict = loading.get_pretrained_state_dict(path, cfg, hf_model, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True
-    )
+    model.load_and_process_state_dict(state_dict, **options)
     model.move_model_modules_to_device()
     model.eval()
     return model

@@ -9,6 +9,7 @@ A spec is one of
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def load_sae(spec: str, device: str = "auto"):
     parsed = parse_sae_spec(spec)
     device = resolve_device(device)
     try:
+        warnings.filterwarnings("ignore", message=".*model_from_pretrained_kwargs.*")  # handled by model_kwargs_for
         if parsed.kind == "local":
             sparsify_format = (Path(parsed.source) / "sae.safetensors").is_file()
             converter = {"converter": sparsify_disk_loader} if sparsify_format else {}
@@ -86,6 +88,11 @@ def _check_registry(spec: SaeSpec) -> None:
     if spec.sae_id not in ids:
         shown = ", ".join(ids[:6]) + (", ..." if len(ids) > 6 else "")
         raise UserError(f"release {spec.source!r} has no SAE {spec.sae_id!r}; it has: {shown}")
+
+
+def model_kwargs_for(sae) -> dict:
+    """The TransformerLens loading options the SAE was trained under (e.g. center_writing_weights=False)."""
+    return dict(getattr(sae.cfg.metadata, "model_from_pretrained_kwargs", None) or {})
 
 
 def sae_hook_name(sae) -> str:

@@ -16,7 +16,7 @@ import torch
 from sae_translate.errors import UserError
 from sae_translate.extract import ExtractConfig, extract
 from sae_translate.models import load_model
-from sae_translate.saes import load_sae
+from sae_translate.saes import load_sae, model_kwargs_for
 from sae_translate.store.h5 import RunStore
 from tests.hub_cache import build_hub_cache, offline_env
 
@@ -55,8 +55,8 @@ def test_layout_and_attributes(world_run, tiny_world):
 
 def test_stored_codes_decode_to_the_saes_reconstruction(world_run, tiny_world):
     """Decoding stored codes through the SAE matches the SAE's own reconstruction of the activations."""
-    model = load_model(str(tiny_world.model_dir), device="cpu")
     sae = load_sae(str(tiny_world.sae_dir), device="cpu")
+    model = load_model(str(tiny_world.model_dir), device="cpu", processing=model_kwargs_for(sae))
     seqs = np.concatenate([world_run.train_seqs[:4], world_run.heldout_seqs[:2]])
     tokens = torch.as_tensor(world_run.tokens(np.sort(seqs)), dtype=torch.long)
     with torch.no_grad():
