@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +51,8 @@ class Concept:
     kind: ConceptKind
     aliases: tuple[str, ...]
     words: tuple[str, ...] = ()
-    role: str = "noun"
+    role: str = "noun"  # template slots it fills; "none" = never drawn for a slot
+    includes: tuple[str, ...] = ()  # lexical concepts whose words it also covers (a superconcept)
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     inside: tuple[str, str] | None = None
@@ -120,7 +121,33 @@ class WorldConfig:
         return tuple(c for c in self.concepts if c.kind == "contextual")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config in the file format (what `parse_world_config` reads back to an equal config)."""
+        concepts = []
+        for c in self.concepts:
+            item: dict[str, Any] = {"name": c.name, "kind": c.kind, "aliases": list(c.aliases)}
+            if c.kind == "lexical":
+                item.update(role=c.role, words=list(c.words))
+                if c.includes:
+                    item["includes"] = list(c.includes)
+            elif c.after:
+                item["after"] = list(c.after)
+            elif c.before:
+                item["before"] = list(c.before)
+            elif c.inside:
+                item["inside"] = list(c.inside)
+            else:
+                item["sentence_start"] = True
+            concepts.append(item)
+        g = self.grammar
+        grammar = {
+            "templates": [{"text": t.text, "weight": t.weight} for t in g.templates],
+            "sentence_end": list(g.sentence_end),
+            "quote": list(g.quote),
+            "sentences_per_document": list(g.sentences_per_document),
+            "topic_concepts": g.topic_concepts,
+            "topic_bias": g.topic_bias,
+        }
+        return {"name": self.name, "concepts": concepts, "grammar": grammar}
 
     def digest(self) -> str:
         """Stable hash of the whole config: a world built from it is reused only on a match."""
@@ -169,9 +196,36 @@ def parse_world_config(raw: dict[str, Any], default_name: str = "world") -> Worl
         raise UserError(f"duplicate concept names {duplicates}")
     if not any(c.kind == "lexical" for c in concepts):
         raise UserError("needs at least one lexical concept (a concept with `words`)")
+    concepts = _resolve_includes(concepts)
+    if not any(c.role != "none" for c in concepts if c.kind == "lexical"):
+        raise UserError("every lexical concept has role 'none'; at least one must fill template slots")
     cfg = WorldConfig(name=str(raw.get("name", default_name)), concepts=concepts, grammar=grammar)
     _check_references(cfg)
     return cfg
+
+
+def _resolve_includes(concepts: tuple[Concept, ...]) -> tuple[Concept, ...]:
+    """Superconcepts get the words of the concepts they include (recursively), once each."""
+    by_name = {c.name: c for c in concepts}
+    resolved: dict[str, tuple[str, ...]] = {}
+
+    def words_of(name: str, path: list[str]) -> tuple[str, ...]:
+        if name in resolved:
+            return resolved[name]
+        if name in path:
+            raise UserError(f"concepts include each other in a cycle: {' -> '.join(path + [name])}")
+        concept = by_name[name]
+        words = list(concept.words)
+        for included in concept.includes:
+            if included not in by_name or by_name[included].kind != "lexical":
+                raise UserError(f"concept {name!r} includes {included!r}, which is not a lexical concept")
+            words.extend(words_of(included, path + [name]))
+        resolved[name] = tuple(dict.fromkeys(words))
+        return resolved[name]
+
+    return tuple(
+        replace(c, words=words_of(c.name, [])) if c.kind == "lexical" and c.includes else c for c in concepts
+    )
 
 
 def _words(value: Any, what: str) -> tuple[str, ...]:
@@ -194,7 +248,7 @@ def _parse_concept(item: Any, index: int, grammar: Grammar) -> Concept:
     name = item.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise UserError(f"concept #{index + 1} needs a `name` of letters, digits, _ or -")
-    known = {"name", "kind", "aliases", "words", "role", "after", "before", "inside", "sentence_start"}
+    known = {"name", "kind", "aliases", "words", "role", "includes", "after", "before", "inside", "sentence_start"}
     unknown = set(item) - known
     if unknown:
         raise UserError(f"concept {name!r} has unknown keys {sorted(unknown)}")
@@ -210,11 +264,12 @@ def _parse_concept(item: Any, index: int, grammar: Grammar) -> Concept:
         if rules:
             raise UserError(f"concept {name!r} is lexical but has a rule {rules}; set kind = 'contextual'")
         words = _words(item.get("words", []), f"concept {name!r} words")
-        if not words:
-            raise UserError(f"lexical concept {name!r} needs a non-empty `words` list")
-        return Concept(name=name, kind="lexical", aliases=aliases, words=words, role=role)
-    if "words" in item:
-        raise UserError(f"contextual concept {name!r} takes a rule, not `words`")
+        includes = _words(item.get("includes", []), f"concept {name!r} includes")
+        if not words and not includes:
+            raise UserError(f"lexical concept {name!r} needs a non-empty `words` or `includes` list")
+        return Concept(name=name, kind="lexical", aliases=aliases, words=words, role=role, includes=includes)
+    if "words" in item or "includes" in item:
+        raise UserError(f"contextual concept {name!r} takes a rule, not `words` or `includes`")
     if len(rules) != 1:
         raise UserError(
             f"contextual concept {name!r} needs exactly one rule of after, before, inside, "
@@ -329,14 +384,6 @@ def _check_references(cfg: WorldConfig) -> None:
             elif not re.fullmatch(r"[A-Za-z0-9_\-]+", slot):
                 raise UserError(f"template {template.text!r} has a malformed slot {{{slot}}}")
     _check_template_structure(cfg)
-    structural = set(cfg.grammar.sentence_end) | set(cfg.grammar.quote)
-    for concept in cfg.contextual:
-        if concept.inside:
-            structural |= set(concept.inside)
-    for concept in cfg.lexical:
-        clash = sorted(structural.intersection(concept.words))
-        if clash:
-            raise UserError(f"concept {concept.name!r} words {clash} are punctuation the grammar uses")
     contextual_order(cfg)  # raises on a dependency cycle
 
 

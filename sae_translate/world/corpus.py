@@ -156,7 +156,7 @@ class CorpusGenerator:
 
     def document(self) -> Document:
         grammar = self.cfg.grammar
-        lexical = list(self.cfg.lexical)
+        lexical = [c for c in self.cfg.lexical if c.role != "none"]
         topic = {c.name for c in self.rng.sample(lexical, min(grammar.topic_concepts, len(lexical)))}
         n_sentences = self.rng.randint(*grammar.sentences_per_document)
         words: list[str] = []
@@ -208,10 +208,10 @@ def slot_candidates(cfg: WorldConfig, slot: str) -> list[Concept]:
     if slot.startswith("concept:"):
         return [cfg.concept(slot.split(":", 1)[1])]
     for role in (slot, "noun"):
-        found = [c for c in cfg.lexical if c.role == role]
+        found = [c for c in cfg.lexical if c.role == role and role != "none"]
         if found:
             return found
-    return list(cfg.lexical)
+    return [c for c in cfg.lexical if c.role != "none"]
 
 
 def rule_templates(cfg: WorldConfig) -> list[Template]:
@@ -240,13 +240,14 @@ def rule_templates(cfg: WorldConfig) -> list[Template]:
 
 
 def _template_can_emit(cfg: WorldConfig, ref: str) -> bool:
-    names = set(cfg.concept_names)
+    """Whether some template writes a word of `ref` (a lexical concept or a literal word)."""
+    members = set(cfg.concept(ref).words) if ref in cfg.concept_names else {ref}
     for template in cfg.grammar.templates:
         for token in template.text.split():
-            if ref in names:
-                if token.startswith("{") and any(c.name == ref for c in slot_candidates(cfg, token[1:-1])):
+            if token.startswith("{"):
+                if any(members.intersection(c.words) for c in slot_candidates(cfg, token[1:-1])):
                     return True
-            elif token == ref:
+            elif token in members:
                 return True
     return False
 

@@ -1,0 +1,26 @@
+"""Session fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sae_translate.world.build import World, WorldBuildConfig, build_world
+
+
+def tiny_world_config(out: Path, **overrides) -> WorldBuildConfig:
+    """The default concept world at test size: a 2-layer d_model-32 model and a 128-feature SAE,
+    built in well under a minute on two cores."""
+    settings = dict(
+        out=out, n_tokens=40_000, d_model=32, n_layers=2, n_heads=2, ctx=32, lm_steps=150, lm_batch_size=32,
+        d_sae=128, sae_k=4, sae_training_tokens=40_960, sae_batch_size_tokens=1024, progress=False,
+    )
+    settings.update(overrides)
+    return WorldBuildConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> World:
+    """One tiny toy world for the whole session (model, tokenizer, SAE, corpus)."""
+    return build_world(tiny_world_config(tmp_path_factory.mktemp("tiny-world") / "world"))
