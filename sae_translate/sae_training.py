@@ -65,14 +65,16 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
     import torch
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
-    from sae_translate.models import load_model, resolve_device
+    from sae_translate.models import PROCESSING_DEFAULTS, load_model, resolve_device
 
     _validate(cfg)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     _check_writable(out.parent)
     torch.manual_seed(cfg.seed)
-    model = load_model(cfg.model, device=device, dtype=cfg.model_dtype)
+    # Recorded in the SAE's metadata, so whoever loads the SAE loads the model the same way.
+    processing = dict(PROCESSING_DEFAULTS)
+    model = load_model(cfg.model, device=device, dtype=cfg.model_dtype, processing=processing)
     if cfg.hook not in model.hook_dict:
         raise UserError(f"model {cfg.model!r} has no hook {cfg.hook!r}; hooks look like blocks.1.hook_resid_post")
     if cfg.context_size > model.cfg.n_ctx:
@@ -86,6 +88,7 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
         runner_cfg = LanguageModelSAERunnerConfig(
             sae=_sae_config(cfg, d_in, d_sae, device),
             model_name=cfg.model,
+            model_from_pretrained_kwargs=processing,
             hook_name=cfg.hook,
             dataset_path=cfg.dataset,
             is_dataset_tokenized=True,

@@ -23,7 +23,8 @@ def _cfg(world, out, **kw) -> TrainSaeConfig:
 def test_trains_an_sae_that_sae_lens_loads_and_that_reconstructs(tiny_world, tmp_path, architecture):
     from sae_lens import SAE
 
-    from sae_translate.models import load_model
+    from sae_translate.models import PROCESSING_DEFAULTS, load_model
+    from sae_translate.saes import model_kwargs_for
 
     out = tmp_path / "sae"
     assert train_sae(_cfg(tiny_world, out, architecture=architecture, l1_coefficient=1.0)) == out
@@ -33,8 +34,10 @@ def test_trains_an_sae_that_sae_lens_loads_and_that_reconstructs(tiny_world, tmp
     assert metrics["d_sae"] == 64 and 0 < metrics["alive_features"] <= 64
     if architecture == "topk":
         assert metrics["l0"] == pytest.approx(4.0)
-    # the saved SAE reconstructs the hook better than predicting the mean activation
-    model = load_model(str(tiny_world.model_dir), device="cpu")
+    # the SAE records the model processing it was trained under, and reconstructs that model's
+    # hook better than predicting the mean activation
+    assert model_kwargs_for(sae) == PROCESSING_DEFAULTS
+    model = load_model(str(tiny_world.model_dir), device="cpu", processing=model_kwargs_for(sae))
     text = tiny_world.corpus_files[0].read_text().splitlines()[-1]
     tokens = model.to_tokens(text, prepend_bos=False)[:, :32]
     with torch.no_grad():

@@ -211,6 +211,7 @@ def test_tiny_world_loads_with_transformers_transformer_lens_and_sae_lens(tiny_w
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
     from sae_translate.models import load_model
+    from sae_translate.saes import model_kwargs_for
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_world.model_dir)
     text = tiny_world.corpus_files[0].read_text().splitlines()[0]
@@ -220,8 +221,9 @@ def test_tiny_world_loads_with_transformers_transformer_lens_and_sae_lens(tiny_w
     assert tokenizer.decode(ids) == text
     assert tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) == EOT == tokenizer.bos_token
 
+    sae = SAE.load_from_disk(str(tiny_world.sae_dir), device="cpu")
     hf = GPTNeoXForCausalLM.from_pretrained(tiny_world.model_dir).eval()
-    tl = load_model(str(tiny_world.model_dir), device="cpu")
+    tl = load_model(str(tiny_world.model_dir), device="cpu", processing=model_kwargs_for(sae))
     tokens = torch.tensor([ids[:32]])
     with torch.no_grad():
         hf_logits = hf(tokens).logits
@@ -230,7 +232,6 @@ def test_tiny_world_loads_with_transformers_transformer_lens_and_sae_lens(tiny_w
     centre = lambda x: x - x.mean(-1, keepdim=True)  # noqa: E731
     assert torch.allclose(centre(hf_logits), centre(tl_logits), atol=1e-4)
 
-    sae = SAE.load_from_disk(str(tiny_world.sae_dir), device="cpu")
     assert sae.cfg.d_in == tl.cfg.d_model
     assert sae.cfg.metadata.hook_name == tiny_world.hook
     with torch.no_grad():
