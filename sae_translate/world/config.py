@@ -39,6 +39,7 @@ GENERIC_TEMPLATES: tuple[str, ...] = (
 )
 
 _SLOT = re.compile(r"\{([^{}]+)\}")
+SAME_SLOT = "same"  # {same}: the concept of the previous slot again
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class Template:
 class Grammar:
     """How sentences and documents are made. Slots: `{ROLE}` draws a word from a lexical
     concept with that role (falling back to role `noun`, then to any lexical concept);
-    `{concept:NAME}` draws from one concept."""
+    `{concept:NAME}` draws from one concept; `{same}` draws another word of the concept the
+    previous slot used (lists of like things: "bread , cheese and honey")."""
 
     templates: tuple[Template, ...] = tuple(Template(t) for t in GENERIC_TEMPLATES)
     sentence_end: tuple[str, ...] = (".", "!", "?")
@@ -374,7 +376,11 @@ def _check_references(cfg: WorldConfig) -> None:
     for template in cfg.grammar.templates:
         if not template.text.split():
             raise UserError("a grammar template is empty")
+        if template.slots and template.slots[0] == SAME_SLOT:
+            raise UserError(f"template {template.text!r}: {{same}} needs an earlier slot to repeat")
         for slot in template.slots:
+            if slot == SAME_SLOT:
+                continue
             if slot.startswith("concept:"):
                 target = slot.split(":", 1)[1]
                 if target not in names:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sae_translate.world.config import EOT, Concept, Template, WorldConfig, contextual_order
+from sae_translate.world.config import EOT, SAME_SLOT, Concept, Template, WorldConfig, contextual_order
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,17 @@ class CorpusGenerator:
             token[1:-1]: slot_candidates(cfg, token[1:-1])
             for template in self.templates
             for token in template.text.split()
-            if token.startswith("{")
+            if token.startswith("{") and token != "{" + SAME_SLOT + "}"
         }
 
     def _fill(self, template: Template, topic: set[str]) -> list[str]:
         words: list[str] = []
+        concept: Concept | None = None
         for token in template.text.split():
-            if token.startswith("{"):
+            if token == "{" + SAME_SLOT + "}" and concept is not None:
+                unused = [w for w in concept.words if w not in words] or list(concept.words)
+                words.append(self.rng.choice(unused))
+            elif token.startswith("{"):
                 options = self._candidates[token[1:-1]]
                 preferred = [c for c in options if c.name in topic]
                 if preferred and self.rng.random() < self.cfg.grammar.topic_bias:
@@ -244,6 +248,8 @@ def _template_can_emit(cfg: WorldConfig, ref: str) -> bool:
     members = set(cfg.concept(ref).words) if ref in cfg.concept_names else {ref}
     for template in cfg.grammar.templates:
         for token in template.text.split():
+            if token == "{" + SAME_SLOT + "}":
+                continue  # repeats an earlier slot's concept
             if token.startswith("{"):
                 if any(members.intersection(c.words) for c in slot_candidates(cfg, token[1:-1])):
                     return True
