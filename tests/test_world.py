@@ -97,6 +97,22 @@ def test_custom_config_any_concepts_generate_and_tag(custom_config):
         assert tag_words(cfg, doc.words) == list(doc.concepts)
 
 
+def test_same_slot_repeats_the_previous_slots_concept(tmp_path):
+    path = tmp_path / "pairs.toml"
+    path.write_text(
+        "[grammar]\ntemplates = ['the {noun} and the {same} .']\n"
+        "[[concepts]]\nname = 'fruit'\nwords = ['apple', 'pear', 'plum']\n"
+        "[[concepts]]\nname = 'tool'\nwords = ['saw', 'axe', 'adze']\n"
+    )
+    cfg = load_world_config(path)
+    docs = generate_documents(cfg, 2000, seed=0)
+    pairs = [(d.words[i + 1], d.words[i + 4]) for d in docs for i, w in enumerate(d.words) if w == "the" and i % 6 == 0]
+    assert len(pairs) > 100
+    for first, second in pairs:
+        assert first != second
+        assert tag_words(cfg, [first]) == tag_words(cfg, [second])
+
+
 def test_json_config_round_trips(tmp_path):
     cfg = load_world_config(None)
     path = tmp_path / "world.json"
@@ -117,6 +133,7 @@ def test_json_config_round_trips(tmp_path):
         ("[[concepts]]\nname = 'a'\nwords = ['x']\ncolour = 'red'\n", "unknown keys"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {noun} is here']\n", "must end with"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {concept:b} .']\n", "unknown concept"),
+        ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {same} .']\n", "earlier slot"),
         ("[[concepts]]\nname = 'a'\nafter = 'b'\n[[concepts]]\nname = 'b'\nafter = 'a'\n"
          "[[concepts]]\nname = 'c'\nwords = ['x']\n", "cycle"),
     ],
