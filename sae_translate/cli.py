@@ -156,3 +156,56 @@ def report(
                f"{result.size_bytes / 1e6:.1f} MB")
     for section, note in result.notes.items():
         typer.echo(f"  {section}: {note}")
+
+
+@bench_app.command("hmm")
+def bench_hmm(
+    json_out: bool = typer.Option(False, "--json", help="last stdout line: one JSON object"),
+    ablate: bool = typer.Option(False, help="retrain with each loss removed; write the table to --benchmarks"),
+    states: int = typer.Option(8, help="hidden states of the chain"),
+    vocab_a: int = typer.Option(12, help="symbols of language a"),
+    vocab_b: int = typer.Option(16, help="symbols of language b"),
+    sharpness: float = typer.Option(6.0, help="logit bonus of each state's home symbol (higher: less ambiguous)"),
+    concentration: float = typer.Option(0.3, help="Dirichlet concentration of the transitions (lower: more predictable)"),
+    length: int = typer.Option(24, help="symbols per sentence"),
+    seed: int = typer.Option(0),
+    steps: Optional[int] = typer.Option(None, help="translator steps (default: the benchmark's)"),
+    batch_size: Optional[int] = typer.Option(None, help="sentences per language per step"),
+    train_sentences: int = typer.Option(20000, help="training sentences per language"),
+    test_sentences: int = typer.Option(1000, help="held-out parallel pairs"),
+    aligned: bool = typer.Option(True, help="also train on true pairs (the upper bound)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda"),
+    out: Optional[Path] = typer.Option(None, help="keep checkpoints and logs here"),
+    benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
+) -> None:
+    """Unsupervised translation between two HMM languages, scored against the ground truth."""
+    import json
+    from dataclasses import replace
+
+    from sae_translate.hmm import (BENCH_TRANSLATOR, BenchConfig, HMMConfig, ablation_markdown, run_ablation,
+                                   run_benchmark, write_section)
+    from sae_translate.translator.train import TranslatorConfig
+
+    tcfg = TranslatorConfig(**BENCH_TRANSLATOR, device=device, progress=not json_out)
+    tcfg = replace(tcfg, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+    cfg = BenchConfig(hmm=HMMConfig(states=states, vocab_a=vocab_a, vocab_b=vocab_b, sharpness=sharpness,
+                                    concentration=concentration, length=length, seed=seed),
+                      translator=tcfg, n_train=train_sentences, n_test=test_sentences, aligned=aligned,
+                      out_dir="" if out is None else str(out))
+    if ablate:
+        rows = run_ablation(cfg)
+        write_section(benchmarks, ablation_markdown(rows, cfg))
+        for r in rows:
+            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  round trip {r['selection_score']:.3f}")
+        typer.echo(f"table written to {benchmarks}")
+        if json_out:
+            typer.echo(json.dumps({"ablation": rows}))
+        return
+    result = run_benchmark(cfg)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"accuracy {result['accuracy']:.3f} (ceiling {result['ceiling']:.3f}, "
+               f"{result['share_of_ceiling']:.1%} of it) in {result['seconds']:.0f}s on {result['device']}")
+    if aligned:
+        typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f}")

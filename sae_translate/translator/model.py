@@ -1,0 +1,144 @@
+"""One encoder-decoder shared by two languages; the encoder output is the shared latent.
+
+Both languages live in one joint vocabulary: [PAD, MASK, words of language 0, words of language 1].
+Translation is position-aligned (one symbol per position in both languages), so the decoder is
+parallel: query i is a MASK token plus the target language embedding plus latent i, and it
+cross-attends to the whole latent; every position is decoded at once and the output length
+equals the input length.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from x_transformers import Encoder, TransformerWrapper
+
+PAD, MASK = 0, 1
+N_SPECIAL = 2
+
+
+@dataclass
+class ModelConfig:
+    vocab_a: int
+    vocab_b: int
+    max_len: int
+    dim: int = 128
+    depth: int = 2  # encoder layers
+    decoder_depth: int = 2
+    heads: int = 4
+    dropout: float = 0.0
+    variational: bool = False  # mu/logvar on the latent, sampled in training, KL reported
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Translator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_sizes = (cfg.vocab_a, cfg.vocab_b)
+        self.offsets = (N_SPECIAL, N_SPECIAL + cfg.vocab_a)
+        n_joint = N_SPECIAL + cfg.vocab_a + cfg.vocab_b
+        layer_kwargs = dict(dim=cfg.dim, heads=cfg.heads, attn_dropout=cfg.dropout, ff_dropout=cfg.dropout)
+        self.encoder = TransformerWrapper(
+            num_tokens=n_joint,
+            max_seq_len=cfg.max_len,
+            attn_layers=Encoder(depth=cfg.depth, rotary_pos_emb=True, **layer_kwargs),
+            embed_num_tokens={"lang": 2},
+        )
+        self.decoder = TransformerWrapper(
+            num_tokens=N_SPECIAL,
+            max_seq_len=cfg.max_len,
+            attn_layers=Encoder(depth=cfg.decoder_depth, cross_attend=True, **layer_kwargs),
+            embed_num_tokens={"lang": 2},
+            logits_dim=n_joint,
+        )
+        if cfg.variational:
+            self.to_mu = nn.Linear(cfg.dim, cfg.dim)
+            self.to_logvar = nn.Linear(cfg.dim, cfg.dim)
+        # row l: 0 on language l's words, -inf elsewhere (specials and the other language)
+        allowed = torch.full((2, n_joint), float("-inf"))
+        for lang in (0, 1):
+            allowed[lang, self.offsets[lang] : self.offsets[lang] + self.vocab_sizes[lang]] = 0.0
+        self.register_buffer("allowed", allowed, persistent=False)
+
+    # ids: language-local word ids <-> joint ids
+    def to_joint(self, words: Tensor, lang: Tensor) -> Tensor:
+        offsets = torch.tensor(self.offsets, device=words.device)[lang]
+        return words + offsets.view(-1, *([1] * (words.dim() - 1)))
+
+    def to_words(self, joint: Tensor, lang: Tensor) -> Tensor:
+        offsets = torch.tensor(self.offsets, device=joint.device)[lang]
+        return joint - offsets.view(-1, *([1] * (joint.dim() - 1)))
+
+    def encode(self, tokens: Tensor, lang: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens [B, L] joint ids (PAD allowed), lang [B] -> latent [B, L, D], mask [B, L], kl []."""
+        mask = tokens != PAD
+        lang_ids = lang[:, None].expand_as(tokens)
+        hidden = self.encoder(tokens, mask=mask, embed_ids={"lang": lang_ids}, return_embeddings=True)
+        kl = hidden.new_zeros(())
+        if self.cfg.variational:
+            mu, logvar = self.to_mu(hidden), self.to_logvar(hidden).clamp(-8, 8)
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)[mask].mean()
+            hidden = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return hidden, mask, kl
+
+    def decode(self, latent: Tensor, mask: Tensor, tgt_lang: Tensor) -> Tensor:
+        """Logits [B, L, n_joint] (float32) for the L positions of the latent, restricted to each
+        row's target language. Query i is MASK + position + target language + latent i (the
+        aligned path is direct) and cross-attends to the whole latent (for reordered inputs)."""
+        queries = torch.full(latent.shape[:2], MASK, dtype=torch.long, device=latent.device)
+        lang_ids = tgt_lang[:, None].expand_as(queries)
+        logits = self.decoder(
+            queries, embed_ids={"lang": lang_ids}, sum_embeds=latent, context=latent, context_mask=mask
+        )
+        return logits.float() + self.allowed[tgt_lang][:, None, :]
+
+    def forward(self, tokens: Tensor, src_lang: Tensor, tgt_lang: Tensor):
+        """-> (logits [B, L, n_joint], latent [B, L, D], mask [B, L], kl [])"""
+        latent, mask, kl = self.encode(tokens, src_lang)
+        return self.decode(latent, mask, tgt_lang), latent, mask, kl
+
+    @torch.no_grad()
+    def translate(
+        self, tokens: Tensor, src_lang: Tensor, tgt_lang: Tensor, sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Joint ids in, joint ids of the target language out (argmax, or a sample per position)."""
+        logits, *_ = self(tokens, src_lang, tgt_lang)
+        if not sample:
+            return logits.argmax(-1)
+        probs = logits.softmax(-1).flatten(0, 1)
+        return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:2])
+
+    @torch.no_grad()
+    def translate_words(self, words: Tensor, src: int, tgt: int) -> Tensor:
+        """Language-local word ids [B, L] of language src -> argmax word ids of language tgt."""
+        src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
+        tgt_lang = torch.full_like(src_lang, tgt)
+        joint = self.translate(self.to_joint(words, src_lang), src_lang, tgt_lang)
+        return self.to_words(joint, tgt_lang)
+
+    @torch.no_grad()
+    def word_log_probs(self, words: Tensor, src: int, tgt: int) -> Tensor:
+        """Per-position log-probabilities over the target language's words [B, L, V_tgt]."""
+        src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
+        tgt_lang = torch.full_like(src_lang, tgt)
+        logits, *_ = self(self.to_joint(words, src_lang), src_lang, tgt_lang)
+        lo = self.offsets[tgt]
+        return F.log_softmax(logits[..., lo : lo + self.vocab_sizes[tgt]], dim=-1)
+
+
+def beam_search(log_probs: Tensor, beam: int) -> list[tuple[list[int], float]]:
+    """The `beam` best sequences under per-position distributions [L, V] (exact: they factorise)."""
+    top_lp, top_ids = log_probs.topk(min(beam, log_probs.shape[-1]), dim=-1)
+    beams: list[tuple[float, list[int]]] = [(0.0, [])]
+    for lp, ids in zip(top_lp.tolist(), top_ids.tolist()):
+        grown = [(score + s, seq + [i]) for score, seq in beams for s, i in zip(lp, ids)]
+        beams = heapq.nlargest(beam, grown, key=lambda x: x[0])
+    return [(seq, score) for score, seq in beams]

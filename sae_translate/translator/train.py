@@ -1,0 +1,419 @@
+"""Training the translator: unsupervised (monolingual corpora only) or aligned (true pairs).
+
+    train_translator(cfg, corpus_a, corpus_b, out_dir, pairs=None) -> path of the selected checkpoint
+
+out_dir holds last.safetensors + last.json (everything needed to resume exactly), best.* (the
+model selected without pairs, by round-trip reconstruction on held-out monolingual sentences)
+and log.jsonl (one line of losses per step, one line per evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from sae_translate.errors import UserError
+from sae_translate.translator.anchor import AnchorConfig, WordDictionary, align_vocabularies
+from sae_translate.translator.losses import (
+    Discriminator,
+    Encoded,
+    NoiseConfig,
+    adversarial_loss,
+    back_translation_loss,
+    denoising_loss,
+    discriminator_loss,
+    supervised_loss,
+)
+from sae_translate.translator.model import ModelConfig, Translator
+
+LOSSES = ("denoise", "back_translation", "adversarial", "kl", "anchor")
+
+
+@dataclass
+class TranslatorConfig:
+    mode: str = "unsupervised"  # "unsupervised": monolingual corpora only; "aligned": true pairs
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: int = 100
+    grad_clip: float = 1.0
+    # model
+    dim: int = 128
+    depth: int = 2
+    decoder_depth: int = 2
+    heads: int = 4
+    dropout: float = 0.0
+    variational: bool = False
+    # loss weights: 0 switches a loss off
+    denoise: float = 1.0
+    back_translation: float = 1.0
+    adversarial: float = 0.1
+    kl: float = 0.0  # needs variational=True
+    anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
+    dictionary_steps: int = 300  # back-translation sources come from the dictionary before this step
+    bt_start: int = 0  # no back-translation before this step
+    bt_sample: bool = True  # sample translations (closer to real sentences than argmax)
+    # denoising noise
+    word_drop: float = 0.1
+    shuffle_k: int = 3
+    word_mask: float = 0.1
+    # discriminator
+    disc_lr: float = 5e-4
+    disc_hidden: int = 128
+    # run
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    seed: int = 0
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    select_sentences: int = 256  # held out from each corpus for model selection
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.mode not in ("unsupervised", "aligned"):
+            raise UserError(f"mode must be 'unsupervised' or 'aligned' (got {self.mode!r})")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UserError("steps and batch size must be positive")
+        if self.kl > 0 and not self.variational:
+            raise UserError("a KL weight needs the variational bottleneck: set variational=True")
+
+    def noise(self) -> NoiseConfig:
+        return NoiseConfig(self.word_drop, self.shuffle_k, self.word_mask)
+
+    def without(self, loss: str) -> "TranslatorConfig":
+        """A copy with one loss switched off (for ablations)."""
+        if loss not in LOSSES:
+            raise UserError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        value = False if loss == "anchor" else 0.0
+        return TranslatorConfig(**{**asdict(self), loss: value})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TranslatorConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Corpus:
+    """Sentences of one language: language-local word ids [n, length] in [0, vocab_size)."""
+
+    sentences: np.ndarray
+    vocab_size: int
+
+    def __post_init__(self) -> None:
+        if self.sentences.ndim != 2 or len(self.sentences) == 0:
+            raise UserError("a corpus needs a non-empty [n_sentences, length] array of word ids")
+        if self.sentences.min() < 0 or self.sentences.max() >= self.vocab_size:
+            raise UserError(f"word ids must lie in [0, {self.vocab_size})")
+
+
+@dataclass
+class ParallelCorpus:
+    """True pairs: row i of `a` and row i of `b` say the same thing. Only aligned mode reads it."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list]:
+    state = opt.state_dict()
+    tensors = {
+        f"{prefix}.{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+        for idx, entry in state["state"].items()
+        for key, v in entry.items()
+    }
+    return tensors, state["param_groups"]
+
+
+def _unflatten_optimizer(prefix: str, tensors: dict[str, Tensor], groups: list) -> dict:
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": groups}
+
+
+class Trainer:
+    """Owns the model, the discriminator, their optimisers and the data; one call per step."""
+
+    def __init__(
+        self, cfg: TranslatorConfig, corpus_a: Corpus, corpus_b: Corpus, out_dir: str | Path,
+        pairs: ParallelCorpus | None = None,
+    ):
+        cfg.validate()
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.vocab = (corpus_a.vocab_size, corpus_b.vocab_size)
+
+        rng = np.random.default_rng(cfg.seed)
+        n_sel = cfg.select_sentences
+        if cfg.mode == "unsupervised":
+            # each corpus is shuffled on its own: row i of one says nothing about row i of the other
+            a = corpus_a.sentences[rng.permutation(len(corpus_a.sentences))]
+            b = corpus_b.sentences[rng.permutation(len(corpus_b.sentences))]
+        else:
+            if pairs is None:
+                raise UserError("aligned mode needs the true pairs")
+            if pairs.a.shape[0] != pairs.b.shape[0] or pairs.a.shape[1] != pairs.b.shape[1]:
+                raise UserError("aligned pairs must have the same number of sentences and length")
+            order = rng.permutation(len(pairs.a))
+            a, b = pairs.a[order], pairs.b[order]
+        n_sel_a, n_sel_b = min(n_sel, len(a) // 5), min(n_sel, len(b) // 5)
+        self.train_a = torch.as_tensor(a[n_sel_a:], dtype=torch.long)
+        self.train_b = torch.as_tensor(b[n_sel_b:], dtype=torch.long)
+        self.select_a = torch.as_tensor(a[:n_sel_a], dtype=torch.long)
+        self.select_b = torch.as_tensor(b[:n_sel_b], dtype=torch.long)
+        if self.train_a.shape[1] != self.train_b.shape[1]:
+            raise UserError("both languages need sentences of the same length (one symbol per position)")
+        length = self.train_a.shape[1]
+
+        self.model_cfg = ModelConfig(
+            vocab_a=self.vocab[0], vocab_b=self.vocab[1], max_len=length, dim=cfg.dim, depth=cfg.depth,
+            decoder_depth=cfg.decoder_depth, heads=cfg.heads, dropout=cfg.dropout, variational=cfg.variational,
+        )
+        self.model = Translator(self.model_cfg).to(self.device)
+        self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
+        self.step = 0
+        self.best_score, self.best_step = -1.0, -1
+        self.dictionary: WordDictionary | None = None
+
+        if (self.out_dir / "last.safetensors").exists():
+            self._load_last()
+        elif cfg.mode == "unsupervised" and cfg.anchor and cfg.back_translation > 0:
+            self.dictionary = align_vocabularies(
+                self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
+            )
+
+    # data
+    def _batch(self, sentences: Tensor, lang: int) -> tuple[Tensor, Tensor]:
+        rows = torch.randint(len(sentences), (self.cfg.batch_size,), generator=self.gen)
+        langs = torch.full((len(rows),), lang, dtype=torch.long)
+        words = sentences[rows].to(self.device)
+        langs = langs.to(self.device)
+        return self.model.to_joint(words, langs), langs
+
+    def _paired_batch(self) -> tuple[Tensor, Tensor]:
+        rows = torch.randint(len(self.train_a), (self.cfg.batch_size,), generator=self.gen)
+        zeros, ones = torch.zeros(len(rows), dtype=torch.long), torch.ones(len(rows), dtype=torch.long)
+        a = self.model.to_joint(self.train_a[rows], zeros).to(self.device)
+        b = self.model.to_joint(self.train_b[rows], ones).to(self.device)
+        return a, b
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine decay to a tenth."""
+        if step < self.cfg.warmup:
+            return self.cfg.lr * (step + 1) / self.cfg.warmup
+        progress = min(1.0, (step - self.cfg.warmup) / max(1, self.cfg.steps - self.cfg.warmup))
+        return self.cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+    # one step
+    def model_update(self) -> tuple[dict[str, float], list[Encoded]]:
+        cfg, s = self.cfg, self.step
+        self.model.train()
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(s)
+        logs: dict[str, float] = {}
+        encoded: list[Encoded] = []
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if cfg.mode == "aligned":
+                a, b = self._paired_batch()
+                loss, enc = supervised_loss(self.model, a, b)
+                logs["supervised"] = loss.item()
+                encoded.append(enc)
+            else:
+                a, lang_a = self._batch(self.train_a, 0)
+                b, lang_b = self._batch(self.train_b, 1)
+                tokens, lang = torch.cat([a, b]), torch.cat([lang_a, lang_b])
+                loss = torch.zeros((), device=self.device)
+                if cfg.denoise > 0:
+                    dae, enc = denoising_loss(self.model, tokens, lang, cfg.noise(), self.gen)
+                    loss = loss + cfg.denoise * dae
+                    logs["denoise"] = dae.item()
+                    encoded.append(enc)
+                if cfg.back_translation > 0 and s >= cfg.bt_start:
+                    use_dict = self.dictionary is not None and s < cfg.dictionary_steps
+                    bt, enc = back_translation_loss(
+                        self.model, tokens, lang, cfg.bt_sample, self.dictionary if use_dict else None, self.gen
+                    )
+                    loss = loss + cfg.back_translation * bt
+                    logs["back_translation"] = bt.item()
+                    encoded.append(enc)
+                if cfg.adversarial > 0 and encoded:
+                    adv = sum(adversarial_loss(self.disc, e) for e in encoded) / len(encoded)
+                    loss = loss + cfg.adversarial * adv
+                    logs["adversarial"] = adv.item()
+            if cfg.kl > 0 and encoded:
+                kl = sum(e.kl for e in encoded) / len(encoded)
+                loss = loss + cfg.kl * kl
+                logs["kl"] = kl.item()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        logs["loss"] = loss.item()
+        return logs, encoded
+
+    def discriminator_update(self, encoded: list[Encoded]) -> float:
+        self.disc_opt.zero_grad(set_to_none=True)  # drops gradients the adversarial term left here
+        loss = sum(discriminator_loss(self.disc, e) for e in encoded) / len(encoded)
+        loss.backward()
+        self.disc_opt.step()
+        return loss.item()
+
+    def train_step(self) -> dict[str, float]:
+        logs, encoded = self.model_update()
+        if self.cfg.mode == "unsupervised" and self.cfg.adversarial > 0 and encoded:
+            logs["discriminator"] = self.discriminator_update(encoded)
+        self.step += 1
+        logs["step"] = self.step
+        return logs
+
+    # selection without pairs
+    @torch.no_grad()
+    def select_score(self) -> float:
+        """Unsupervised: round-trip accuracy a -> b -> a and b -> a -> b on held-out sentences.
+        Aligned: translation accuracy on held-out pairs."""
+        self.model.eval()
+        a, b = self.select_a.to(self.device), self.select_b.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if self.cfg.mode == "aligned":
+                acc_ab = (self.model.translate_words(a, 0, 1) == b).float().mean()
+                acc_ba = (self.model.translate_words(b, 1, 0) == a).float().mean()
+            else:
+                acc_ab = (self.model.translate_words(self.model.translate_words(a, 0, 1), 1, 0) == a).float().mean()
+                acc_ba = (self.model.translate_words(self.model.translate_words(b, 1, 0), 0, 1) == b).float().mean()
+        return float((acc_ab + acc_ba) / 2)
+
+    # checkpoints
+    def _meta(self) -> dict:
+        return {"step": self.step, "config": asdict(self.cfg), "model": self.model_cfg.to_dict(),
+                "best_score": self.best_score, "best_step": self.best_step}
+
+    def save_best(self) -> Path:
+        path = self.out_dir / "best.safetensors"
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path))
+        path.with_suffix(".json").write_text(json.dumps(self._meta(), indent=1))
+        return path
+
+    def save_last(self) -> Path:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"disc.{k}": v for k, v in self.disc.state_dict().items()}
+        opt_tensors, opt_groups = _flatten_optimizer("opt", self.opt)
+        disc_tensors, disc_groups = _flatten_optimizer("disc_opt", self.disc_opt)
+        tensors |= opt_tensors | disc_tensors
+        tensors["rng.generator"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.dictionary is not None:
+            tensors |= self.dictionary.to_tensors()
+        path = self.out_dir / "last.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        meta = self._meta() | {"opt_groups": opt_groups, "disc_opt_groups": disc_groups}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        tmp.replace(path)  # the weights land last: a half-written checkpoint is never picked up
+        return path
+
+    def _load_last(self) -> None:
+        path = self.out_dir / "last.safetensors"
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta["model"] != self.model_cfg.to_dict():
+            raise UserError(
+                f"{path} was trained with a different model or vocabulary; "
+                "use a new output directory or delete the old checkpoint"
+            )
+        tensors = load_file(str(path))
+        sub = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        self.model.load_state_dict(sub("model."))
+        self.disc.load_state_dict(sub("disc."))
+        self.opt.load_state_dict(_unflatten_optimizer("opt", tensors, meta["opt_groups"]))
+        self.disc_opt.load_state_dict(_unflatten_optimizer("disc_opt", tensors, meta["disc_opt_groups"]))
+        self.gen.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "dict_ids_a" in tensors:
+            self.dictionary = WordDictionary.from_tensors(tensors)
+        self.step = meta["step"]
+        self.best_score, self.best_step = meta["best_score"], meta["best_step"]
+        _truncate_log(self.out_dir / "log.jsonl", self.step)
+
+    # the loop
+    def fit(self) -> Path:
+        cfg = self.cfg
+        log = (self.out_dir / "log.jsonl").open("a")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc=f"translator ({cfg.mode})")
+        while self.step < cfg.steps:
+            logs = self.train_step()
+            log.write(json.dumps(logs) + "\n")
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                score = self.select_score()
+                log.write(json.dumps({"step": self.step, "select": score}) + "\n")
+                if score > self.best_score:
+                    self.best_score, self.best_step = score, self.step
+                    self.save_best()
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                log.flush()
+                self.save_last()
+        bar.close()
+        log.close()
+        if not (self.out_dir / "best.safetensors").exists():
+            self.save_best()
+        return self.out_dir / "best.safetensors"
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def train_translator(
+    cfg: TranslatorConfig, corpus_a: Corpus, corpus_b: Corpus, out_dir: str | Path,
+    pairs: ParallelCorpus | None = None,
+) -> Path:
+    """Train (or resume) and return the checkpoint chosen by the selection score."""
+    return Trainer(cfg, corpus_a, corpus_b, out_dir, pairs).fit()
+
+
+def load_translator(path: str | Path, device: str = "cpu") -> Translator:
+    """A trained model from best.safetensors / last.safetensors (its .json sits beside it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.exists() or not path.with_suffix(".json").exists():
+        raise UserError(f"no translator checkpoint at {path}; train one with `sae-translate train`")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    model = Translator(ModelConfig(**meta["model"]))
+    tensors = load_file(str(path))
+    if any(k.startswith("model.") for k in tensors):
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(tensors)
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,85 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sae_translate.errors import UserError
+from sae_translate.hmm import HMMConfig, counterpart_accuracy, make_data, make_hmm
+
+
+def test_chain_and_emissions_are_distributions_with_distinct_home_symbols():
+    hmm = make_hmm(HMMConfig(states=5, vocab_a=7, vocab_b=9, seed=3))
+    assert np.allclose(hmm.transition.sum(1), 1)
+    assert np.allclose(hmm.emission_a.sum(1), 1) and np.allclose(hmm.emission_b.sum(1), 1)
+    assert np.allclose(hmm.initial @ hmm.transition, hmm.initial)  # stationary
+    for lang in "ab":
+        assert len(set(hmm.home_symbols(lang).tolist())) == 5
+
+
+def test_sampled_paths_and_symbols_follow_the_chain():
+    hmm = make_hmm(HMMConfig(states=3, vocab_a=4, vocab_b=5, seed=1))
+    rng = np.random.default_rng(0)
+    paths = hmm.sample_states(4000, 20, rng)
+    counts = np.zeros((3, 3))
+    np.add.at(counts, (paths[:, :-1].ravel(), paths[:, 1:].ravel()), 1)
+    assert np.abs(counts / counts.sum(1, keepdims=True) - hmm.transition).max() < 0.02
+    symbols = hmm.emit(paths, "b", rng)
+    emitted = np.zeros((3, 5))
+    np.add.at(emitted, (paths.ravel(), symbols.ravel()), 1)
+    assert np.abs(emitted / emitted.sum(1, keepdims=True) - hmm.emission_b).max() < 0.02
+
+
+def test_forward_backward_matches_enumeration_of_all_paths():
+    hmm = make_hmm(HMMConfig(states=3, vocab_a=3, vocab_b=4, sharpness=1.0, seed=2))
+    symbols = np.array([[0, 2, 1, 1], [2, 2, 0, 1]])
+    post = hmm.posterior(symbols, "a")
+    for row, sent in enumerate(symbols):
+        brute = np.zeros((4, 3))
+        for path in itertools.product(range(3), repeat=4):
+            p = hmm.initial[path[0]] * hmm.emission_a[path[0], sent[0]]
+            for t in range(1, 4):
+                p *= hmm.transition[path[t - 1], path[t]] * hmm.emission_a[path[t], sent[t]]
+            brute[np.arange(4), path] += p
+        assert np.allclose(post[row], brute / brute.sum(1, keepdims=True))
+
+
+def test_ceiling_beats_word_by_word_guessing_and_parallel_pairs_share_states():
+    cfg = HMMConfig(states=6, vocab_a=8, vocab_b=10, sharpness=3.0, seed=0)
+    data = make_data(cfg, n_train=50, n_test=400)
+    hmm = data.hmm
+    ceiling = counterpart_accuracy(hmm, data.test_states, hmm.ceiling_translate(data.test_a, "a", "b"), "b")
+    # a decoder blind to context: each symbol's most likely state by Bayes on the stationary prior
+    prior_post = hmm.emission_a * hmm.initial[:, None]
+    blind = hmm.home_symbols("b")[prior_post.argmax(0)[data.test_a]]
+    assert ceiling > counterpart_accuracy(hmm, data.test_states, blind, "b")
+    assert data.test_a.shape == data.test_b.shape == data.test_states.shape == (400, cfg.length)
+    # the emitted symbols agree with the shared states more often than with a shuffled path
+    home_b = hmm.home_symbols("b")
+    assert (data.test_b == home_b[data.test_states]).mean() > 2 * (data.test_b == home_b[data.test_states[::-1]]).mean()
+
+
+def test_invalid_settings_are_user_errors():
+    with pytest.raises(UserError):
+        make_hmm(HMMConfig(states=8, vocab_a=4))
+    with pytest.raises(UserError):
+        make_hmm(HMMConfig(states=1))
+
+
+def test_bench_hmm_command_translates_well_above_chance(tmp_path):
+    from sae_translate.cli import app
+
+    torch.set_num_threads(1)
+    args = ["bench", "hmm", "--json", "--states", "4", "--vocab-a", "6", "--vocab-b", "8", "--sharpness", "6",
+            "--steps", "150", "--train-sentences", "3000", "--test-sentences", "200", "--no-aligned",
+            "--out", str(tmp_path / "bench")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("accuracy", "steps", "seconds", "device", "ceiling", "share_of_ceiling"):
+        assert key in report
+    assert report["steps"] == 150
+    assert report["accuracy"] > 0.6  # chance is about 1/6
+    assert (tmp_path / "bench" / "unsupervised" / "log.jsonl").exists()
