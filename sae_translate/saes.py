@@ -56,7 +56,7 @@ def load_sae(spec: str, device: str = "auto"):
     parsed = parse_sae_spec(spec)
     device = resolve_device(device)
     try:
-        warnings.filterwarnings("ignore", message=".*model_from_pretrained_kwargs.*")  # handled by model_kwargs_for
+        warnings.filterwarnings("ignore", message="(?s).*model_from_pretrained_kwargs")  # handled by model_kwargs_for
         if parsed.kind == "local":
             sparsify_format = (Path(parsed.source) / "sae.safetensors").is_file()
             converter = {"converter": sparsify_disk_loader} if sparsify_format else {}
