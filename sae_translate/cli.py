@@ -50,6 +50,32 @@ def extract(
     typer.echo(f"{result.path}: {what}")
 
 
+@app.command("train-sae")
+def train_sae_cmd(
+    model: str = typer.Option(..., help="TransformerLens model name or local checkpoint dir"),
+    hook: str = typer.Option(..., help="hook to train on, e.g. blocks.3.hook_resid_post"),
+    dataset: str = typer.Option(..., help="hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob"),
+    out: Path = typer.Option(..., help="directory to save the SAE in (sae-lens format)"),
+    architecture: str = typer.Option("topk", help="topk, batchtopk or standard (L1)"),
+    d_sae: Optional[int] = typer.Option(None, help="dictionary width (default: expansion x d_model)"),
+    expansion: int = typer.Option(8),
+    k: int = typer.Option(8, help="active features per token (topk, batchtopk)"),
+    training_tokens: int = typer.Option(1_000_000),
+    context_size: int = typer.Option(128),
+    lr: float = typer.Option(4e-4),
+    device: str = typer.Option("auto"),
+    text_column: str = typer.Option("text"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train an SAE on a model hook with sae-lens's own trainer."""
+    from sae_translate.sae_training import TrainSaeConfig, train_sae
+
+    cfg = TrainSaeConfig(model=model, hook=hook, dataset=dataset, out=out, architecture=architecture, d_sae=d_sae,
+                         expansion=expansion, k=k, training_tokens=training_tokens, context_size=context_size, lr=lr,
+                         device=device, text_column=text_column, seed=seed)
+    typer.echo(f"SAE saved to {train_sae(cfg)}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit code 1, never a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
