@@ -235,3 +235,39 @@ def bench_hmm(
                f"{result['share_of_ceiling']:.1%} of it) in {result['seconds']:.0f}s on {result['device']}")
     if aligned:
         typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f}")
+
+
+@app.command()
+def train(
+    run: Path = typer.Option(..., help="run directory (stores/RUN)"),
+    mode: str = typer.Option("unsupervised", help="unsupervised (no pairs) or aligned (true pairs: the upper bound)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    steps: int = typer.Option(2000, help="training steps"),
+    batch_size: int = typer.Option(64, help="sentences per language per step"),
+    dim: int = typer.Option(128, help="model width"),
+    losses: str = typer.Option("denoise,back_translation,adversarial,anchor",
+                               help="losses to use, comma-separated: denoise, back_translation, adversarial, kl, anchor"),
+    dense_threshold: float = typer.Option(0.1, help="features firing on more than this share of tokens are not words"),
+    out: Optional[Path] = typer.Option(None, help="checkpoint directory; default RUN/translator[-aligned]"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the translator between a run's feature language and its text (resumes when interrupted)."""
+    import json
+    from dataclasses import replace
+
+    from sae_translate.language import LanguageConfig
+    from sae_translate.translator.run import train_on_run
+    from sae_translate.translator.train import LOSSES, TranslatorConfig
+
+    keep = set(_names(losses))
+    if keep - set(LOSSES):
+        raise UserError(f"unknown loss {sorted(keep - set(LOSSES))[0]!r}; choose from {', '.join(LOSSES)}")
+    cfg = TranslatorConfig(mode=mode, device=device, steps=steps, batch_size=batch_size, dim=dim, seed=seed,
+                           variational="kl" in keep, kl=0.01 if "kl" in keep else 0.0)
+    for loss in set(LOSSES) - keep - {"kl"}:
+        cfg = cfg.without(loss)
+    if "anchor" not in keep:
+        cfg = replace(cfg, bt_start=cfg.dictionary_steps)  # back-translation waits for the autoencoders
+    path = train_on_run(run, cfg, LanguageConfig(dense_threshold=dense_threshold, seed=seed), out)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    typer.echo(f"{path}: selected at step {meta['best_step']} (selection score {meta['best_score']:.3f})")

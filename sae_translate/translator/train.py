@@ -164,7 +164,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch sampling (CPU)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # noise, sampled translations
         self.vocab = (corpus_a.vocab_size, corpus_b.vocab_size)
 
         rng = np.random.default_rng(cfg.seed)
@@ -250,14 +251,15 @@ class Trainer:
                 tokens, lang = torch.cat([a, b]), torch.cat([lang_a, lang_b])
                 loss = torch.zeros((), device=self.device)
                 if cfg.denoise > 0:
-                    dae, enc = denoising_loss(self.model, tokens, lang, cfg.noise(), self.gen)
+                    dae, enc = denoising_loss(self.model, tokens, lang, cfg.noise(), self.noise_gen)
                     loss = loss + cfg.denoise * dae
                     logs["denoise"] = dae.item()
                     encoded.append(enc)
                 if cfg.back_translation > 0 and s >= cfg.bt_start:
                     use_dict = self.dictionary is not None and s < cfg.dictionary_steps
                     bt, enc = back_translation_loss(
-                        self.model, tokens, lang, cfg.bt_sample, self.dictionary if use_dict else None, self.gen
+                        self.model, tokens, lang, cfg.bt_sample, self.dictionary if use_dict else None,
+                        self.noise_gen,
                     )
                     loss = loss + cfg.back_translation * bt
                     logs["back_translation"] = bt.item()
@@ -316,7 +318,7 @@ class Trainer:
 
     def save_best(self) -> Path:
         path = self.out_dir / "best.safetensors"
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(path))
         path.with_suffix(".json").write_text(json.dumps(self._meta(), indent=1))
         return path
 
@@ -327,6 +329,7 @@ class Trainer:
         disc_tensors, disc_groups = _flatten_optimizer("disc_opt", self.disc_opt)
         tensors |= opt_tensors | disc_tensors
         tensors["rng.generator"] = self.gen.get_state()
+        tensors["rng.noise"] = self.noise_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.dictionary is not None:
             tensors |= self.dictionary.to_tensors()
@@ -353,6 +356,7 @@ class Trainer:
         self.opt.load_state_dict(_unflatten_optimizer("opt", tensors, meta["opt_groups"]))
         self.disc_opt.load_state_dict(_unflatten_optimizer("disc_opt", tensors, meta["disc_opt_groups"]))
         self.gen.set_state(tensors["rng.generator"])
+        self.noise_gen.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
         if "dict_ids_a" in tensors:
             self.dictionary = WordDictionary.from_tensors(tensors)

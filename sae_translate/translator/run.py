@@ -1,0 +1,158 @@
+"""The translator on a run: train on its two languages, decode features into text, encode latents.
+
+A run's translators live in RUN/translator/ (unsupervised) and RUN/translator-aligned/ (aligned),
+each with languages.json recording how the languages were built, so labelling rebuilds the same
+vocabularies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sae_translate.errors import UserError
+from sae_translate.language import LanguageConfig, Languages, build_languages
+from sae_translate.store.h5 import RunStore
+from sae_translate.translator.model import beam_search
+from sae_translate.translator.train import TranslatorConfig, load_translator, resolve_device, train_translator
+
+FEATURES, TEXT = 0, 1  # language ids inside the translator
+
+
+def translator_dir(run_dir: str | Path, mode: str = "unsupervised") -> Path:
+    return Path(run_dir) / ("translator" if mode == "unsupervised" else f"translator-{mode}")
+
+
+def train_on_run(
+    run: str | Path, cfg: TranslatorConfig, lang_cfg: LanguageConfig | None = None, out: str | Path | None = None
+) -> Path:
+    """Build the run's languages and train; returns the selected checkpoint."""
+    lang_cfg = lang_cfg or LanguageConfig()
+    with RunStore.open(run) as store:
+        languages = build_languages(store, lang_cfg)
+        out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "languages.json").write_text(json.dumps({
+        "language": asdict(lang_cfg),
+        "feature_ids": languages.feature_ids.tolist(),
+        "token_ids": languages.token_ids.tolist(),
+    }))
+    features, text = languages.unsupervised()
+    pairs = languages.aligned() if cfg.mode == "aligned" else None
+    return train_translator(cfg, features, text, out_dir, pairs)
+
+
+def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
+    """The languages a translator was trained on, rebuilt from the run and checked against it."""
+    meta_path = checkpoint_dir / "languages.json"
+    if not meta_path.exists():
+        raise UserError(f"{meta_path} is missing; retrain with `sae-translate train --run {run.dir}`")
+    meta = json.loads(meta_path.read_text())
+    languages = build_languages(run, LanguageConfig(**meta["language"]))
+    if languages.feature_ids.tolist() != meta["feature_ids"] or languages.token_ids.tolist() != meta["token_ids"]:
+        raise UserError(f"the run changed since {checkpoint_dir} was trained; retrain the translator")
+    return languages
+
+
+@torch.no_grad()
+def translate_features(
+    checkpoint: str | Path, languages: Languages, features: np.ndarray, top_positions: np.ndarray | None = None,
+    beam: int = 5, contexts: int = 8, device: str = "auto", batch_sentences: int = 256,
+) -> dict[int, list[tuple[str, float]]]:
+    """Text candidates for every feature, best first, with their probability.
+
+    Each feature is decoded as the one-word sentence [f] and inside its own contexts: its top train
+    windows (`top_positions`, global positions seq * ctx + pos) with f written at its position. The
+    per-position text distributions are averaged and the `beam` best words kept. A feature that is
+    not a word of the feature language (too dense or too rare) is read from its contexts as written.
+    """
+    model = load_translator(checkpoint, "cpu").to(resolve_device(device))
+    dev = next(model.parameters()).device
+    ctx = languages.ctx
+    # (feature index, sentence, position) of every sentence to decode
+    owners: list[int] = []
+    sentences: list[np.ndarray] = []
+    where: list[int] = []
+    for i, f in enumerate(features):
+        word = languages.feature_word(int(f))
+        if word is not None:
+            owners.append(i)
+            sentences.append(np.array([word]))
+            where.append(0)
+        if top_positions is None or contexts <= 0:
+            continue
+        pos = top_positions[int(f)]
+        pos = pos[pos >= 0][:contexts]
+        if len(pos) == 0:
+            continue
+        windows = languages.feature_sentences(pos // ctx).copy()
+        if word is not None:
+            windows[np.arange(len(pos)), pos % ctx] = word
+        owners += [i] * len(pos)
+        sentences += list(windows)
+        where += (pos % ctx).tolist()
+
+    sums = np.zeros((len(features), languages.text_vocab_size))
+    counts = np.zeros(len(features))
+    # one-word sentences and full windows decode in separate batches (different lengths)
+    for length in sorted({len(s) for s in sentences}):
+        idx = [k for k, s in enumerate(sentences) if len(s) == length]
+        for lo in range(0, len(idx), batch_sentences):
+            chunk = idx[lo : lo + batch_sentences]
+            words = torch.as_tensor(np.stack([sentences[k] for k in chunk]), dtype=torch.long, device=dev)
+            log_probs = model.word_log_probs(words, FEATURES, TEXT)
+            at = torch.as_tensor([where[k] for k in chunk], device=dev)
+            probs = log_probs[torch.arange(len(chunk), device=dev), at].exp().cpu().numpy()
+            np.add.at(sums, [owners[k] for k in chunk], probs)
+            np.add.at(counts, [owners[k] for k in chunk], 1)
+
+    out: dict[int, list[tuple[str, float]]] = {}
+    for i, f in enumerate(features):
+        if counts[i] == 0:
+            out[int(f)] = []
+            continue
+        mean = torch.as_tensor(sums[i] / counts[i])
+        best = beam_search(mean.clamp_min(1e-12).log()[None], beam)
+        out[int(f)] = [(languages.text_vocab[seq[0]], float(np.exp(score))) for seq, score in best]
+    return out
+
+
+def label_from_candidates(candidates: list[tuple[str, float]], max_words: int = 3, min_ratio: float = 0.25) -> str:
+    """The best candidates joined into a short label: words within min_ratio of the best, at most max_words."""
+    words: list[str] = []
+    for text, prob in candidates:
+        word = text.strip() or text
+        if word and word not in words and prob >= min_ratio * candidates[0][1]:
+            words.append(word)
+        if len(words) == max_words:
+            break
+    return ", ".join(words)
+
+
+@torch.no_grad()
+def shared_latents(run_dir: str | Path, n_per_language: int = 400, seed: int = 0):
+    """(vectors, language, text) of sentences of both languages pooled from the shared latent, or None
+    when the run has no trained translator."""
+    checkpoint = translator_dir(run_dir) / "best.safetensors"
+    if not checkpoint.exists():
+        return None
+    model = load_translator(checkpoint, "cpu")
+    with RunStore.open(run_dir) as store:
+        languages = load_languages(store, checkpoint.parent)
+    features, text = languages.unsupervised()
+    rng = np.random.default_rng(seed)
+    vectors, names, shown = [], [], []
+    for lang, corpus, vocab, name in ((FEATURES, features, languages.feature_vocab, "feature"),
+                                     (TEXT, text, languages.text_vocab, "text")):
+        rows = corpus.sentences[rng.choice(len(corpus.sentences), min(n_per_language, len(corpus.sentences)), replace=False)]
+        words = torch.as_tensor(rows, dtype=torch.long)
+        lang_ids = torch.full((len(rows),), lang, dtype=torch.long)
+        latent, mask, _ = model.encode(model.to_joint(words, lang_ids), lang_ids)
+        vectors.append(((latent * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy())
+        names += [name] * len(rows)
+        shown += [" ".join(vocab[w] for w in row)[:120] for row in rows]
+    return np.concatenate(vectors), names, shown
