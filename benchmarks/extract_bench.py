@@ -20,6 +20,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,8 +64,8 @@ def bare_seconds(cfg: ExtractConfig) -> float:
     hook = cfg.hook or sae.cfg.metadata.hook_name
     layer = hook_layer(hook)
     windows = pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx)
-    tokens = torch.as_tensor(list(islice(windows, cfg.tokens // cfg.ctx)), dtype=torch.long)
-    sync = torch.cuda.synchronize if model.cfg.device.type == "cuda" else (lambda: None)
+    tokens = torch.as_tensor(np.stack(list(islice(windows, cfg.tokens // cfg.ctx))), dtype=torch.long)
+    sync = torch.cuda.synchronize if str(model.cfg.device).startswith("cuda") else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for s in range(0, len(tokens), cfg.batch_size):

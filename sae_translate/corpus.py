@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import queue
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -86,3 +88,25 @@ def pack_windows(documents: Iterable[str], tokenizer, ctx: int, batch_docs: int 
             batch = []
     if batch:
         yield from flush(batch)
+
+
+def prefetch(items: Iterable, depth: int = 64) -> Iterator:
+    """Run an iterator on a background thread (tokenizers release the GIL), `depth` items ahead."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    error: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for item in items:
+                buffer.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            error.append(e)
+        finally:
+            buffer.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := buffer.get()) is not done:
+        yield item
+    if error:
+        raise error[0]

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sae_translate import __version__
-from sae_translate.corpus import iter_documents, local_files, pack_windows
+from sae_translate.corpus import iter_documents, local_files, pack_windows, prefetch
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import (
     FILENAME, MANIFEST, Codes, RunStore, RunWriter, heldout_split, shard_name, write_manifest,
@@ -116,10 +116,10 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
 
     # Every rank reads the same token stream and encodes only its own chunks, so the
     # sequences (and the held-out split) are exactly those of a single-process run.
-    windows = pack_windows(
+    windows = prefetch(pack_windows(
         iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
         model.tokenizer, cfg.ctx,
-    )
+    ), depth=2 * cfg.chunk_seqs)
     writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
     bar = tqdm(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract",
                disable=not cfg.progress or ranks.rank != 0)
