@@ -26,14 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_translate.corpus import iter_documents, pack_windows  # noqa: E402
-from sae_translate.extract import ExtractConfig, extract, hook_layer  # noqa: E402
+from sae_translate.extract import ExtractConfig, extract, hook_layer, logit_lens, token_strings  # noqa: E402
 from sae_translate.models import load_model, resolve_device  # noqa: E402
 from sae_translate.saes import load_sae, model_kwargs_for  # noqa: E402
 
 
 def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
-    """A random-weight model of pythia-160m's shape (with a tiny word-level tokenizer) and a random SAE."""
-    from sae_lens import StandardSAE, StandardSAEConfig
+    """A random-weight model of pythia-160m's shape (with a tiny word-level tokenizer) and a random k=32 TopK SAE."""
+    from sae_lens import TopKSAE, TopKSAEConfig
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
@@ -48,9 +48,10 @@ def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
     torch.manual_seed(0)
     GPTNeoXForCausalLM(cfg).save_pretrained(root / "model")
     fast.save_pretrained(root / "model")
-    sae_cfg = StandardSAEConfig(d_in=768, d_sae=d_sae, dtype="float32", device="cpu")
+    # TopK like EleutherAI's pythia-160m SAEs: a random ReLU SAE would fire half its features.
+    sae_cfg = TopKSAEConfig(d_in=768, d_sae=d_sae, k=32, dtype="float32", device="cpu")
     sae_cfg.metadata.hook_name = "blocks.6.hook_resid_post"
-    StandardSAE(sae_cfg).save_model(str(root / "sae"))
+    TopKSAE(sae_cfg).save_model(str(root / "sae"))
     rng = torch.Generator().manual_seed(0)
     lines = [" ".join(words[i] for i in torch.randint(0, 5000, (200,), generator=rng).tolist()) for _ in range(20000)]
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
@@ -73,6 +74,17 @@ def bare_seconds(cfg: ExtractConfig) -> float:
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=None if layer is None else layer + 1)
         sae.encode(cache[hook])
     sync()
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def fixed_seconds(cfg: ExtractConfig) -> float:
+    """One-off work whatever the token count: logit lens of every feature and the vocabulary strings."""
+    sae = load_sae(cfg.sae, device=cfg.device)
+    model = load_model(cfg.model, device=cfg.device, processing=model_kwargs_for(sae))
+    t0 = time.perf_counter()
+    logit_lens(model, sae, cfg.logit_lens_k)
+    token_strings(model.tokenizer, model.cfg.d_vocab)
     return time.perf_counter() - t0
 
 
@@ -121,6 +133,7 @@ def main() -> None:
         bare_seconds(cfg)  # warm-up: caches, kernels, allocator
         bare = bare_seconds(cfg)
         load = load_seconds(cfg)
+        fixed = fixed_seconds(cfg)
         t0 = time.perf_counter()
         result = extract(cfg)
         total = time.perf_counter() - t0
@@ -129,6 +142,7 @@ def main() -> None:
             "model": "pythia-160m shape (random)" if args.pythia_160m_shape else "demo world",
             "device": args.device, "tokens": result.n_tokens, "ctx": args.ctx, "batch_size": args.batch_size,
             "bare_s": round(bare, 3), "extract_s": round(work, 3), "overhead_ratio": round(work / bare, 3),
+            "fixed_s": round(fixed, 3), "per_token_overhead_ratio": round((work - fixed) / bare, 3),
             "bare_tok_s": round(result.n_tokens / bare), "extract_tok_s": round(result.n_tokens / work),
             "torch_threads": torch.get_num_threads(),
         }
