@@ -48,13 +48,13 @@ class Translator(nn.Module):
         self.encoder = TransformerWrapper(
             num_tokens=n_joint,
             max_seq_len=cfg.max_len,
-            attn_layers=Encoder(depth=cfg.depth, rotary_pos_emb=True, **layer_kwargs),
+            attn_layers=Encoder(depth=cfg.depth, rotary_pos_emb=True, **layer_kwargs),  # relative positions only
             embed_num_tokens={"lang": 2},
         )
         self.decoder = TransformerWrapper(
             num_tokens=N_SPECIAL,
             max_seq_len=cfg.max_len,
-            attn_layers=Encoder(depth=cfg.decoder_depth, cross_attend=True, **layer_kwargs),
+            attn_layers=Encoder(depth=cfg.decoder_depth, cross_attend=True, rotary_pos_emb=True, **layer_kwargs),
             embed_num_tokens={"lang": 2},
             logits_dim=n_joint,
         )
@@ -94,8 +94,10 @@ class Translator(nn.Module):
         aligned path is direct) and cross-attends to the whole latent (for reordered inputs)."""
         queries = torch.full(latent.shape[:2], MASK, dtype=torch.long, device=latent.device)
         lang_ids = tgt_lang[:, None].expand_as(queries)
+        positions = torch.arange(latent.shape[1], device=latent.device)
         logits = self.decoder(
-            queries, embed_ids={"lang": lang_ids}, sum_embeds=latent, context=latent, context_mask=mask
+            queries, embed_ids={"lang": lang_ids}, sum_embeds=latent, context=latent, context_mask=mask,
+            context_pos=positions,
         )
         return logits.float() + self.allowed[tgt_lang][:, None, :]
 

@@ -42,6 +42,7 @@ class TranslatorConfig:
     mode: str = "unsupervised"  # "unsupervised": monolingual corpora only; "aligned": true pairs
     steps: int = 2000
     batch_size: int = 64
+    crop: int = 0  # train on random windows of this many positions (0: whole sentences); positions are relative
     lr: float = 5e-4
     warmup: int = 100
     grad_clip: float = 1.0
@@ -60,7 +61,7 @@ class TranslatorConfig:
     anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
     dictionary_steps: int = 300  # back-translation sources come from the dictionary before this step
     bt_start: int = 0  # no back-translation before this step
-    bt_sample: bool = True  # sample translations (closer to real sentences than argmax)
+    bt_sample: bool = False  # argmax translations; sampling is closer to real sentences but can collapse
     # denoising noise
     word_drop: float = 0.1
     shuffle_k: int = 3
@@ -210,18 +211,26 @@ class Trainer:
             )
 
     # data
+    def _window(self, n: int) -> Tensor:
+        """Column indices [n, crop] of one random window per row (all columns when not cropping)."""
+        length = self.train_a.shape[1]
+        if not 0 < self.cfg.crop < length:
+            return torch.arange(length).expand(n, length)
+        start = torch.randint(length - self.cfg.crop + 1, (n, 1), generator=self.gen)
+        return start + torch.arange(self.cfg.crop)
+
     def _batch(self, sentences: Tensor, lang: int) -> tuple[Tensor, Tensor]:
         rows = torch.randint(len(sentences), (self.cfg.batch_size,), generator=self.gen)
-        langs = torch.full((len(rows),), lang, dtype=torch.long)
-        words = sentences[rows].to(self.device)
-        langs = langs.to(self.device)
+        words = sentences[rows].gather(1, self._window(len(rows))).to(self.device)
+        langs = torch.full((len(rows),), lang, dtype=torch.long, device=self.device)
         return self.model.to_joint(words, langs), langs
 
     def _paired_batch(self) -> tuple[Tensor, Tensor]:
         rows = torch.randint(len(self.train_a), (self.cfg.batch_size,), generator=self.gen)
+        cols = self._window(len(rows))  # the same window in both languages: positions correspond
         zeros, ones = torch.zeros(len(rows), dtype=torch.long), torch.ones(len(rows), dtype=torch.long)
-        a = self.model.to_joint(self.train_a[rows], zeros).to(self.device)
-        b = self.model.to_joint(self.train_b[rows], ones).to(self.device)
+        a = self.model.to_joint(self.train_a[rows].gather(1, cols), zeros).to(self.device)
+        b = self.model.to_joint(self.train_b[rows].gather(1, cols), ones).to(self.device)
         return a, b
 
     def lr_at(self, step: int) -> float:
