@@ -41,6 +41,23 @@ def stage_extract(state: PipelineState, section: dict) -> None:
     state.run_dir = Path(cfg.out)
 
 
+def stage_train(state: PipelineState, section: dict) -> None:
+    """Train the translator on the run, once per mode listed in `modes` (unsupervised, aligned)."""
+    from sae_translate.language import LanguageConfig
+    from sae_translate.translator.run import train_on_run
+    from sae_translate.translator.train import TranslatorConfig
+
+    section = dict(section)
+    modes = section.pop("modes", [section.pop("mode", "unsupervised")])
+    language_keys = {"dense_threshold", "min_count", "variant"}
+    language = build_config(LanguageConfig, {k: section.pop(k) for k in language_keys & set(section)}, "train")
+    run_dir = str(state.run_dir or state.config.run_dir)
+    for mode in modes:
+        cfg = build_config(TranslatorConfig, {**section, "mode": mode}, "train")
+        path = train_on_run(run_dir, cfg, language)
+        print(f"   {mode} translator: {path}")
+
+
 def stage_label(state: PipelineState, section: dict) -> None:
     """Label with every method, score on held-out windows, print the per-method means."""
     from sae_translate.label import LabelConfig
@@ -75,6 +92,7 @@ def stage_report(state: PipelineState, section: dict) -> None:
 STAGE_RUNNERS: dict[str, Callable[[PipelineState, dict], None]] = {
     "world": stage_world,
     "extract": stage_extract,
+    "train": stage_train,
     "label": stage_label,
     "report": stage_report,  # keep last: it reads what every other stage wrote
 }
