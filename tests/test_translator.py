@@ -14,6 +14,7 @@ from sae_translate.translator.losses import (
     adversarial_loss,
     back_translation_loss,
     denoising_loss,
+    dictionary_loss,
     discriminator_loss,
     local_shuffle,
     word_drop,
@@ -106,6 +107,10 @@ def test_denoising_and_back_translation_train_the_whole_model(hmm_data):
         loss.backward()
         assert model.encoder.token_emb.emb.weight.grad.abs().sum() > 0
         model.zero_grad()
+    loss, enc = dictionary_loss(model, tokens, lang, dictionary)
+    loss.backward()
+    assert torch.equal(enc.lang, lang) and torch.isfinite(loss)
+    assert model.encoder.token_emb.emb.weight.grad.abs().sum() > 0
 
 
 def test_discriminator_and_adversarial_gradients_stay_on_their_side():

@@ -111,6 +111,17 @@ def back_translation_loss(
     return _reconstruction(logits, tokens), Encoded(latent, mask, 1 - lang, kl)
 
 
+def dictionary_loss(
+    model: Translator, tokens: Tensor, lang: Tensor, dictionary: WordDictionary,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Encoded]:
+    """Anchor phase: translate real sentences into a sampled word-by-word dictionary translation, so
+    every word of both languages starts from its dictionary counterparts."""
+    target = back_translate(model, tokens, lang, dictionary=dictionary, generator=generator)
+    logits, latent, mask, kl = model(tokens, lang, 1 - lang)
+    return _reconstruction(logits, target), Encoded(latent, mask, lang, kl)
+
+
 def supervised_loss(model: Translator, tokens_a: Tensor, tokens_b: Tensor) -> tuple[Tensor, Encoded]:
     """Aligned mode: true pairs, both directions in one batch."""
     n = tokens_a.shape[0]

@@ -61,7 +61,7 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
 @torch.no_grad()
 def translate_features(
     checkpoint: str | Path, languages: Languages, features: np.ndarray, top_positions: np.ndarray | None = None,
-    beam: int = 5, contexts: int = 8, device: str = "auto", batch_sentences: int = 256,
+    beam: int = 5, contexts: int = 8, one_word: bool = True, device: str = "auto", batch_sentences: int = 256,
 ) -> dict[int, list[tuple[str, float]]]:
     """Text candidates for every feature, best first, with their probability.
 
@@ -79,7 +79,7 @@ def translate_features(
     where: list[int] = []
     for i, f in enumerate(features):
         word = languages.feature_word(int(f))
-        if word is not None:
+        if word is not None and one_word:
             owners.append(i)
             sentences.append(np.array([word]))
             where.append(0)

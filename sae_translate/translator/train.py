@@ -29,6 +29,7 @@ from sae_translate.translator.losses import (
     adversarial_loss,
     back_translation_loss,
     denoising_loss,
+    dictionary_loss,
     discriminator_loss,
     supervised_loss,
 )
@@ -59,7 +60,9 @@ class TranslatorConfig:
     adversarial: float = 0.1
     kl: float = 0.0  # needs variational=True
     anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
-    dictionary_steps: int = 300  # back-translation sources come from the dictionary before this step
+    dictionary_steps: int = 300  # before this step back-translation sources come from the dictionary
+    dictionary_weight: float = 1.0  # weight of learning the dictionary's translations (all steps)
+    dictionary_until: int = -1  # stop learning them at this step (-1: never)
     bt_start: int = 0  # no back-translation before this step
     bt_sample: bool = False  # argmax translations; sampling is closer to real sentences but can collapse
     # denoising noise
@@ -205,7 +208,7 @@ class Trainer:
 
         if (self.out_dir / "last.safetensors").exists():
             self._load_last()
-        elif cfg.mode == "unsupervised" and cfg.anchor and cfg.back_translation > 0:
+        elif cfg.mode == "unsupervised" and cfg.anchor:
             self.dictionary = align_vocabularies(
                 self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
             )
@@ -263,6 +266,11 @@ class Trainer:
                     dae, enc = denoising_loss(self.model, tokens, lang, cfg.noise(), self.noise_gen)
                     loss = loss + cfg.denoise * dae
                     logs["denoise"] = dae.item()
+                    encoded.append(enc)
+                if self.dictionary is not None and cfg.dictionary_weight > 0 and (s < cfg.dictionary_until or cfg.dictionary_until < 0):
+                    anchored, enc = dictionary_loss(self.model, tokens, lang, self.dictionary, self.noise_gen)
+                    loss = loss + cfg.dictionary_weight * anchored
+                    logs["dictionary"] = anchored.item()
                     encoded.append(enc)
                 if cfg.back_translation > 0 and s >= cfg.bt_start:
                     use_dict = self.dictionary is not None and s < cfg.dictionary_steps
