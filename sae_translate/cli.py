@@ -243,7 +243,7 @@ def train(
     mode: str = typer.Option("unsupervised", help="unsupervised (no pairs) or aligned (true pairs: the upper bound)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     steps: int = typer.Option(2000, help="training steps"),
-    batch_size: int = typer.Option(64, help="sentences per language per step"),
+    batch_size: int = typer.Option(64, help="sentences per language per step, over all ranks under torchrun"),
     dim: int = typer.Option(128, help="model width"),
     losses: str = typer.Option("denoise,back_translation,adversarial,anchor",
                                help="losses to use, comma-separated: denoise, back_translation, adversarial, kl, anchor"),

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sae_translate import __version__
 from sae_translate.corpus import iter_documents, local_files, pack_windows, prefetch
+from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import (
     FILENAME, MANIFEST, Codes, RunStore, RunWriter, heldout_split, shard_name, write_manifest,
@@ -169,37 +170,6 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     ranks.barrier()
     with RunStore.open(out) as run:
         return ExtractResult(run.path, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
-
-
-@dataclass
-class Ranks:
-    """This process's place in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @staticmethod
-    def from_env() -> "Ranks":
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return Ranks()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-    def device(self, requested: str) -> str:
-        if self.world_size > 1 and requested == "auto" and torch.cuda.is_available():
-            return f"cuda:{self.local_rank}"
-        return requested
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
 
 
 @torch.no_grad()

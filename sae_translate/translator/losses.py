@@ -69,6 +69,12 @@ class Encoded:
     lang: Tensor
     kl: Tensor
 
+    @staticmethod
+    def cat(encoded: list["Encoded"]) -> "Encoded":
+        """Several passes as one batch (one discriminator forward per step)."""
+        return Encoded(torch.cat([e.latent for e in encoded]), torch.cat([e.mask for e in encoded]),
+                       torch.cat([e.lang for e in encoded]), torch.stack([e.kl for e in encoded]).mean())
+
 
 def denoising_loss(
     model: Translator, tokens: Tensor, lang: Tensor, noise: NoiseConfig,

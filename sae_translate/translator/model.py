@@ -50,6 +50,7 @@ class Translator(nn.Module):
             max_seq_len=cfg.max_len,
             attn_layers=Encoder(depth=cfg.depth, rotary_pos_emb=True, **layer_kwargs),  # relative positions only
             embed_num_tokens={"lang": 2},
+            return_only_embed=True,  # the encoder's output is the latent: no unused logits head
         )
         self.decoder = TransformerWrapper(
             num_tokens=N_SPECIAL,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.language import LanguageConfig, Languages, build_languages
 from sae_translate.store.h5 import RunStore
@@ -36,11 +37,12 @@ def train_on_run(
         languages = build_languages(store, lang_cfg)
         out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "languages.json").write_text(json.dumps({
-        "language": asdict(lang_cfg),
-        "feature_ids": languages.feature_ids.tolist(),
-        "token_ids": languages.token_ids.tolist(),
-    }))
+    if Ranks.from_env().main:  # under torchrun every rank builds the same languages; one writes them down
+        (out_dir / "languages.json").write_text(json.dumps({
+            "language": asdict(lang_cfg),
+            "feature_ids": languages.feature_ids.tolist(),
+            "token_ids": languages.token_ids.tolist(),
+        }))
     features, text = languages.unsupervised()
     pairs = languages.aligned() if cfg.mode == "aligned" else None
     return train_translator(cfg, features, text, out_dir, pairs)

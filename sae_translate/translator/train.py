@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.translator.anchor import AnchorConfig, WordDictionary, align_vocabularies
 from sae_translate.translator.losses import (
@@ -154,6 +156,58 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, Tensor], groups: list) 
     return {"state": state, "param_groups": groups}
 
 
+class Objective(nn.Module):
+    """Every loss of one model update in a single forward pass, so that DistributedDataParallel
+    can wrap it (it all-reduces the gradients of one forward/backward pair)."""
+
+    def __init__(self, model: Translator, cfg: TranslatorConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(
+        self, batch: tuple[Tensor, Tensor], step: int, disc: Discriminator,
+        dictionary: WordDictionary | None, generator: torch.Generator,
+    ) -> tuple[Tensor, dict[str, float], list[Encoded]]:
+        cfg, model = self.cfg, self.model
+        logs: dict[str, float] = {}
+        encoded: list[Encoded] = []
+        if cfg.mode == "aligned":
+            loss, enc = supervised_loss(model, *batch)
+            logs["supervised"] = loss.item()
+            return loss, logs, [enc]
+        tokens, lang = batch
+        loss = tokens.new_zeros((), dtype=torch.float32)
+        if cfg.denoise > 0:
+            dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator)
+            loss = loss + cfg.denoise * dae
+            logs["denoise"] = dae.item()
+            encoded.append(enc)
+        learn_dictionary = cfg.dictionary_until < 0 or step < cfg.dictionary_until
+        if dictionary is not None and cfg.dictionary_weight > 0 and learn_dictionary:
+            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator)
+            loss = loss + cfg.dictionary_weight * anchored
+            logs["dictionary"] = anchored.item()
+            encoded.append(enc)
+        if cfg.back_translation > 0 and step >= cfg.bt_start:
+            # early on, back-translation sources come from the word-by-word dictionary
+            use_dict = dictionary is not None and step < cfg.dictionary_steps
+            bt, enc = back_translation_loss(
+                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator
+            )
+            loss = loss + cfg.back_translation * bt
+            logs["back_translation"] = bt.item()
+            encoded.append(enc)
+        if cfg.adversarial > 0 and encoded:
+            adv = sum(adversarial_loss(disc, e) for e in encoded) / len(encoded)
+            loss = loss + cfg.adversarial * adv
+            logs["adversarial"] = adv.item()
+        if cfg.kl > 0 and encoded:
+            kl = sum(e.kl for e in encoded) / len(encoded)
+            loss = loss + cfg.kl * kl
+            logs["kl"] = kl.item()
+        return loss, logs, encoded
+
+
 class Trainer:
     """Owns the model, the discriminator, their optimisers and the data; one call per step."""
 
@@ -163,13 +217,17 @@ class Trainer:
     ):
         cfg.validate()
         self.cfg = cfg
+        self.ranks = Ranks.from_env()  # under torchrun: one process per GPU (or CPU process, gloo)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(self.ranks.device(cfg.device))
         self.amp = cfg.amp and self.device.type == "cuda"
-        torch.manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch sampling (CPU)
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # noise, sampled translations
+        # batch_size is global: each rank draws its share, DDP averages the gradients
+        self.local_batch = max(1, cfg.batch_size // self.ranks.world_size)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        rank_seed = cfg.seed + 1000 * self.ranks.rank
+        self.gen = torch.Generator().manual_seed(rank_seed)  # batch sampling (CPU)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(rank_seed + 1)  # noise, sampled translations
         self.vocab = (corpus_a.vocab_size, corpus_b.vocab_size)
 
         rng = np.random.default_rng(cfg.seed)
@@ -200,6 +258,12 @@ class Trainer:
         )
         self.model = Translator(self.model_cfg).to(self.device)
         self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
+        self.objective: nn.Module = Objective(self.model, cfg)
+        self.disc_step: nn.Module = self.disc
+        if self.ranks.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
+            self.disc_step = DistributedDataParallel(self.disc, device_ids=ids)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
         self.step = 0
@@ -223,13 +287,13 @@ class Trainer:
         return start + torch.arange(self.cfg.crop)
 
     def _batch(self, sentences: Tensor, lang: int) -> tuple[Tensor, Tensor]:
-        rows = torch.randint(len(sentences), (self.cfg.batch_size,), generator=self.gen)
+        rows = torch.randint(len(sentences), (self.local_batch,), generator=self.gen)
         words = sentences[rows].gather(1, self._window(len(rows))).to(self.device)
         langs = torch.full((len(rows),), lang, dtype=torch.long, device=self.device)
         return self.model.to_joint(words, langs), langs
 
     def _paired_batch(self) -> tuple[Tensor, Tensor]:
-        rows = torch.randint(len(self.train_a), (self.cfg.batch_size,), generator=self.gen)
+        rows = torch.randint(len(self.train_a), (self.local_batch,), generator=self.gen)
         cols = self._window(len(rows))  # the same window in both languages: positions correspond
         zeros, ones = torch.zeros(len(rows), dtype=torch.long), torch.ones(len(rows), dtype=torch.long)
         a = self.model.to_joint(self.train_a[rows].gather(1, cols), zeros).to(self.device)
@@ -245,61 +309,27 @@ class Trainer:
 
     # one step
     def model_update(self) -> tuple[dict[str, float], list[Encoded]]:
-        cfg, s = self.cfg, self.step
-        self.model.train()
         for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(s)
-        logs: dict[str, float] = {}
-        encoded: list[Encoded] = []
+            group["lr"] = self.lr_at(self.step)
+        self.model.train()
+        if self.cfg.mode == "aligned":
+            batch = self._paired_batch()
+        else:
+            (a, lang_a), (b, lang_b) = self._batch(self.train_a, 0), self._batch(self.train_b, 1)
+            batch = (torch.cat([a, b]), torch.cat([lang_a, lang_b]))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if cfg.mode == "aligned":
-                a, b = self._paired_batch()
-                loss, enc = supervised_loss(self.model, a, b)
-                logs["supervised"] = loss.item()
-                encoded.append(enc)
-            else:
-                a, lang_a = self._batch(self.train_a, 0)
-                b, lang_b = self._batch(self.train_b, 1)
-                tokens, lang = torch.cat([a, b]), torch.cat([lang_a, lang_b])
-                loss = torch.zeros((), device=self.device)
-                if cfg.denoise > 0:
-                    dae, enc = denoising_loss(self.model, tokens, lang, cfg.noise(), self.noise_gen)
-                    loss = loss + cfg.denoise * dae
-                    logs["denoise"] = dae.item()
-                    encoded.append(enc)
-                if self.dictionary is not None and cfg.dictionary_weight > 0 and (s < cfg.dictionary_until or cfg.dictionary_until < 0):
-                    anchored, enc = dictionary_loss(self.model, tokens, lang, self.dictionary, self.noise_gen)
-                    loss = loss + cfg.dictionary_weight * anchored
-                    logs["dictionary"] = anchored.item()
-                    encoded.append(enc)
-                if cfg.back_translation > 0 and s >= cfg.bt_start:
-                    use_dict = self.dictionary is not None and s < cfg.dictionary_steps
-                    bt, enc = back_translation_loss(
-                        self.model, tokens, lang, cfg.bt_sample, self.dictionary if use_dict else None,
-                        self.noise_gen,
-                    )
-                    loss = loss + cfg.back_translation * bt
-                    logs["back_translation"] = bt.item()
-                    encoded.append(enc)
-                if cfg.adversarial > 0 and encoded:
-                    adv = sum(adversarial_loss(self.disc, e) for e in encoded) / len(encoded)
-                    loss = loss + cfg.adversarial * adv
-                    logs["adversarial"] = adv.item()
-            if cfg.kl > 0 and encoded:
-                kl = sum(e.kl for e in encoded) / len(encoded)
-                loss = loss + cfg.kl * kl
-                logs["kl"] = kl.item()
+            loss, logs, encoded = self.objective(batch, self.step, self.disc, self.dictionary, self.noise_gen)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        loss.backward()  # under torchrun, DistributedDataParallel averages the gradients here
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         logs["loss"] = loss.item()
         return logs, encoded
 
     def discriminator_update(self, encoded: list[Encoded]) -> float:
         self.disc_opt.zero_grad(set_to_none=True)  # drops gradients the adversarial term left here
-        loss = sum(discriminator_loss(self.disc, e) for e in encoded) / len(encoded)
+        loss = discriminator_loss(self.disc_step, Encoded.cat(encoded))  # one forward: one all-reduce
         loss.backward()
         self.disc_opt.step()
         return loss.item()
@@ -375,21 +405,29 @@ class Trainer:
         self.gen.set_state(tensors["rng.generator"])
         self.noise_gen.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
+        if not self.ranks.main:  # the checkpoint holds rank 0's streams; the others start fresh ones
+            self.gen.manual_seed(self.cfg.seed + 1000 * self.ranks.rank + meta["step"])
+            self.noise_gen.manual_seed(self.cfg.seed + 1000 * self.ranks.rank + meta["step"] + 1)
         if "dict_ids_a" in tensors:
             self.dictionary = WordDictionary.from_tensors(tensors)
         self.step = meta["step"]
         self.best_score, self.best_step = meta["best_score"], meta["best_step"]
-        _truncate_log(self.out_dir / "log.jsonl", self.step)
+        if self.ranks.main:
+            _truncate_log(self.out_dir / "log.jsonl", self.step)
 
     # the loop
     def fit(self) -> Path:
-        cfg = self.cfg
-        log = (self.out_dir / "log.jsonl").open("a")
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc=f"translator ({cfg.mode})")
+        """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves."""
+        cfg, main = self.cfg, self.ranks.main
+        log = (self.out_dir / "log.jsonl").open("a") if main else None
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main),
+                   desc=f"translator ({cfg.mode})")
         while self.step < cfg.steps:
             logs = self.train_step()
-            log.write(json.dumps(logs) + "\n")
             bar.update(1)
+            if not main:
+                continue
+            log.write(json.dumps(logs) + "\n")
             if self.step % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -402,9 +440,11 @@ class Trainer:
                 log.flush()
                 self.save_last()
         bar.close()
-        log.close()
-        if not (self.out_dir / "best.safetensors").exists():
-            self.save_best()
+        if main:
+            log.close()
+            if not (self.out_dir / "best.safetensors").exists():
+                self.save_best()
+        self.ranks.barrier()  # every rank returns once the checkpoint is on disk
         return self.out_dir / "best.safetensors"
 
 
