@@ -520,3 +520,34 @@ def summary_table(summary: list[ScoreSummary]) -> str:
                  for s in scorers]
         lines.append("  ".join([m.ljust(width)] + cells))
     return "\n".join(lines)
+
+
+def concept_kind_table(db: str | Path, run_id: str, world_dir: str) -> str:
+    """Ground truth and embedding AUROC per method, split by the kind of the features' true
+    concepts (lexical: token identity suffices; contextual: it does not)."""
+    kinds = {c.name: c.kind for c in _load_world(world_dir).config.concepts}
+    con = label_db.connect_readonly(db)
+    try:
+        rows = con.execute(
+            "SELECT s.method, t.concept, s.scorer, s.value FROM scores s JOIN true_concepts t "
+            "ON s.run_id = t.run_id AND s.feature = t.feature "
+            "WHERE s.run_id = ? AND s.scorer IN ('ground_truth', 'embedding')", [run_id]).fetchall()
+    finally:
+        con.close()
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for method, concept, scorer, value in rows:
+        cells.setdefault((method, kinds.get(concept, "lexical"), scorer), []).append(value)
+    methods = list(dict.fromkeys(m for m, *_ in sorted(rows)))
+    columns = [(k, sc) for k in ("lexical", "contextual") for sc in ("ground_truth", "embedding")]
+    width = max([len("method")] + [len(m) for m in methods])
+    head = ["method".ljust(width)] + [f"{k[:4]} {'gt' if sc == 'ground_truth' else 'emb'}".rjust(10)
+                                      for k, sc in columns]
+    n = {k: max([len(cells.get((m, k, "ground_truth"), [])) for m in methods], default=0)
+         for k in ("lexical", "contextual")}
+    lines = [f"   by concept kind ({n.get('lexical', 0)} lexical, {n.get('contextual', 0)} contextual features)",
+             "  ".join(head)]
+    for m in methods:
+        vals = [cells.get((m, k, sc)) for k, sc in columns]
+        lines.append("  ".join([m.ljust(width)] + [("n/a" if not v else f"{np.mean(v):.3f}").rjust(10) for v in vals]))
+    return "\n".join(lines)
+

@@ -1,0 +1,61 @@
+"""The demo's pipeline at test size: extract -> train (both modes) -> label with the translator -> scores."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+
+from sae_translate.config import load_pipeline
+from sae_translate.pipeline import DEMO_PIPELINE, run_pipeline
+from sae_translate.store.h5 import RunStore
+
+
+def test_pipeline_trains_the_translator_and_labels_every_alive_feature_with_it(tiny_world, tmp_path, capsys):
+    run_dir, db = tmp_path / "run", tmp_path / "labels.duckdb"
+    (tmp_path / "pipeline.toml").write_text(f"""
+name = "small"
+[extract]
+model = "{tiny_world.model_dir}"
+sae = "{tiny_world.sae_dir}"
+dataset = "{tiny_world.corpus_files[0]}"
+world = "{tiny_world.dir}"
+out = "{run_dir}"
+tokens = 16384
+ctx = 32
+device = "cpu"
+[train]
+modes = ["unsupervised", "aligned"]
+steps = 40
+batch_size = 16
+crop = 8
+dim = 32
+depth = 1
+decoder_depth = 1
+eval_every = 20
+progress = false
+[label]
+db = "{db}"
+methods = ["translator", "translator-aligned", "top-tokens"]
+scorers = ["ground_truth", "embedding"]
+""")
+    run_pipeline(load_pipeline(tmp_path / "pipeline.toml"))
+    for mode_dir in ("translator", "translator-aligned"):
+        assert (run_dir / mode_dir / "best.safetensors").exists()
+        assert (run_dir / mode_dir / "log.jsonl").read_text().count("\n") >= 40
+    with RunStore.open(run_dir) as run:
+        alive = set(np.flatnonzero(run.stats.count > 0).tolist())
+    con = duckdb.connect(str(db), read_only=True)
+    for method in ("translator", "translator-aligned"):
+        labelled = {f for (f,) in con.execute(
+            "SELECT feature FROM labels WHERE method = ? AND rank = 0 AND label <> ''", [method]).fetchall()}
+        assert labelled == alive
+        scorers = {s for (s,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE method = ?", [method]).fetchall()}
+        assert scorers == {"ground_truth", "embedding"}
+    out = capsys.readouterr().out
+    assert "by concept kind" in out and "translator-aligned" in out
+
+
+def test_demo_pipeline_trains_and_labels_with_the_translator():
+    config = load_pipeline(DEMO_PIPELINE)
+    assert set(config.stages["train"]["modes"]) == {"unsupervised", "aligned"}
+    assert {"translator", "translator-aligned"} <= set(config.stages["label"]["methods"])
