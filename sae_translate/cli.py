@@ -245,6 +245,8 @@ def train(
     steps: int = typer.Option(2000, help="training steps"),
     batch_size: int = typer.Option(64, help="sentences per language per step, over all ranks under torchrun"),
     dim: int = typer.Option(128, help="model width"),
+    depth: int = typer.Option(2, help="encoder and decoder layers"),
+    crop: int = typer.Option(0, help="train on random windows of this many positions (0: whole windows)"),
     losses: str = typer.Option("denoise,back_translation,adversarial,anchor",
                                help="losses to use, comma-separated: denoise, back_translation, adversarial, kl, anchor"),
     dense_threshold: float = typer.Option(0.1, help="features firing on more than this share of tokens are not words"),
@@ -262,7 +264,8 @@ def train(
     keep = set(_names(losses))
     if keep - set(LOSSES):
         raise UserError(f"unknown loss {sorted(keep - set(LOSSES))[0]!r}; choose from {', '.join(LOSSES)}")
-    cfg = TranslatorConfig(mode=mode, device=device, steps=steps, batch_size=batch_size, dim=dim, seed=seed,
+    cfg = TranslatorConfig(mode=mode, device=device, steps=steps, batch_size=batch_size, dim=dim, depth=depth,
+                           decoder_depth=depth, crop=crop, seed=seed,
                            variational="kl" in keep, kl=0.01 if "kl" in keep else 0.0)
     for loss in set(LOSSES) - keep - {"kl"}:
         cfg = cfg.without(loss)
