@@ -62,7 +62,6 @@ def stage_label(state: PipelineState, section: dict) -> None:
     """Label with every method, score on held-out windows, print the per-method means."""
     from sae_translate.label import LabelConfig
     from sae_translate.score import concept_kind_table, label_and_score, summary_table
-    from sae_translate.store.h5 import RunStore
     from sae_translate.store.db import format_result, run_query
 
     cfg = build_config(LabelConfig, section, "label", run=str(state.run_dir or state.config.run_dir))
@@ -72,10 +71,8 @@ def stage_label(state: PipelineState, section: dict) -> None:
     print(f"   {labelled.n_features:,} features x {len(labelled.methods)} methods -> {cfg.db}")
     if scored is not None:
         print(summary_table(scored.summary))
-        with RunStore.open(cfg.run) as run:
-            world = cfg.world or str(run.attrs.get("world", "") or "")
-        if world and "ground_truth" in cfg.scorers:
-            print(concept_kind_table(cfg.db, labelled.run_id, world))
+        if scored.world:  # scored against a toy world's ground truth
+            print(concept_kind_table(cfg.db, labelled.run_id, scored.world))
     sql = (f"SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
            f"WHERE run_id = '{labelled.run_id}' ORDER BY score DESC, feature LIMIT 5")
     print(f"   sae-translate query \"{sql}\" --db {cfg.db}")

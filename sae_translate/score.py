@@ -83,6 +83,7 @@ class ScoreResult:
     summary: list[ScoreSummary]
     n_scores: int
     seconds: float
+    world: str = ""  # the toy world ground truth came from ("" when not scored against one)
 
 
 # ---------------------------------------------------------------- label terms and matching
@@ -493,7 +494,8 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
     label_db.write_score_stage(cfg.db, run_id, label_db.ScoreStageRows(
         scores=score_table, summary=summary_rows, true_concepts=concept_rows, methods=methods,
         scorers=list(cfg.scorers)))
-    return ScoreResult(run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0)
+    return ScoreResult(run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0,
+                       world_dir if world is not None else "")
 
 
 def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
@@ -544,7 +546,7 @@ def concept_kind_table(db: str | Path, run_id: str, world_dir: str) -> str:
                                       for k, sc in columns]
     n = {k: max([len(cells.get((m, k, "ground_truth"), [])) for m in methods], default=0)
          for k in ("lexical", "contextual")}
-    lines = [f"   by concept kind ({n.get('lexical', 0)} lexical, {n.get('contextual', 0)} contextual features)",
+    lines = [f"   by concept kind ({n['lexical']} lexical, {n['contextual']} contextual features)",
              "  ".join(head)]
     for m in methods:
         vals = [cells.get((m, k, sc)) for k, sc in columns]

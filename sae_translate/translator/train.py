@@ -225,9 +225,9 @@ class Trainer:
         # batch_size is global: each rank draws its share, DDP averages the gradients
         self.local_batch = max(1, cfg.batch_size // self.ranks.world_size)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        rank_seed = cfg.seed + 1000 * self.ranks.rank
-        self.gen = torch.Generator().manual_seed(rank_seed)  # batch sampling (CPU)
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(rank_seed + 1)  # noise, sampled translations
+        self.gen = torch.Generator()  # batch sampling (CPU)
+        self.noise_gen = torch.Generator(device=self.device)  # noise, sampled translations
+        self._seed_streams(0)
         self.vocab = (corpus_a.vocab_size, corpus_b.vocab_size)
 
         rng = np.random.default_rng(cfg.seed)
@@ -276,6 +276,12 @@ class Trainer:
             self.dictionary = align_vocabularies(
                 self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
             )
+
+    def _seed_streams(self, step: int) -> None:
+        """Seed this rank's sampling streams: different per rank, reproducible per (rank, step)."""
+        seed = self.cfg.seed + 1000 * self.ranks.rank + step
+        self.gen.manual_seed(seed)
+        self.noise_gen.manual_seed(seed + 1)
 
     # data
     def _window(self, n: int) -> Tensor:
@@ -406,8 +412,7 @@ class Trainer:
         self.noise_gen.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
         if not self.ranks.main:  # the checkpoint holds rank 0's streams; the others start fresh ones
-            self.gen.manual_seed(self.cfg.seed + 1000 * self.ranks.rank + meta["step"])
-            self.noise_gen.manual_seed(self.cfg.seed + 1000 * self.ranks.rank + meta["step"] + 1)
+            self._seed_streams(meta["step"])
         if "dict_ids_a" in tensors:
             self.dictionary = WordDictionary.from_tensors(tensors)
         self.step = meta["step"]
