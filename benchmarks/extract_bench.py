@@ -25,10 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_translate.corpus import iter_documents, pack_windows  # noqa: E402
-from sae_translate.extract import ExtractConfig, extract, hook_layer, logit_lens, token_strings  # noqa: E402
-from sae_translate.models import load_model, resolve_device  # noqa: E402
-from sae_translate.saes import load_sae, model_kwargs_for  # noqa: E402
+from sae_translate.devices import resolve_device  # noqa: E402
+from sae_translate.extract.corpus import iter_documents, pack_windows  # noqa: E402
+from sae_translate.extract.extract import (  # noqa: E402
+    ExtractConfig,
+    extract,
+    hook_layer,
+    logit_lens,
+    token_strings,
+)
+from sae_translate.extract.models import load_model  # noqa: E402
+from sae_translate.extract.saes import load_sae, model_kwargs_for  # noqa: E402
 
 
 def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:

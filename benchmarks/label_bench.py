@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from sae_translate.bench.synthetic import make_synthetic_run, minilm_words
 from sae_translate.label import LabelConfig, label_run
 from sae_translate.score import ScoreConfig, score_run, summary_table
 from sae_translate.store.h5 import RunStore
-from sae_translate.synthetic import make_synthetic_run, minilm_words
 
 
 def _existing(run_dir: Path, d_sae: int, n_seq: int, ctx: int) -> RunStore | None:

@@ -22,8 +22,8 @@ from datetime import date
 import numpy as np
 import torch
 
-from sae_translate.language import build_languages
 from sae_translate.store.h5 import RunStore
+from sae_translate.translator.languages import build_languages
 from sae_translate.translator.run import translate_features
 from sae_translate.translator.train import Trainer, TranslatorConfig
 

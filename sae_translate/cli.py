@@ -39,7 +39,8 @@ def extract(
     force: bool = typer.Option(False, help="replace a run made with other settings"),
 ) -> None:
     """Run the model over a corpus, encode a hook with an SAE, store codes and statistics in HDF5."""
-    from sae_translate.extract import ExtractConfig, extract as run_extract
+    from sae_translate.extract.extract import ExtractConfig
+    from sae_translate.extract.extract import extract as run_extract
 
     cfg = ExtractConfig(model=model, sae=sae, dataset=dataset, out=str(out), hook=hook, tokens=tokens, ctx=ctx,
                         batch_size=batch_size, chunk_seqs=chunk_seqs, device=device, dtype=dtype, heldout=heldout,
@@ -68,7 +69,7 @@ def train_sae_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Train an SAE on a model hook with sae-lens's own trainer."""
-    from sae_translate.sae_training import TrainSaeConfig, train_sae
+    from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
 
     cfg = TrainSaeConfig(model=model, hook=hook, dataset=dataset, out=out, architecture=architecture, d_sae=d_sae,
                          expansion=expansion, k=k, training_tokens=training_tokens, context_size=context_size, lr=lr,
@@ -208,8 +209,15 @@ def bench_hmm(
     import json
     from dataclasses import replace
 
-    from sae_translate.hmm import (BENCH_TRANSLATOR, BenchConfig, HMMConfig, ablation_markdown, run_ablation,
-                                   run_benchmark, write_section)
+    from sae_translate.bench.hmm import (
+        BENCH_TRANSLATOR,
+        BenchConfig,
+        HMMConfig,
+        ablation_markdown,
+        run_ablation,
+        run_benchmark,
+        write_section,
+    )
     from sae_translate.translator.train import TranslatorConfig
 
     tcfg = TranslatorConfig(**BENCH_TRANSLATOR, device=device, progress=not json_out)
@@ -257,7 +265,7 @@ def train(
     import json
     from dataclasses import replace
 
-    from sae_translate.language import LanguageConfig
+    from sae_translate.translator.languages import LanguageConfig
     from sae_translate.translator.run import train_on_run
     from sae_translate.translator.train import LOSSES, TranslatorConfig
 

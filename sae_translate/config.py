@@ -13,10 +13,11 @@ A stage whose table is absent is skipped. Unknown keys are an error, so typos do
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from sae_translate.errors import UserError
 

@@ -33,7 +33,7 @@ def stage_world(state: PipelineState, section: dict) -> None:
 
 
 def stage_extract(state: PipelineState, section: dict) -> None:
-    from sae_translate.extract import ExtractConfig, extract
+    from sae_translate.extract.extract import ExtractConfig, extract
 
     defaults = {"out": f"stores/{state.config.name}", **state.defaults}
     cfg = build_config(ExtractConfig, section, "extract", **defaults)
@@ -43,7 +43,7 @@ def stage_extract(state: PipelineState, section: dict) -> None:
 
 def stage_train(state: PipelineState, section: dict) -> None:
     """Train the translator on the run, once per mode listed in `modes` (unsupervised, aligned)."""
-    from sae_translate.language import LanguageConfig
+    from sae_translate.translator.languages import LanguageConfig
     from sae_translate.translator.run import train_on_run
     from sae_translate.translator.train import TranslatorConfig
 

@@ -16,9 +16,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from sae_translate.bench.hmm import HMMConfig, evaluate_translator, make_data
 from sae_translate.distributed import Ranks
-from sae_translate.hmm import HMMConfig, evaluate_translator, make_data
-from sae_translate.translator.train import Corpus, ParallelCorpus, Trainer, TranslatorConfig
+from sae_translate.translator.train import (
+    Corpus,
+    ParallelCorpus,
+    Trainer,
+    TranslatorConfig,
+)
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 MODEL_REPO = "EleutherAI/pythia-70m-deduped"

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from sae_translate.errors import UserError
-from sae_translate.extract import ExtractConfig, extract
-from sae_translate.models import load_model
-from sae_translate.saes import load_sae, model_kwargs_for
+from sae_translate.extract.extract import ExtractConfig, extract
+from sae_translate.extract.models import load_model
+from sae_translate.extract.saes import load_sae, model_kwargs_for
 from sae_translate.store.h5 import RunStore
 from tests.hub_cache import build_hub_cache, offline_env
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sae_translate.bench.hmm import HMMConfig, counterpart_accuracy, make_data, make_hmm
 from sae_translate.errors import UserError
-from sae_translate.hmm import HMMConfig, counterpart_accuracy, make_data, make_hmm
 
 
 def test_chain_and_emissions_are_distributions_with_distinct_home_symbols():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
-from sae_translate.examples import ExampleConfig, HeldoutSlice, sample_examples
 from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
+from sae_translate.label.examples import ExampleConfig, HeldoutSlice, sample_examples
 from sae_translate.store.db import run_query
-from sae_translate.synthetic import make_synthetic_run
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 import torch
 
+from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
-from sae_translate.language import NONE, LanguageConfig, build_languages
-from sae_translate.synthetic import make_synthetic_run
-from sae_translate.translator.run import label_from_candidates, train_on_run, translate_features
+from sae_translate.translator.languages import NONE, LanguageConfig, build_languages
+from sae_translate.translator.run import (
+    label_from_candidates,
+    train_on_run,
+    translate_features,
+)
 from sae_translate.translator.train import TranslatorConfig
 
 WORDS = "cat dog horse red blue green one two three paris london rome apple bread tea car boat bus".split()

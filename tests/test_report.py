@@ -3,6 +3,7 @@ headless Chromium, which must draw every figure with data and raise no JavaScrip
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -15,14 +16,14 @@ import numpy as np
 import pytest
 from plotly.offline import get_plotlyjs
 
-from sae_translate import report
+from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
 from sae_translate.label import LabelConfig, label_run
-from sae_translate.report import ReportConfig, pca_2d, read_training_log, write_report
+from sae_translate.report import ReportConfig, figures, write_report
+from sae_translate.report.figures import pca_2d, read_training_log
 from sae_translate.score import ScoreConfig, score_run
 from sae_translate.store import db as label_db
 from sae_translate.store.db import run_query
-from sae_translate.synthetic import make_synthetic_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IN_CI = bool(os.environ.get("CI"))
@@ -128,7 +129,7 @@ def labelled_run(tmp_path_factory):
 def full_report(labelled_run, tmp_path_factory):
     syn, db = labelled_run
     mp = pytest.MonkeyPatch()
-    mp.setattr(report, "LATENT_PROVIDER", (__name__, "shared_latents"))
+    mp.setattr(figures, "shared_latents", shared_latents)
     try:
         result = write_report(ReportConfig(run=str(syn.run.dir), db=str(db),
                                            out=str(tmp_path_factory.mktemp("out") / "report.html")))
@@ -217,7 +218,7 @@ def test_sections_without_data_say_so_in_text(tmp_path, monkeypatch):
     assert set(result.notes) == {"scores", "translator", "latent"}
     page = result.path.read_text()
     for note in result.notes.values():
-        assert report.html.escape(note) in page
+        assert html.escape(note) in page
     # 3 feature figures and one histogram per card, nothing else
     assert result.n_figures == 3 + result.n_cards
     # without label-stage examples, cards show windows around the stored top activations

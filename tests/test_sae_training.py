@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sae_translate.errors import UserError
-from sae_translate.sae_training import TrainSaeConfig, train_sae
+from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
 
 
 def _cfg(world, out, **kw) -> TrainSaeConfig:
@@ -23,8 +23,8 @@ def _cfg(world, out, **kw) -> TrainSaeConfig:
 def test_trains_an_sae_that_sae_lens_loads_and_that_reconstructs(tiny_world, tmp_path, architecture):
     from sae_lens import SAE
 
-    from sae_translate.models import PROCESSING_DEFAULTS, load_model
-    from sae_translate.saes import model_kwargs_for
+    from sae_translate.extract.models import PROCESSING_DEFAULTS, load_model
+    from sae_translate.extract.saes import model_kwargs_for
 
     out = tmp_path / "sae"
     assert train_sae(_cfg(tiny_world, out, architecture=architecture, l1_coefficient=1.0)) == out

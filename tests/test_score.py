@@ -7,14 +7,20 @@ from functools import partial
 import numpy as np
 import pytest
 
-from sae_translate.examples import HeldoutSlice
+from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
-from sae_translate.score import (ScoreConfig, auroc, detection_scores, label_terms,
-                                 names_concept, score_run, simulation_scores, token_matches,
-                                 true_concepts)
+from sae_translate.label.examples import HeldoutSlice
+from sae_translate.score import ScoreConfig, score_run
+from sae_translate.score.ground_truth import names_concept, true_concepts
+from sae_translate.score.simulation import (
+    detection_scores,
+    label_terms,
+    simulation_scores,
+    token_matches,
+)
+from sae_translate.score.windows import auroc
 from sae_translate.store.db import run_query
 from sae_translate.store.h5 import Codes, RunStore, write_run
-from sae_translate.synthetic import make_synthetic_run
 from sae_translate.world import generate_documents, load_world_config, tag_words
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from sae_translate.bench.hmm import HMMConfig, make_data
 from sae_translate.errors import UserError
-from sae_translate.hmm import HMMConfig, make_data
 from sae_translate.translator.anchor import align_vocabularies
 from sae_translate.translator.losses import (
     Discriminator,
@@ -20,7 +20,14 @@ from sae_translate.translator.losses import (
     word_drop,
     word_mask,
 )
-from sae_translate.translator.model import MASK, N_SPECIAL, PAD, ModelConfig, Translator, beam_search
+from sae_translate.translator.model import (
+    MASK,
+    N_SPECIAL,
+    PAD,
+    ModelConfig,
+    Translator,
+    beam_search,
+)
 from sae_translate.translator.train import (
     Corpus,
     ParallelCorpus,

@@ -227,8 +227,8 @@ def test_tiny_world_loads_with_transformers_transformer_lens_and_sae_lens(tiny_w
     from sae_lens import SAE
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
-    from sae_translate.models import load_model
-    from sae_translate.saes import model_kwargs_for
+    from sae_translate.extract.models import load_model
+    from sae_translate.extract.saes import model_kwargs_for
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_world.model_dir)
     text = tiny_world.corpus_files[0].read_text().splitlines()[0]

@@ -1,53 +1,6 @@
 """Unsupervised translation between a run's feature language and its text.
 
-Importing the package registers the label methods `translator` (unsupervised checkpoint) and
-`translator-aligned` (trained on the true pairs), and provides `shared_latents` to the report.
+languages.py writes a run's windows in both languages, model.py is the x-transformers
+encoder-decoder, losses.py and anchor.py the objectives and the word-by-word dictionary,
+train.py the trainer, run.py training on a run and decoding its features.
 """
-
-from __future__ import annotations
-
-import importlib
-
-from sae_translate.errors import UserError
-from sae_translate.label import LabelContext, register_labeler
-
-# run-level helpers load on first use: run.py needs language.py, which needs translator.train
-_RUN_API = ("label_from_candidates", "load_languages", "shared_latents", "train_on_run", "translate_features",
-            "translator_dir")
-__all__ = list(_RUN_API)
-
-
-def __getattr__(name: str):
-    if name in _RUN_API:
-        return getattr(importlib.import_module("sae_translate.translator.run"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _translator_labels(ctx: LabelContext, mode: str) -> list[list[str]]:
-    from sae_translate.translator.run import label_from_candidates, load_languages, translate_features, translator_dir
-
-    directory = translator_dir(ctx.run.dir, mode)
-    checkpoint = directory / "best.safetensors"
-    if not checkpoint.exists():
-        flag = "" if mode == "unsupervised" else f" --mode {mode}"
-        raise UserError(f"no translator in {directory}; train one with `sae-translate train --run {ctx.run.dir}{flag}`")
-    languages = load_languages(ctx.run, directory)
-    candidates = translate_features(checkpoint, languages, ctx.features, ctx.run.top_positions, device=ctx.cfg.device)
-    labels = []
-    for f in ctx.features:
-        found = candidates[int(f)]
-        best = label_from_candidates(found) if found else "<none>"
-        labels.append([best] + [text for text, _ in found if text != best])
-    return labels
-
-
-@register_labeler("translator")
-def translator_labels(ctx: LabelContext) -> list[list[str]]:
-    """Decode each feature into text with the unsupervised translator."""
-    return _translator_labels(ctx, "unsupervised")
-
-
-@register_labeler("translator-aligned")
-def translator_aligned_labels(ctx: LabelContext) -> list[list[str]]:
-    """The same with the translator trained on true pairs (the upper bound)."""
-    return _translator_labels(ctx, "aligned")

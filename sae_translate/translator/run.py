@@ -14,12 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
-from sae_translate.language import LanguageConfig, Languages, build_languages
 from sae_translate.store.h5 import RunStore
+from sae_translate.translator.languages import (
+    LanguageConfig,
+    Languages,
+    build_languages,
+)
 from sae_translate.translator.model import beam_search
-from sae_translate.translator.train import TranslatorConfig, load_translator, resolve_device, train_translator
+from sae_translate.translator.train import (
+    TranslatorConfig,
+    load_translator,
+    train_translator,
+)
 
 FEATURES, TEXT = 0, 1  # language ids inside the translator
 

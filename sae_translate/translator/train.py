@@ -21,9 +21,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
-from sae_translate.translator.anchor import AnchorConfig, WordDictionary, align_vocabularies
+from sae_translate.translator.anchor import (
+    AnchorConfig,
+    WordDictionary,
+    align_vocabularies,
+)
 from sae_translate.translator.losses import (
     Discriminator,
     Encoded,
@@ -129,14 +134,6 @@ class ParallelCorpus:
     b: np.ndarray
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list]:
     state = opt.state_dict()
     tensors = {
@@ -220,7 +217,7 @@ class Trainer:
         self.ranks = Ranks.from_env()  # under torchrun: one process per GPU (or CPU process, gloo)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(self.ranks.device(cfg.device))
+        self.device = torch.device(resolve_device(self.ranks.device(cfg.device)))
         self.amp = cfg.amp and self.device.type == "cuda"
         # batch_size is global: each rank draws its share, DDP averages the gradients
         self.local_batch = max(1, cfg.batch_size // self.ranks.world_size)
@@ -482,4 +479,4 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     if any(k.startswith("model.") for k in tensors):
         tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(tensors)
-    return model.to(resolve_device(device)).eval()
+    return model.to(torch.device(resolve_device(device))).eval()

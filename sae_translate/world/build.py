@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_translate.errors import UserError
-from sae_translate.sae_training import replace_dir
-from sae_translate.world.config import WorldConfig, load_world_config, parse_world_config
+from sae_translate.extract.sae_training import replace_dir
+from sae_translate.world.config import (
+    WorldConfig,
+    load_world_config,
+    parse_world_config,
+)
 from sae_translate.world.corpus import generate_documents, tag_words
 
 MANIFEST = "world.json"
@@ -157,7 +161,7 @@ def build_world(cfg: WorldBuildConfig) -> World:
 def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identity: dict[str, Any], digest: str) -> dict[str, Any]:
     import torch
 
-    from sae_translate.sae_training import TrainSaeConfig, train_sae
+    from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
     from sae_translate.world import lm
 
     timings: dict[str, float] = {}

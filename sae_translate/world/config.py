@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from sae_translate.errors import UserError
 

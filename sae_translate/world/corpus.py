@@ -9,7 +9,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sae_translate.world.config import EOT, SAME_SLOT, Concept, Template, WorldConfig, contextual_order
+from sae_translate.world.config import (
+    EOT,
+    SAME_SLOT,
+    Concept,
+    Template,
+    WorldConfig,
+    contextual_order,
+)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ uninterrupted one produce the same file.
 from __future__ import annotations
 
 import errno
-import os
 import hashlib
 import json
+import os
 import queue
 import re
 import shutil
@@ -28,11 +28,23 @@ import torch
 from tqdm import tqdm
 
 from sae_translate import __version__
-from sae_translate.corpus import iter_documents, local_files, pack_windows, prefetch
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
+from sae_translate.extract.corpus import (
+    iter_documents,
+    local_files,
+    pack_windows,
+    prefetch,
+)
 from sae_translate.store.h5 import (
-    FILENAME, MANIFEST, Codes, RunStore, RunWriter, heldout_split, shard_name, write_manifest,
+    FILENAME,
+    MANIFEST,
+    Codes,
+    RunStore,
+    RunWriter,
+    heldout_split,
+    shard_name,
+    write_manifest,
 )
 
 
@@ -89,8 +101,12 @@ def hook_layer(hook: str) -> int | None:
 
 def extract(cfg: ExtractConfig) -> ExtractResult:
     """Extract a run. Under torchrun each rank encodes every world_size-th chunk into its own shard."""
-    from sae_translate.models import load_model
-    from sae_translate.saes import check_sae_fits_model, load_sae, model_kwargs_for
+    from sae_translate.extract.models import load_model
+    from sae_translate.extract.saes import (
+        check_sae_fits_model,
+        load_sae,
+        model_kwargs_for,
+    )
 
     t0 = time.time()
     ranks = Ranks.from_env()

@@ -63,9 +63,14 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
     """Train and save an SAE to `cfg.out` (written to a temporary sibling, then renamed into
     place); returns `cfg.out`. An existing `cfg.out` is replaced."""
     import torch
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+    )
 
-    from sae_translate.models import PROCESSING_DEFAULTS, load_model, resolve_device
+    from sae_translate.devices import resolve_device
+    from sae_translate.extract.models import PROCESSING_DEFAULTS, load_model
 
     _validate(cfg)
     device = resolve_device(cfg.device)
@@ -163,7 +168,11 @@ def _hook_width(model: Any, hook: str) -> int:
 
 
 def _sae_config(cfg: TrainSaeConfig, d_in: int, d_sae: int, device: str) -> Any:
-    from sae_lens import BatchTopKTrainingSAEConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig
+    from sae_lens import (
+        BatchTopKTrainingSAEConfig,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAEConfig,
+    )
 
     common = dict(d_in=d_in, d_sae=d_sae, device=device, dtype="float32",
                   normalize_activations=cfg.normalize_activations)
@@ -179,7 +188,7 @@ def _token_windows(cfg: TrainSaeConfig, tokenizer: Any) -> Any:
     pass over it when it runs out, so a small corpus is seen for several epochs)."""
     from datasets import IterableDataset
 
-    from sae_translate.corpus import iter_documents, pack_windows
+    from sae_translate.extract.corpus import iter_documents, pack_windows
 
     def rows() -> Iterator[dict[str, list[int]]]:
         documents = iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split,

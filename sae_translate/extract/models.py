@@ -13,18 +13,10 @@ from pathlib import Path
 
 import torch
 
+from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """`auto` means cuda when present, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but no CUDA GPU is visible; use --device cpu")
-    return device
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:

@@ -13,8 +13,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
-from sae_translate.models import _first_line, resolve_device
+from sae_translate.extract.models import _first_line
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ def parse_sae_spec(spec: str) -> SaeSpec:
 def load_sae(spec: str, device: str = "auto"):
     """An sae_lens SAE (float32, eval mode) from a spec string."""
     from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import sparsify_disk_loader, sparsify_huggingface_loader
+    from sae_lens.loading.pretrained_sae_loaders import (
+        sparsify_disk_loader,
+        sparsify_huggingface_loader,
+    )
 
     parsed = parse_sae_spec(spec)
     device = resolve_device(device)

@@ -1,0 +1,1 @@
+"""Benchmarks with ground truth: HMM languages and synthetic runs."""
