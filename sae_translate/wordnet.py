@@ -431,53 +431,59 @@ class CategoryIndex:
         eps = self.noise
         # P(word | category) = P(its sense is under the category) / |extension|, mixed with noise
         ratio = np.log((1 - eps) * self.n_words * m / self._ext_size[cols] + eps) - np.log(eps)
-        gain = np.bincount(cols, weights=uw * ratio, minlength=self.n_categories)
-        hit = np.bincount(cols, weights=uw, minlength=self.n_categories)
+        touched, local = np.unique(cols, return_inverse=True)  # only the synsets above these tokens
+        gain = np.bincount(local, weights=uw * ratio, minlength=touched.size)
+        hit = np.bincount(local, weights=uw, minlength=touched.size)
         fit = gain / total + np.log(eps)  # mean log P(word | category) / P(word | vocabulary)
-        score = fit + self._log_prior / total  # with the name prior spread over the words
-        score[~self._proposable] = -np.inf
+        score = fit + self._log_prior[touched] / total  # with the name prior spread over the words
+        proposable = self._proposable[touched]
+        score[~proposable] = -np.inf
         candidates = np.flatnonzero(score > 0)
         if candidates.size == 0:
             return []
         ranked = candidates[np.argsort(-score[candidates], kind="stable")]
-        # the best few distinct extensions, each with every candidate selecting the same tokens
-        keys = list(dict.fromkeys(self._ext_key[ranked[: 8 * top_n]].tolist()))[: 2 * top_n]
-        pool = np.flatnonzero((hit > 0) & self._proposable)  # a synset's fit, unlike its score, ignores its name
-        pool_keys = self._ext_key[pool]
-        chosen = [self._name_for_extension(pool[pool_keys == k], fit) for k in keys]
-        chosen = sorted((c for c in chosen if score[c] > 0), key=lambda c: -score[c])[:top_n]
+        # the best few distinct extensions, each with every synset selecting the same tokens
+        # (a synset's fit, unlike its score, ignores its name)
+        keys = self._ext_key[touched]
+        best_keys = list(dict.fromkeys(keys[ranked[: 8 * top_n]].tolist()))[: 2 * top_n]
+        chosen = []
+        for k in best_keys:
+            group = np.flatnonzero((keys == k) & proposable)
+            chosen.append(self._name_for_extension(touched[group].tolist(), fit[group].tolist(), group.tolist()))
+        chosen = sorted((i for i in chosen if score[i] > 0), key=lambda i: -score[i])[:top_n]
         return [
             Category(
-                synset=self._synsets[c].name(),
-                name=self._name(c),
-                token_ids=self._extension(c),
-                coverage=float(hit[c] / total),
-                precision=float(hit[c] / self._ext_size[c]),
-                score=float(score[c]),
+                synset=self._synsets[touched[i]].name(),
+                name=self._name(touched[i]),
+                token_ids=self._extension(touched[i]),
+                coverage=float(hit[i] / total),
+                precision=float(hit[i] / self._ext_size[touched[i]]),
+                score=float(score[i]),
             )
-            for c in chosen
+            for i in chosen
         ]
 
-    def _name_for_extension(self, members: np.ndarray, fit: np.ndarray) -> int:
-        """One synset for synsets selecting the same tokens. Among the best-fitting one and its
-        hyponyms that fit nearly as well, the most specific with a name people use: an ancestor fits
-        a little better only through the words' other senses (cat -> guy -> organism), which says
-        nothing about the feature."""
-        members = members.tolist()
-        if len(members) == 1:
-            return members[0]
-        group = {self._synsets[c] for c in members}
+    def _name_for_extension(self, columns: list[int], fits: list[float], tags: list[int]) -> int:
+        """The tag of one synset for synsets selecting the same tokens. Among the best-fitting one
+        and its hyponyms that fit nearly as well, the most specific with a name people use: an
+        ancestor fits a little better only through the words' other senses (cat -> guy -> organism),
+        which says nothing about the feature."""
+        if len(columns) == 1:
+            return tags[0]
+        synsets = [self._synsets[c] for c in columns]
+        group = set(synsets)
         # specificity within the group: how many of the other members lie above a synset
-        depth = {c: len(self._up(self._synsets[c]) & group) for c in members}
-        best = max(fit[c] for c in members)
-        top = self._synsets[max((c for c in members if fit[c] >= best - 1e-9), key=depth.__getitem__)]
-        close = [c for c in members if fit[c] >= best - self.tie_nats]
+        depth = [len(self._up(s) & group) for s in synsets]
+        best = max(fits)
+        idx = range(len(columns))
+        top = synsets[max((i for i in idx if fits[i] >= best - 1e-9), key=depth.__getitem__)]
+        close = [i for i in idx if fits[i] >= best - self.tie_nats]
         # down to the most specific hyponym of the best, then up to the first name people use
-        bottom = self._synsets[max((c for c in close if top in self._up(self._synsets[c])), key=depth.__getitem__)]
-        chain = [c for c in close if self._synsets[c] in self._up(bottom)]
-        chain.sort(key=lambda c: (-depth[c], -self._familiarity(self._synsets[c])))
-        familiar = [c for c in chain if self._familiarity(self._synsets[c]) > 0]
-        return (familiar or chain)[0]
+        bottom = synsets[max((i for i in close if top in self._up(synsets[i])), key=depth.__getitem__)]
+        chain = [i for i in close if synsets[i] in self._up(bottom)]
+        chain.sort(key=lambda i: (-depth[i], -self._familiarity(synsets[i])))
+        familiar = [i for i in chain if self._familiarity(synsets[i]) > 0]
+        return tags[(familiar or chain)[0]]
 
 
 def _as_sparse(weights, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
