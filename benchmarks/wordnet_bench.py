@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_translate.wordnet import CategoryIndex, load_wordnet  # noqa: E402
+from sae_translate.label.wordnet import CategoryIndex, load_wordnet  # noqa: E402
 
 WORDS = Path("/usr/share/dict/words")
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from sae_translate.errors import UserError
-from sae_translate.wordnet import (
+from sae_translate.label.wordnet import (
     TOO_GENERAL,
     CategoryIndex,
     category_name,
