@@ -72,7 +72,7 @@ def stage_label(state: PipelineState, section: dict) -> None:
     if scored is not None:
         print(summary_table(scored.summary))
         if scored.world:  # scored against a toy world's ground truth
-            print(concept_kind_table(cfg.db, labelled.run_id, scored.world))
+            print(concept_kind_table(cfg.db, labelled.run_id))
     sql = (f"SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
            f"WHERE run_id = '{labelled.run_id}' ORDER BY score DESC, feature LIMIT 5")
     print(f"   sae-translate query \"{sql}\" --db {cfg.db}")

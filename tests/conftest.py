@@ -24,3 +24,17 @@ def tiny_world_config(out: Path, **overrides) -> WorldBuildConfig:
 def tiny_world(tmp_path_factory) -> World:
     """One tiny toy world for the whole session (model, tokenizer, SAE, corpus)."""
     return build_world(tiny_world_config(tmp_path_factory.mktemp("tiny-world") / "world"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory):
+    """The tiny world extracted: 16k tokens of its corpus through its model and SAE."""
+    from sae_translate.extract.extract import ExtractConfig, extract
+    from sae_translate.store.h5 import RunStore
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    extract(ExtractConfig(model=str(tiny_world.model_dir), sae=str(tiny_world.sae_dir),
+                          dataset=str(tiny_world.corpus_files[0]), out=str(out), tokens=16384, ctx=32,
+                          device="cpu", world=str(tiny_world.dir)))
+    with RunStore.open(out) as run:
+        yield run

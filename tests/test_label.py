@@ -35,7 +35,7 @@ def test_every_alive_feature_gets_a_label_from_every_method(planted, labelled):
     assert result.n_features == len(alive)
     counts = _rows(db, "SELECT method, count(DISTINCT feature) FROM labels WHERE rank = 0 "
                        "GROUP BY method ORDER BY method")
-    assert counts == [(m, len(alive)) for m in sorted(("top-tokens", "logit-lens", "random"))]
+    assert counts == [(m, len(alive)) for m in sorted(("top-tokens", "logit-lens", "constant", "random"))]
     empty = _rows(db, "SELECT count(*) FROM labels WHERE label = ''")[0][0]
     assert empty == 0
 

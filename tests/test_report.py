@@ -82,6 +82,7 @@ def write_ground_truth(run, db: Path, trigger: np.ndarray) -> None:
                 "scorer": ["ground_truth"] * len(rows), "value": np.array(value)},
         summary=summary,
         true_concepts={"feature": np.array(feats, np.int32), "concept": [run.vocab[trigger[f]] for f in feats],
+                       "kind": ["lexical"] * len(feats), "status": ["planted"] * len(feats),
                        "precision": np.full(len(feats), 0.9), "n_firing": np.full(len(feats), 10)},
         methods=methods, scorers=["ground_truth"]))
 
@@ -188,8 +189,9 @@ def test_cards_mark_the_planted_trigger_and_show_labels_and_scores(full_report):
     vocab = syn.run.vocab
     for f in range(syn.run.d_sae):
         card = page.split(f'id="feature-{f}"', 1)[1].split("</section>", 1)[0]
-        label = run_query(f"SELECT label FROM labels WHERE feature = {f} AND method = 'top-tokens'", db).rows[0][0]
-        assert f"<td>{label}</td>" in card
+        label, kind = run_query(f"SELECT label, rule_kind FROM labels WHERE feature = {f} AND method = 'top-tokens'",
+                                db).rows[0]
+        assert f'<td>{label} <span class="rule">{kind.replace("_", " ")}</span></td>' in card
         assert "Top activations" in card and "Across activation quantiles" in card
         fired = re.findall(r'class="tok fire"[^>]*>([^<]*)</span>', card)
         # the trigger is the most common firing token in the feature's windows

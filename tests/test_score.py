@@ -8,10 +8,24 @@ import numpy as np
 import pytest
 
 from sae_translate.bench.synthetic import make_synthetic_run
-from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
+from sae_translate.label import (
+    LABELERS,
+    Label,
+    LabelConfig,
+    label_run,
+    register_labeler,
+)
+from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.examples import HeldoutSlice
+from sae_translate.label.rules import Context, Rule, Selector
 from sae_translate.score import ScoreConfig, score_run
-from sae_translate.score.ground_truth import names_concept, true_concepts
+from sae_translate.score.ground_truth import (
+    PLANTED,
+    SPLIT,
+    concept_membership,
+    f1,
+    planted_concepts,
+)
 from sae_translate.score.simulation import (
     detection_scores,
     label_terms,
@@ -66,7 +80,7 @@ def scored(clean_run, tmp_path_factory):
 
     @register_labeler("exact")
     def exact(ctx):
-        return [[vocab[trigger[f]]] for f in ctx.features]
+        return [[Label(vocab[trigger[f]], Rule.tokens([vocab[trigger[f]]]))] for f in ctx.features]
 
     try:
         db = tmp_path_factory.mktemp("db") / "labels.duckdb"
@@ -105,19 +119,6 @@ def test_scores_stored_once_per_feature_and_rescoring_replaces(scored, clean_run
         assert mean == pytest.approx(summary[method, scorer].mean)
 
 
-def test_names_concept():
-    cfg = load_world_config()
-    animal, after_number = cfg.concept("animal"), cfg.concept("after_number")
-    assert names_concept("animals", animal)
-    assert names_concept("creature", animal)
-    assert names_concept("cat, dog, horse", animal)
-    assert names_concept("cat, dog, car, boat", animal)     # half the items are members
-    assert not names_concept("cat, car, boat", animal)
-    assert not names_concept("number", animal)
-    assert names_concept("things after a number", after_number)
-    assert not names_concept("two, three", after_number)   # members only count for lexical concepts
-
-
 def test_true_concepts_on_a_world_corpus(tmp_path):
     """Features planted on concepts recover them; a noise feature has no dominant concept."""
     cfg = load_world_config()
@@ -139,9 +140,36 @@ def test_true_concepts_on_a_world_corpus(tmp_path):
                         attrs={"d_sae": dense.shape[1], "config": "{}"})
     run = written if isinstance(written, RunStore) else RunStore.open(written)
     data = HeldoutSlice.load(run, run.heldout_seqs)
-    found = true_concepts(data, vocab, cfg.concept_names, partial(tag_words, cfg),
-                          np.arange(dense.shape[1]), min_precision=0.5, min_firings=5)
-    # generated tags match re-tagging the words for lexical concepts and most contextual ones
-    assert found.feature.tolist() == list(range(len(planted)))
-    assert found.concept == planted
-    assert (found.precision > 0.9).all()
+    names = list(cfg.concept_names)
+    member = concept_membership(data, vocab, names, partial(tag_words, cfg))
+    found = planted_concepts(data, member, names, np.arange(dense.shape[1]), min_precision=0.5, min_firings=5)
+    # each planted feature recovers its concept; the one firing anywhere is split across concepts
+    assert found.feature.tolist() == list(range(len(planted) + 1))
+    assert found.concept[:len(planted)] == planted and found.status == [PLANTED] * len(planted) + [SPLIT]
+    assert (found.precision[:len(planted)] > 0.9).all()
+
+    # extensional ground truth: the rule stating the concept selects its tokens
+    evaluator, _ = rule_evaluator(vocab)
+    view = evaluator.view(data.tokens)
+    animal = names.index("animal")
+    all_animals = Rule.tokens(cfg.concept("animal").words)
+    assert f1(evaluator.select(all_animals, view).reshape(-1), member[:, animal]) == pytest.approx(1.0)
+    two = Rule.tokens(cfg.concept("animal").words[:2])
+    assert 0 < f1(evaluator.select(two, view).reshape(-1), member[:, animal]) < 0.5
+    quote = Rule(context=Context("inside", delimiters=("“", "”")))
+    assert f1(evaluator.select(quote, view).reshape(-1), member[:, names.index("inside_quote")]) > 0.95
+    after_number = Rule(context=Context("after", of=Selector(tokens=tuple(cfg.concept("number").words))))
+    assert f1(evaluator.select(after_number, view).reshape(-1), member[:, names.index("after_number")]) > 0.95
+
+
+def test_planted_concept_is_the_narrowest_of_equal_precision():
+    """A feature on city words is a city feature, not a place feature, though every city is a
+    place too; two concepts tagging exactly the same tokens are a tie."""
+    member = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=bool)  # city, place, other
+    data = HeldoutSlice(seqs=np.array([0]), tokens=np.zeros((1, 4), np.int32), ctx=4, d_sae=2,
+                        token_index=np.array([0, 1, 0, 1]), feature=np.array([0, 0, 1, 1], np.int32),
+                        value=np.ones(4, np.float32), _keys=np.array([0, 1, 2, 3]))
+    found = planted_concepts(data, member, ["city", "place", "other"], np.array([0, 1]), 0.5, 1)
+    assert found.concept[0] == "city" and found.status[0] == PLANTED
+    tie = planted_concepts(data, member[:, [0, 0, 2]], ["a", "b", "other"], np.array([0]), 0.5, 1)
+    assert tie.status == ["tie"] and tie.concept == ["a | b"]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sae_translate.errors import UserError
 from sae_translate.label.examples import ExampleConfig
+from sae_translate.label.rules import Rule
 from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
 
-BASELINES = ("top-tokens", "logit-lens", "random")
+BASELINES = ("top-tokens", "logit-lens", "constant", "random")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class LabelConfig:
     seed: int = 0
     device: str = "auto"
     # scorers run right after labelling by score.label_and_score (empty: label only)
-    scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth")
+    scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
     world: str = ""                    # toy-world dir for ground truth; "" = the run's own
 
     @property
@@ -56,18 +58,28 @@ class LabelResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Label:
+    """A label's text and the rule it states (None for free text: scorers then match its words)."""
+
+    text: str
+    rule: Rule | None = None
+
+
 @dataclass
 class LabelContext:
-    """What a labeller may use. ``labels`` holds methods already computed in this call."""
+    """What a labeller may use. ``labels`` holds methods already computed in this call, ``shared``
+    what one method built that others reuse (the describer)."""
 
     run: RunStore
     features: np.ndarray               # int64 alive features, ascending
     cfg: LabelConfig
     rng: np.random.Generator
-    labels: dict[str, list[list[str]]] = field(default_factory=dict)
+    labels: dict[str, list[list[Label]]] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
-Labeler = Callable[[LabelContext], list[list[str]]]
+Labeler = Callable[[LabelContext], list[list[Label]] | list[list[str]]]
 LABELERS: dict[str, Labeler] = {}
 
 

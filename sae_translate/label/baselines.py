@@ -10,19 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from sae_translate.errors import UserError
-from sae_translate.label.base import LabelContext, register_labeler
-from sae_translate.label.examples import token_text
+from sae_translate.label.base import Label, LabelContext, register_labeler
+from sae_translate.label.rules import Rule
 from sae_translate.store.h5 import RunStore
 
 
-def join_tokens(tokens: list[str]) -> str:
-    """Baseline labels list their tokens separated by ', ' (parsed back by the scorers)."""
-    seen: list[str] = []
-    for t in tokens:
-        text = token_text(t)
-        if text not in seen:
-            seen.append(text)
-    return ", ".join(seen)
+def token_set_label(tokens: list[str]) -> Label:
+    """A token-set rule and its text ("apple, pear")."""
+    rule = Rule.tokens(tokens)
+    return Label(rule.text(), rule)
 
 
 def gather_tokens(run: RunStore, positions: np.ndarray, block_seqs: int = 4096) -> np.ndarray:
@@ -47,7 +43,7 @@ def gather_tokens(run: RunStore, positions: np.ndarray, block_seqs: int = 4096) 
 
 
 @register_labeler("top-tokens")
-def top_tokens_labels(ctx: LabelContext) -> list[list[str]]:
+def top_tokens_labels(ctx: LabelContext) -> list[list[Label]]:
     """Most frequent tokens among each feature's top train activations (ties: by summed activation).
 
     The first token is always named; later ones only if they occur at least twice, so one-off
@@ -69,11 +65,11 @@ def top_tokens_labels(ctx: LabelContext) -> list[list[str]]:
     vocab = run.vocab
     for r, t in zip(urow[keep].tolist(), utok[keep].tolist()):
         per_feature[r].append(vocab[t])
-    return [[join_tokens(toks)] if toks else [""] for toks in per_feature]
+    return [[token_set_label(toks)] if toks else [Label("<none>")] for toks in per_feature]
 
 
 @register_labeler("logit-lens")
-def logit_lens_labels(ctx: LabelContext) -> list[list[str]]:
+def logit_lens_labels(ctx: LabelContext) -> list[list[Label]]:
     """Top tokens of W_dec[f] @ W_U, as stored in the run."""
     lens = ctx.run.logit_lens_tokens
     if lens is None:
@@ -81,16 +77,28 @@ def logit_lens_labels(ctx: LabelContext) -> list[list[str]]:
                         "or re-extract the run")
     vocab = ctx.run.vocab
     rows = np.asarray(lens[ctx.features, :ctx.cfg.label_tokens]).tolist()
-    return [[join_tokens([vocab[t] for t in row if 0 <= t < len(vocab)])] for row in rows]
+    return [[token_set_label([vocab[t] for t in row if 0 <= t < len(vocab)])] for row in rows]
 
 
 @register_labeler("random")
-def random_labels(ctx: LabelContext) -> list[list[str]]:
+def random_labels(ctx: LabelContext) -> list[list[Label]]:
     """Each feature gets another feature's top-tokens label (a random derangement)."""
     source = ctx.labels.get("top-tokens") or top_tokens_labels(ctx)
     n = len(source)
     perm = ctx.rng.permutation(n)
-    out: list[list[str]] = [[""] for _ in range(n)]
+    out: list[list[Label]] = [[Label("<none>")] for _ in range(n)]
     for i in range(n):  # a cycle through perm: nobody keeps its own label when n > 1
         out[perm[i]] = source[perm[(i + 1) % n]][:1]
     return out
+
+
+@register_labeler("constant")
+def constant_labels(ctx: LabelContext) -> list[list[Label]]:
+    """One rule for every feature, the most frequent word of the train split's first sequences:
+    the floor for any score that matches label text to a name."""
+    run = ctx.run
+    tokens = np.asarray(run.tokens(run.train_seqs[: max(1, 262_144 // run.ctx)])).reshape(-1)
+    counts = np.bincount(tokens[tokens >= 0], minlength=len(run.vocab))
+    words = [i for i in np.argsort(-counts, kind="stable").tolist() if any(c.isalnum() for c in run.vocab[i])]
+    label = token_set_label([run.vocab[words[0] if words else int(counts.argmax())]])
+    return [[label] for _ in ctx.features]

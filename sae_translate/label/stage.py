@@ -12,7 +12,13 @@ from datetime import datetime, timezone
 import numpy as np
 
 from sae_translate.errors import UserError
-from sae_translate.label.base import LabelConfig, LabelContext, LabelResult, get_labeler
+from sae_translate.label.base import (
+    Label,
+    LabelConfig,
+    LabelContext,
+    LabelResult,
+    get_labeler,
+)
 from sae_translate.label.examples import (
     KINDS,
     ExampleSet,
@@ -54,15 +60,17 @@ def example_rows(run: RunStore, data: HeldoutSlice, ex: ExampleSet, window: int)
             "start": ex.start, "stop": ex.stop}
 
 
-def label_rows(features: np.ndarray, labels: dict[str, list[list[str]]]) -> dict[str, list]:
-    out: dict[str, list] = {"feature": [], "method": [], "label": [], "rank": []}
+def label_rows(features: np.ndarray, labels: dict[str, list[list[Label]]]) -> dict[str, list]:
+    out: dict[str, list] = {"feature": [], "method": [], "label": [], "rank": [], "rule_kind": [], "rule": []}
     for method, per_feature in labels.items():
         for f, candidates in zip(features.tolist(), per_feature):
-            for rank, text in enumerate(candidates):
+            for rank, label in enumerate(candidates):
                 out["feature"].append(f)
                 out["method"].append(method)
-                out["label"].append(text)
+                out["label"].append(label.text)
                 out["rank"].append(rank)
+                out["rule_kind"].append(label.rule.kind if label.rule is not None else None)
+                out["rule"].append(label.rule.to_json() if label.rule is not None else None)
     return out
 
 
@@ -80,7 +88,8 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     ctx = LabelContext(run=run, features=features, cfg=cfg, rng=np.random.default_rng(cfg.seed))
     # random borrows top-tokens labels, so compute those first when both are asked for
     for method in sorted(labelers, key=lambda m: m == "random"):
-        candidates = labelers[method](ctx)
+        # a method may give plain strings: free-text labels, scored by the words they name
+        candidates = [[c if isinstance(c, Label) else Label(str(c)) for c in cs] for cs in labelers[method](ctx)]
         if len(candidates) != len(features) or any(not c for c in candidates):
             raise RuntimeError(f"label method {method} must give >= 1 label per alive feature")
         ctx.labels[method] = candidates

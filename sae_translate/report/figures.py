@@ -60,7 +60,7 @@ class LabelTables:
     summary: list[tuple[str, str, float | None, int, int]]  # method, scorer, mean, n, excluded
     concepts: dict[int, tuple[str, float]]                # feature -> (true concept, precision)
     best: dict[int, tuple[str, str, float]]               # feature -> (method, label, score)
-    labels: dict[int, dict[str, list[str]]]               # card feature -> method -> candidates
+    labels: dict[int, dict[str, list[tuple[str, str | None]]]]  # card feature -> method -> (label, rule kind)
     examples: dict[str, np.ndarray]                       # card windows: feature, kind, rank, ...
 
     @property
@@ -97,12 +97,12 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
         summary = con.execute("SELECT method, scorer, mean, n_scored, n_excluded FROM score_summary "
                               "WHERE run_id = ? ORDER BY method, scorer", [run_id]).fetchall()
         concepts = con.execute("SELECT feature, concept, precision FROM true_concepts "
-                               "WHERE run_id = ?", [run_id]).fetchall()
+                               "WHERE run_id = ? AND status = 'planted'", [run_id]).fetchall()
         best = con.execute("SELECT feature, method, label, score FROM best_labels WHERE run_id = ?",
                            [run_id]).fetchall()
         feats = [int(f) for f in card_features]
         label_rows = con.execute(
-            "SELECT feature, method, label FROM labels WHERE run_id = ? AND feature IN "
+            "SELECT feature, method, label, rule_kind FROM labels WHERE run_id = ? AND feature IN "
             "(SELECT unnest(?::INTEGER[])) ORDER BY feature, method, rank", [run_id, feats]).fetchall()
         examples = con.execute(
             "SELECT feature, kind, rank, activation, seq, start, stop FROM examples "
@@ -112,9 +112,9 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
         raise UserError(f"cannot read {db}: {str(e).splitlines()[0]}; is it a label database?") from e
     finally:
         con.close()
-    labels: dict[int, dict[str, list[str]]] = {}
-    for f, method, text in label_rows:
-        labels.setdefault(int(f), {}).setdefault(method, []).append(text)
+    labels: dict[int, dict[str, list[tuple[str, str | None]]]] = {}
+    for f, method, text, kind in label_rows:
+        labels.setdefault(int(f), {}).setdefault(method, []).append((text, kind))
     return LabelTables(
         db=db, run_id=run_id,
         scores={k: np.asarray(v) for k, v in scores.items()},
@@ -500,13 +500,19 @@ def activation_histogram(run: RunStore, feature: int) -> go.Figure | None:
     return fig
 
 
+def _label_html(text: str, kind: str | None) -> str:
+    """A label's text with the kind of rule it states (token set, category, context, in context)."""
+    badge = f' <span class="rule">{html.escape(kind.replace("_", " "))}</span>' if kind else ""
+    return html.escape(text) + badge
+
+
 def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | None,
               windows: Windows, joiner: str) -> str:
     stats = run.stats
     count, freq = int(stats.count[feature]), float(stats.frequency[feature])
     fmax, mean = float(stats.max[feature]), float(stats.mean[feature])
     labels = tables.labels.get(feature, {}) if tables else {}
-    search = " ".join([str(feature)] + [lab for cands in labels.values() for lab in cands[:1]])
+    search = " ".join([str(feature)] + [lab for cands in labels.values() for lab, _ in cands[:1]])
     parts = [f'<section class="card" id="feature-{feature}" data-search="{html.escape(search.lower())}">',
              f"<h3>Feature {feature}</h3>",
              f'<p class="meta">{count:,} firings · frequency {freq:.3g} · max {fmax:.3g} · '
@@ -523,8 +529,8 @@ def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | Non
         rows = []
         for method in sorted(labels):
             cands = labels[method]
-            label = html.escape(cands[0]) + "".join(
-                f'<div class="alt">{html.escape(c)}</div>' for c in cands[1:4])
+            label = _label_html(*cands[0]) + "".join(
+                f'<div class="alt">{_label_html(*c)}</div>' for c in cands[1:4])
             vals = [s["value"][mine & (s["method"] == method) & (s["scorer"] == sc)] for sc in scorers]
             rows.append([method, label, *[_cell(float(v[0])) if len(v) else "–" for v in vals]])
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", "label", *scorers])

@@ -40,6 +40,7 @@ from sae_translate.report.figures import (
 from sae_translate.store.h5 import RunStore
 
 CSS = """
+.rule { font-size: 0.75em; color: #555; background: #eef; border-radius: 3px; padding: 0 4px; }
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
 padding:0 20px 60px;color:#222}
 h1{margin-top:24px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}

@@ -1,4 +1,6 @@
-"""The token-match simulator behind the detection and simulation scorers.
+"""The simulator behind the detection and simulation scorers: which tokens a label selects.
+
+A label with a rule runs it (``label/rules.py``); free text falls back to token match:
 
 A label's terms: the label split at ", " into items; an item with letters or digits gives its
 words (minus stopwords, unless it has nothing else) and the item itself; an item without gives
@@ -13,6 +15,7 @@ import re
 import numpy as np
 
 from sae_translate.label.examples import token_text
+from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
 
 STOPWORDS = frozenset(
     "a an the of and or in on at to for with by from is are was were be as it its this that "
@@ -102,3 +105,22 @@ def simulation_scores(matches: np.ndarray, acts: np.ndarray, token_valid: np.nda
         vy = (y * y).sum(1) / n - my * my
         r = cov / np.sqrt(vx * vy)
     return np.where((vx > 1e-12) & (vy > 1e-12), np.clip(r, -1, 1), 0.0)
+
+
+def rule_matches(rules: list[Rule | None], texts: list[str], evaluator: RuleEvaluator, view: TokenView,
+                 cells: np.ndarray, vocab: list[str]) -> np.ndarray:
+    """bool [F, K, W]: the tokens each feature's label selects in its windows. ``cells`` holds the
+    windows' token indices into ``view`` (-1 = padding). A label with a rule runs it over the whole
+    sequence (so context from before the window counts); one without matches its words."""
+    ctx = view.tokens.shape[1]
+    out = np.zeros(cells.shape, dtype=bool)
+    valid = cells >= 0
+    safe = np.where(valid, cells, 0)
+    free = [f for f, r in enumerate(rules) if r is None]
+    if free:
+        tokens = np.where(valid[free], view.tokens.reshape(-1)[safe[free]], -1)
+        out[free] = token_matches([texts[f] for f in free], vocab, tokens)
+    for f, rule in enumerate(rules):
+        if rule is not None:
+            out[f] = evaluator.select(rule, view, safe[f] // ctx, safe[f] % ctx) & valid[f]
+    return out

@@ -11,16 +11,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sae_translate.errors import UserError
 from sae_translate.label import LabelConfig, LabelResult, label_run
+from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.examples import HeldoutSlice, heldout_seqs_for
+from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
 from sae_translate.score.embedding import EmbeddingCache, embedding_scores
-from sae_translate.score.ground_truth import names_concept, true_concepts
+from sae_translate.score.ground_truth import (
+    PlantedConcepts,
+    concept_membership,
+    concept_phrases,
+    f1,
+    name_match,
+    planted_concepts,
+)
 from sae_translate.score.simulation import (
     detection_scores,
+    rule_matches,
     simulation_scores,
     token_matches,
 )
@@ -29,7 +40,7 @@ from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
 from sae_translate.world.build import load_world
 
-SCORERS = ("embedding", "detection", "simulation", "ground_truth")
+SCORERS = ("embedding", "detection", "simulation", "ground_truth", "name_match")
 
 
 @dataclass
@@ -66,20 +77,26 @@ class ScoreResult:
 
 
 
-def _read_stage_inputs(cfg: ScoreConfig, run_id: str) -> tuple[dict[str, dict[int, str]], dict]:
+@dataclass(frozen=True)
+class StoredLabel:
+    text: str
+    rule: Rule | None
+
+
+def _read_stage_inputs(cfg: ScoreConfig, run_id: str) -> tuple[dict[str, dict[int, StoredLabel]], dict]:
     con = label_db.connect_readonly(cfg.db)
     try:
         labels = con.execute(
-            "SELECT method, feature, label FROM labels WHERE run_id = ? AND rank = 0 "
+            "SELECT method, feature, label, rule FROM labels WHERE run_id = ? AND rank = 0 "
             "ORDER BY method, feature", [run_id]).fetchall()
         ex = con.execute(
             "SELECT feature, kind, seq, start, stop FROM examples "
             "WHERE run_id = ? AND kind IN ('quantile', 'random')", [run_id]).fetchnumpy()
     finally:
         con.close()
-    by_method: dict[str, dict[int, str]] = {}
-    for method, feature, label in labels:
-        by_method.setdefault(method, {})[feature] = label
+    by_method: dict[str, dict[int, StoredLabel]] = {}
+    for method, feature, label, rule in labels:
+        by_method.setdefault(method, {})[feature] = StoredLabel(label, Rule.from_json(rule) if rule else None)
     if not by_method:
         raise UserError(f"no labels for run {run_id!r} in {cfg.db}; run "
                         f"`sae-translate label --run {cfg.run}` first")
@@ -93,37 +110,57 @@ def _summary(method: str, scorer: str, values: np.ndarray, n_labelled: int) -> S
     return ScoreSummary(method, scorer, mean, int(ok.sum()), n_labelled - int(ok.sum()))
 
 
+@dataclass
+class GroundTruth:
+    """A toy world's tags of the held-out slice and each judged feature's planted concept."""
+
+    world: Any
+    member: np.ndarray  # bool [slice tokens, concepts]
+    planted: PlantedConcepts
+    column: dict[str, int]
+
+
 def score_run(cfg: ScoreConfig) -> ScoreResult:
     """Score every method's labels of a run on held-out windows; store scores and summaries."""
     t0 = time.perf_counter()
     unknown = set(cfg.scorers) - set(SCORERS)
     if unknown:
         raise UserError(f"unknown scorer {sorted(unknown)[0]!r}; choose from {', '.join(SCORERS)}")
-    run = RunStore.open(cfg.run)
+    with RunStore.open(cfg.run) as run:
+        return _score(run, cfg, t0)
+
+
+def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
     run_id = cfg.run_id or run.dir.name
     by_method, rows = _read_stage_inputs(cfg, run_id)
     methods = [m for m in (cfg.methods or sorted(by_method)) if m in by_method]
     if cfg.methods and len(methods) < len(cfg.methods):
         missing = sorted(set(cfg.methods) - set(methods))
         raise UserError(f"run {run_id!r} has no labels from {', '.join(missing)}; label it first")
+    scorers = set(cfg.scorers)
 
     world = None
     world_dir = cfg.world or str(run.attrs.get("world", "") or "")
-    if "ground_truth" in cfg.scorers and world_dir:
+    if scorers & {"ground_truth", "name_match"} and world_dir:
         world = load_world(world_dir)
     gt_seqs = heldout_seqs_for(run, cfg.max_heldout_tokens) if world is not None else np.zeros(0, np.int64)
     data = HeldoutSlice.load(run, np.union1d(rows["seq"].astype(np.int64), gt_seqs))
     sset = load_scoring_set(run, data, rows)
-    window_emb, embeddings = None, None
-    if "embedding" in cfg.scorers:
-        embeddings = EmbeddingCache(cfg.device, cfg.batch_size)
-        embeddings.add([by_method[m].get(int(f), "") for m in methods for f in sset.features])
+    needs_rules = bool(scorers & {"detection", "simulation"}) or world is not None
+    evaluator = rule_evaluator(run.vocab)[0] if needs_rules else None
+    view = evaluator.view(data.tokens) if evaluator is not None else None
+    embeddings = EmbeddingCache(cfg.device, cfg.batch_size) if scorers & {"embedding", "name_match"} else None
+    window_emb = None
+    if "embedding" in scorers and embeddings is not None:
+        embeddings.add([by_method[m][int(f)].text for m in methods for f in sset.features if int(f) in by_method[m]])
         window_emb = embeddings(sset.window_texts)
-    concepts = None
+    truth = None
     if world is not None:
+        names = list(world.config.concept_names)
+        member = concept_membership(data, run.vocab, names, world.tag_words)
         labelled = np.array(sorted({f for m in methods for f in by_method[m]}), dtype=np.int64)
-        concepts = true_concepts(data, run.vocab, world.config.concept_names, world.tag_words,
-                                 labelled, cfg.min_concept_precision, cfg.min_concept_firings)
+        planted = planted_concepts(data, member, names, labelled, cfg.min_concept_precision, cfg.min_concept_firings)
+        truth = GroundTruth(world, member, planted, {n: i for i, n in enumerate(names)})
 
     score_cols: dict[str, list] = {"feature": [], "method": [], "scorer": [], "value": []}
     summary: list[ScoreSummary] = []
@@ -136,33 +173,46 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
         score_cols["value"].extend(values[ok].astype(float).tolist())
         summary.append(_summary(method, scorer, values, n_labelled))
 
+    missing = StoredLabel("", None)
     for method in methods:
         labels = by_method[method]
         n_labelled = len(labels)
-        texts = [labels.get(int(f), "") for f in sset.features]
-        if {"detection", "simulation"} & set(cfg.scorers):
-            matches = token_matches(texts, run.vocab, sset.tokens)
-            if "detection" in cfg.scorers:
+        stored = [labels.get(int(f), missing) for f in sset.features]
+        texts = [x.text for x in stored]
+        if scorers & {"detection", "simulation"}:
+            assert evaluator is not None and view is not None
+            matches = rule_matches([x.rule for x in stored], texts, evaluator, view, sset.cells, run.vocab)
+            if "detection" in scorers:
                 add(method, "detection", sset.features,
                     detection_scores(matches, sset.activating, sset.valid), n_labelled)
-            if "simulation" in cfg.scorers:
+            if "simulation" in scorers:
                 token_valid = (sset.tokens >= 0) & sset.valid[:, :, None]
                 add(method, "simulation", sset.features,
                     simulation_scores(matches, sset.acts, token_valid), n_labelled)
-        if embeddings is not None:
+        if "embedding" in scorers and embeddings is not None and window_emb is not None:
             add(method, "embedding", sset.features,
                 embedding_scores(embeddings(texts), sset, window_emb), n_labelled)
-        if concepts is not None:
-            by_feature = dict(zip(concepts.feature.tolist(), concepts.concept))
-            feats = np.array([f for f in concepts.feature.tolist() if f in labels], dtype=np.int64)
-            values = np.array([float(names_concept(labels[f], world.config.concept(by_feature[f])))
-                               for f in feats.tolist()])
-            add(method, "ground_truth", feats, values, n_labelled)
+        if truth is not None:
+            planted = {f: c for f, c in truth.planted.planted().items() if f in labels}
+            feats = np.array(sorted(planted), dtype=np.int64)
+            if "ground_truth" in scorers:
+                assert evaluator is not None and view is not None
+                values = extensional_f1([labels[f] for f in feats.tolist()], [truth.column[planted[f]] for f in feats.tolist()],
+                                        truth.member, evaluator, view, run.vocab)
+                add(method, "ground_truth", feats, values, n_labelled)
+            if "name_match" in scorers and embeddings is not None:
+                phrases, owner = concept_phrases(truth.world.config.concepts)
+                values = name_match(embeddings([labels[f].text for f in feats.tolist()]), embeddings(phrases), owner,
+                                    np.array([truth.column[planted[f]] for f in feats.tolist()], dtype=np.int64))
+                add(method, "name_match", feats, values, n_labelled)
 
     concept_rows = None
-    if concepts is not None:
-        concept_rows = {"feature": concepts.feature.astype(np.int32), "concept": concepts.concept,
-                        "precision": concepts.precision, "n_firing": concepts.n_firing}
+    if truth is not None:
+        kinds = {c.name: c.kind for c in truth.world.config.concepts}
+        p = truth.planted
+        concept_rows = {"feature": p.feature.astype(np.int32), "concept": p.concept,
+                        "kind": [kinds.get(c, "") for c in p.concept], "status": p.status,
+                        "precision": p.precision, "n_firing": p.n_firing}
     summary_rows = {"method": [s.method for s in summary], "scorer": [s.scorer for s in summary],
                     "mean": [s.mean for s in summary], "n_scored": [s.n_scored for s in summary],
                     "n_excluded": [s.n_excluded for s in summary]}
@@ -174,6 +224,22 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
         scorers=list(cfg.scorers)))
     return ScoreResult(run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0,
                        world_dir if world is not None else "")
+
+
+def extensional_f1(labels: list[StoredLabel], concepts: list[int], member: np.ndarray, evaluator: RuleEvaluator,
+                   view: TokenView, vocab: list[str]) -> np.ndarray:
+    """F1 of each label's selection over the whole held-out slice against its concept's tokens."""
+    cache: dict[str, np.ndarray] = {}
+    out = np.zeros(len(labels))
+    for i, (label, c) in enumerate(zip(labels, concepts)):
+        key = label.rule.to_json() if label.rule is not None else "text:" + label.text
+        if key not in cache:
+            if label.rule is not None:
+                cache[key] = evaluator.select(label.rule, view).reshape(-1)
+            else:
+                cache[key] = token_matches([label.text], vocab, view.tokens[None])[0].reshape(-1)
+        out[i] = f1(cache[key], member[:, c])
+    return out
 
 
 def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
@@ -202,32 +268,37 @@ def summary_table(summary: list[ScoreSummary]) -> str:
     return "\n".join(lines)
 
 
-def concept_kind_table(db: str | Path, run_id: str, world_dir: str) -> str:
-    """Ground truth and embedding AUROC per method, split by the kind of the features' true
-    concepts (lexical: token identity suffices; contextual: it does not)."""
-    kinds = {c.name: c.kind for c in load_world(world_dir).config.concepts}
+def concept_kind_table(db: str | Path, run_id: str) -> str:
+    """Ground truth, name match and embedding AUROC per method over the features with a planted
+    concept: all of them, then split by the concept's kind (lexical: token identity suffices;
+    contextual: it does not)."""
     con = label_db.connect_readonly(db)
     try:
         rows = con.execute(
-            "SELECT s.method, t.concept, s.scorer, s.value FROM scores s JOIN true_concepts t "
-            "ON s.run_id = t.run_id AND s.feature = t.feature "
-            "WHERE s.run_id = ? AND s.scorer IN ('ground_truth', 'embedding')", [run_id]).fetchall()
+            "SELECT s.method, t.kind, s.scorer, avg(s.value), count(*) FROM scores s JOIN true_concepts t "
+            "ON s.run_id = t.run_id AND s.feature = t.feature AND t.status = 'planted' "
+            "WHERE s.run_id = ? AND s.scorer IN ('ground_truth', 'name_match', 'embedding') "
+            "GROUP BY ALL UNION ALL "
+            "SELECT s.method, 'all', s.scorer, avg(s.value), count(*) FROM scores s JOIN true_concepts t "
+            "ON s.run_id = t.run_id AND s.feature = t.feature AND t.status = 'planted' "
+            "WHERE s.run_id = ? AND s.scorer IN ('ground_truth', 'name_match', 'embedding') GROUP BY ALL",
+            [run_id, run_id]).fetchall()
+        status = dict(con.execute("SELECT status, count(*) FROM true_concepts WHERE run_id = ? GROUP BY ALL",
+                                  [run_id]).fetchall())
     finally:
         con.close()
-    cells: dict[tuple[str, str, str], list[float]] = {}
-    for method, concept, scorer, value in rows:
-        cells.setdefault((method, kinds.get(concept, "lexical"), scorer), []).append(value)
+    cells = {(m, k, sc): (v, n) for m, k, sc, v, n in rows}
     methods = list(dict.fromkeys(m for m, *_ in sorted(rows)))
-    columns = [(k, sc) for k in ("lexical", "contextual") for sc in ("ground_truth", "embedding")]
+    short = {"ground_truth": "gt", "name_match": "name", "embedding": "emb"}
+    columns = [(k, sc) for k in ("all", "lexical", "contextual") for sc in ("ground_truth", "name_match", "embedding")]
     width = max([len("method")] + [len(m) for m in methods])
-    head = ["method".ljust(width)] + [f"{k[:4]} {'gt' if sc == 'ground_truth' else 'emb'}".rjust(10)
-                                      for k, sc in columns]
-    n = {k: max([len(cells.get((m, k, "ground_truth"), [])) for m in methods], default=0)
-         for k in ("lexical", "contextual")}
-    lines = [f"   by concept kind ({n['lexical']} lexical, {n['contextual']} contextual features)",
-             "  ".join(head)]
+    n = {k: max([cells.get((m, k, "ground_truth"), (0, 0))[1] for m in methods], default=0)
+         for k in ("all", "lexical", "contextual")}
+    lines = [f"   features with a planted concept: {n['all']} ({n['lexical']} lexical, {n['contextual']} contextual); "
+             f"{status.get('tie', 0)} tied between concepts and {status.get('split', 0)} split across concepts "
+             "are not scored",
+             "  ".join(["method".ljust(width)] + [f"{k[:4]} {short[sc]}".rjust(9) for k, sc in columns])]
     for m in methods:
         vals = [cells.get((m, k, sc)) for k, sc in columns]
-        lines.append("  ".join([m.ljust(width)] + [("n/a" if not v else f"{np.mean(v):.3f}").rjust(10) for v in vals]))
+        lines.append("  ".join([m.ljust(width)] + [("n/a" if v is None else f"{v[0]:.3f}").rjust(9) for v in vals]))
     return "\n".join(lines)
-

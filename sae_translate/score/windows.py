@@ -21,6 +21,7 @@ class ScoringSet:
     valid: np.ndarray         # bool [F, K]
     window_id: np.ndarray     # int64 [F, K]: index into window_texts (-1 = padding)
     window_texts: list[str]   # unique windows as plain text
+    cells: np.ndarray         # int64 [F, K, W]: token index in the held-out slice (-1 = padding)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray, valid: np.ndarray,
@@ -69,7 +70,9 @@ def load_scoring_set(run: RunStore, data: HeldoutSlice, rows: dict[str, np.ndarr
     F = len(features)
     out = ScoringSet(features, np.full((F, k_max, width), -1, np.int32),
                      np.zeros((F, k_max, width), np.float32), np.zeros((F, k_max), bool),
-                     np.zeros((F, k_max), bool), np.full((F, k_max), -1, np.int64), window_texts)
+                     np.zeros((F, k_max), bool), np.full((F, k_max), -1, np.int64), window_texts,
+                     np.full((F, k_max, width), -1, np.int64))
+    out.cells[f_idx, slot] = grid
     out.tokens[f_idx, slot] = ids
     out.acts[f_idx, slot] = acts
     out.activating[f_idx, slot] = activating

@@ -33,7 +33,7 @@ import pyarrow as pa
 from sae_translate.errors import UserError
 
 DEFAULT_DB = Path("stores/labels.duckdb")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS features(
     run_id VARCHAR, feature INTEGER, alive BOOLEAN, count BIGINT, frequency DOUBLE,
     max_activation REAL, mean_activation REAL, heldout_windows BIGINT);
 CREATE TABLE IF NOT EXISTS labels(
-    run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, rank INTEGER);
+    run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, rank INTEGER,
+    rule_kind VARCHAR, rule JSON);
 CREATE TABLE IF NOT EXISTS examples(
     run_id VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, activation REAL, text VARCHAR,
     seq BIGINT, start INTEGER, stop INTEGER);
@@ -58,9 +59,10 @@ CREATE TABLE IF NOT EXISTS score_summary(
     run_id VARCHAR, method VARCHAR, scorer VARCHAR, mean DOUBLE, n_scored BIGINT,
     n_excluded BIGINT);
 CREATE TABLE IF NOT EXISTS true_concepts(
-    run_id VARCHAR, feature INTEGER, concept VARCHAR, precision DOUBLE, n_firing BIGINT);
+    run_id VARCHAR, feature INTEGER, concept VARCHAR, kind VARCHAR, status VARCHAR,
+    precision DOUBLE, n_firing BIGINT);
 CREATE OR REPLACE VIEW best_labels AS
-    SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
+    SELECT l.run_id, l.feature, l.method, l.label, l.rule_kind, s.value AS score
     FROM labels l JOIN scores s
       ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
     WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = '{RANKING_SCORER}'
@@ -74,12 +76,12 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
              "created_at", "config"),
     "features": ("run_id", "feature", "alive", "count", "frequency", "max_activation",
                  "mean_activation", "heldout_windows"),
-    "labels": ("run_id", "feature", "method", "label", "rank"),
+    "labels": ("run_id", "feature", "method", "label", "rank", "rule_kind", "rule"),
     "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start",
                  "stop"),
     "scores": ("run_id", "feature", "method", "scorer", "value"),
     "score_summary": ("run_id", "method", "scorer", "mean", "n_scored", "n_excluded"),
-    "true_concepts": ("run_id", "feature", "concept", "precision", "n_firing"),
+    "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing"),
 }
 
 Rows = pa.Table | Mapping[str, Any]

@@ -132,6 +132,76 @@ def translate_features(
     return out
 
 
+@torch.no_grad()
+def context_distributions(
+    checkpoint: str | Path, languages: Languages, features: np.ndarray, top_positions: np.ndarray | None,
+    offsets: tuple[int, ...], contexts: int = 8, top_k: int = 64, device: str = "auto", batch_features: int = 64,
+    batch_sentences: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What text the translator reads at and around each feature's position.
+
+    Each feature is decoded alone at the centre of an otherwise empty feature window (NONE at every
+    other position: the denoising objective trains exactly this fill-in) and inside its top train
+    windows with the feature written at its position. At every offset the text distributions of
+    its sentences are averaged. Returns (ids, probs) [F, len(offsets), top_k] over text words, best
+    first, and the mean distribution over all features at each offset [len(offsets), V_text], the
+    translator's own base rate.
+    """
+    model = load_translator(checkpoint, "cpu").to(resolve_device(device))
+    dev = next(model.parameters()).device
+    ctx, n_off, v_text = languages.ctx, len(offsets), languages.text_vocab_size
+    reach = max(abs(d) for d in offsets)
+    k = min(top_k, v_text)
+    ids_out = np.zeros((len(features), n_off, k), dtype=np.int64)
+    probs_out = np.zeros((len(features), n_off, k), dtype=np.float32)
+    marginal = np.zeros((n_off, v_text))
+    off = torch.as_tensor(offsets, device=dev)
+    for lo in range(0, len(features), batch_features):
+        batch = features[lo : lo + batch_features]
+        owners: list[int] = []
+        sentences: list[np.ndarray] = []
+        where: list[int] = []
+        for i, f in enumerate(batch):
+            word = languages.feature_word(int(f))
+            if word is not None:
+                empty = np.zeros(2 * reach + 1, dtype=np.int64)  # word 0 is NONE
+                empty[reach] = word
+                owners.append(i), sentences.append(empty), where.append(reach)
+            if top_positions is None or contexts <= 0:
+                continue
+            pos = top_positions[int(f)]
+            pos = pos[pos >= 0][:contexts]
+            if len(pos) == 0:
+                continue
+            windows = languages.feature_sentences(pos // ctx).copy()
+            if word is not None:
+                windows[np.arange(len(pos)), pos % ctx] = word
+            owners += [i] * len(pos)
+            sentences += list(windows)
+            where += (pos % ctx).tolist()
+        sums = torch.zeros((len(batch), n_off, v_text), dtype=torch.float64, device=dev)
+        counts = torch.zeros((len(batch), n_off), dtype=torch.float64, device=dev)
+        for length in sorted({len(s) for s in sentences}):
+            idx = [j for j, s in enumerate(sentences) if len(s) == length]
+            for c in range(0, len(idx), batch_sentences):
+                chunk = idx[c : c + batch_sentences]
+                words = torch.as_tensor(np.stack([sentences[j] for j in chunk]), dtype=torch.long, device=dev)
+                probs = model.word_log_probs(words, FEATURES, TEXT).exp().double()  # [B, L, V]
+                at = torch.as_tensor([where[j] for j in chunk], device=dev)[:, None] + off[None, :]  # [B, O]
+                ok = (at >= 0) & (at < length)
+                rows = torch.arange(len(chunk), device=dev)[:, None].expand_as(at)
+                read = probs[rows, at.clamp(0, length - 1)] * ok[..., None]  # [B, O, V]
+                who = torch.as_tensor([owners[j] for j in chunk], device=dev)
+                sums.index_add_(0, who, read)
+                counts.index_add_(0, who, ok.double())
+        mean = sums / counts.clamp_min(1)[..., None]
+        marginal += mean.sum(0).cpu().numpy()
+        top_p, top_i = mean.topk(k, dim=-1)
+        ids_out[lo : lo + len(batch)] = top_i.cpu().numpy()
+        probs_out[lo : lo + len(batch)] = top_p.float().cpu().numpy()
+    return ids_out, probs_out, marginal / max(len(features), 1)
+
+
 def label_from_candidates(candidates: list[tuple[str, float]], max_words: int = 3, min_ratio: float = 0.25) -> str:
     """The best candidates joined into a short label: words within min_ratio of the best, at most max_words."""
     words: list[str] = []

@@ -1,0 +1,278 @@
+"""The describer: evidence about what text a feature means -> the rule that best states it.
+
+Evidence is, for each offset -3..+3 around the firing position, a distribution over tokens read
+as *contrast* to the base rate: positive pointwise mutual information weights p * log(p / base),
+so the corpus's frequent tokens do not win by being frequent. It comes from the translator
+(``label/translator.py``) or from the feature's real train contexts (``describe-corpus``).
+
+From the evidence the describer proposes candidate rules (``rules.py``): token sets and WordNet
+categories for the firing token (offset 0) and for its neighbours (offsets -1 and +1, as
+"right after X" / "right before X"), the structural contexts (sentence start and end, inside each
+delimiter pair the vocabulary has) and targets in contexts. It keeps the candidate with the best
+*fidelity* on train windows: F1 between the tokens the rule selects and the tokens where the
+feature fires, estimated from a sample of train tokens (never held-out ones). Where fidelities
+tie within one standard error of the estimate, the shorter, more general rule wins.
+
+Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
+feature's firing positions that the rule selects; the number of tokens the rule selects in the
+train sample comes from unigram, neighbour and bigram counts and per-context token histograms
+computed once. precision = recall * (feature firings) / (selected tokens), both scaled to the
+same sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from sae_translate.label.rules import (
+    STRUCTURAL,
+    Context,
+    Rule,
+    RuleEvaluator,
+    Selector,
+)
+from sae_translate.store.h5 import RunStore
+
+OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
+AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
+
+
+class CategorySource(Protocol):
+    """WordNet categories over the run's vocabulary (``label/wordnet.py``)."""
+
+    def propose(self, weights: dict[int, float], top_n: int = 3) -> Sequence[Selector]: ...
+
+
+@dataclass
+class Evidence:
+    """Per offset in OFFSETS: token ids (run vocabulary) and their positive PMI weights, strongest
+    first."""
+
+    ids: list[np.ndarray]
+    weights: list[np.ndarray]
+
+    @staticmethod
+    def from_distributions(ids: Sequence[np.ndarray], probs: Sequence[np.ndarray], base: Sequence[np.ndarray],
+                           max_words: int = 64) -> Evidence:
+        """PMI contrast of distributions ``probs[d]`` over ``ids[d]`` to base rates ``base[d]``
+        (dense over the vocabulary)."""
+        out_ids, out_w = [], []
+        for i, p, b in zip(ids, probs, base):
+            i, p = np.asarray(i, dtype=np.int64), np.asarray(p, dtype=np.float64)
+            q = np.maximum(b[i], 1e-12)
+            w = np.where(p > q, p * np.log(np.maximum(p, 1e-12) / q), 0.0)
+            keep = np.flatnonzero(w > 0)
+            keep = keep[np.argsort(-w[keep], kind="stable")][:max_words]
+            out_ids.append(i[keep])
+            out_w.append(w[keep])
+        return Evidence(out_ids, out_w)
+
+
+@dataclass
+class DescriberConfig:
+    max_tokens: int = 3  # words in a token-set rule
+    n_categories: int = 3  # WordNet categories proposed per offset
+    n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
+    n_combined: int = 3  # best targets x best contexts tried together
+    tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
+    sample_tokens: int = 262_144  # train tokens the fidelity statistics come from
+    firing_sample: int = 64  # firing positions per feature for recall
+    min_firings: int = 16  # below this in the sample, the feature's top positions are added
+    seed: int = 0
+
+
+@dataclass
+class Description:
+    rule: Rule
+    fidelity: float  # F1 on train windows
+    alternatives: list[tuple[Rule, float]] = field(default_factory=list)  # the next best
+
+
+class TrainSample:
+    """A random sample of train sequences with the counts fidelity needs, and each feature's firing
+    positions in it (plus top positions of features that fire too rarely in the sample)."""
+
+    def __init__(self, run: RunStore, evaluator: RuleEvaluator, features: np.ndarray, cfg: DescriberConfig):
+        rng = np.random.default_rng(cfg.seed)
+        train = np.asarray(run.train_seqs, dtype=np.int64)
+        n_seqs = max(1, min(len(train), cfg.sample_tokens // run.ctx))
+        sample = np.sort(rng.choice(train, n_seqs, replace=False)) if n_seqs < len(train) else train
+        self.evaluator = evaluator
+        self.vocab_size = len(evaluator.vocab)
+        stats = run.stats
+        self.count = stats.count.astype(np.float64)  # firings over the whole train split
+        self.scale = run.ctx * len(train) / (run.ctx * len(sample))  # sample counts -> train counts
+
+        positions = self._firing_positions(run, sample, features, cfg, rng)
+        rare = [f for f in features.tolist() if len(positions.get(f, ())) < cfg.min_firings]
+        top_rows = run.top_positions[np.asarray(rare, dtype=np.int64)] if rare else np.zeros((0, 0), np.int64)
+        extra = np.setdiff1d(np.unique(top_rows[top_rows >= 0] // run.ctx), sample)
+        seqs = np.concatenate([sample, extra])
+        tokens = np.asarray(run.tokens(seqs), dtype=np.int64).reshape(len(seqs), run.ctx)
+        self.view = evaluator.view(tokens)
+        self.n_sample_rows = len(sample)
+        row_of = {int(s): i for i, s in enumerate(seqs.tolist())}
+        for f, top in zip(rare, top_rows):
+            top = top[top >= 0]
+            flat = np.array([row_of[int(p) // run.ctx] * run.ctx + int(p) % run.ctx for p in top], dtype=np.int64)
+            positions[f] = np.union1d(positions.get(f, np.zeros(0, np.int64)), flat)
+        self.positions = positions
+        self._counts(run.ctx)
+
+    def _firing_positions(self, run: RunStore, sample: np.ndarray, features: np.ndarray, cfg: DescriberConfig,
+                          rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Up to ``firing_sample`` random firing positions (flat indices into the sample) per feature."""
+        want = np.zeros(run.d_sae, dtype=bool)
+        want[features] = True
+        feats, flats = [], []
+        done = 0
+        for batch, codes in run.iter_codes(sample):
+            token = codes.token_index() + done * run.ctx
+            f = np.asarray(codes.feature, dtype=np.int64)
+            ok = want[f] & (np.asarray(codes.value) > 0)
+            feats.append(f[ok])
+            flats.append(token[ok])
+            done += len(batch)
+        f = np.concatenate(feats) if feats else np.zeros(0, np.int64)
+        flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
+        order = np.lexsort((rng.random(len(f)), f))  # random order within each feature
+        f, flat = f[order], flat[order]
+        starts = np.searchsorted(f, features)
+        ends = np.searchsorted(f, features, side="right")
+        return {int(x): np.sort(flat[a:min(b, a + cfg.firing_sample)]) for x, a, b in zip(features, starts, ends)}
+
+    def _counts(self, ctx: int) -> None:
+        """Counts over the random sample rows only (top sequences are not a random sample)."""
+        n, v = self.n_sample_rows, self.vocab_size
+        tok, prev, nxt = (a[:n].reshape(-1) for a in (self.view.tokens, self.view.prev, self.view.next))
+        valid = tok >= 0
+        word = self.evaluator.is_word[np.where(valid, tok, v)]
+        self.unigram = np.bincount(tok[valid], minlength=v).astype(np.float64)
+        self.flag_hist = {k: np.bincount(tok[flag[:n].reshape(-1)], minlength=v).astype(np.float64)
+                          for k, flag in self.view.flags.items()}
+        self.neighbour: dict[str, np.ndarray] = {}
+        self.bigram: dict[str, sp.csr_matrix] = {}
+        for kind, other in (("after", prev), ("before", nxt)):
+            ok = word & (other >= 0)
+            self.neighbour[kind] = np.bincount(other[ok], minlength=v).astype(np.float64)
+            self.bigram[kind] = sp.csr_matrix((np.ones(int(ok.sum())), (other[ok], tok[ok])), shape=(v, v))
+
+    def selected(self, rule: Rule) -> float:
+        """How many sample tokens the rule selects (train scale)."""
+        ev = self.evaluator
+        target = ev.selector_ids(rule.target) if rule.target is not None else None
+        c = rule.context
+        if c is None:
+            assert target is not None
+            n = self.unigram[target].sum()
+        elif c.kind in ("after", "before"):
+            assert c.of is not None
+            neighbours = ev.selector_ids(c.of)
+            if target is None:
+                n = self.neighbour[c.kind][neighbours].sum()
+            else:
+                n = self.bigram[c.kind][neighbours][:, target].sum()
+        else:
+            key = c.kind if c.kind in STRUCTURAL else ("inside", *c.delimiters)
+            hist = self.flag_hist.get(key)
+            if hist is None:
+                return 0.0
+            n = hist.sum() if target is None else hist[target].sum()
+        return float(n) * self.scale
+
+    def fidelity(self, feature: int, rule: Rule) -> float:
+        """F1 of the rule's selection against the feature's firing, on train tokens."""
+        flat = self.positions.get(feature)
+        if flat is None or len(flat) == 0:
+            return 0.0
+        ctx = self.view.tokens.shape[1]
+        recall = float(self.evaluator.select(rule, self.view, flat // ctx, flat % ctx).mean())
+        if recall == 0.0:
+            return 0.0
+        selected = self.selected(rule)
+        precision = min(1.0, recall * self.count[feature] / selected) if selected > 0 else 0.0
+        return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+    def evidence(self, feature: int, max_words: int = 64) -> Evidence:
+        """The feature's real train contexts as evidence: token counts at each offset of its firing
+        sample, contrasted with the sample's unigram distribution."""
+        flat = self.positions.get(feature, np.zeros(0, np.int64))
+        ctx = self.view.tokens.shape[1]
+        rows, cols = flat // ctx, flat % ctx
+        base = self.unigram / max(self.unigram.sum(), 1.0)
+        ids, probs = [], []
+        for d in OFFSETS:
+            c = cols + d
+            ok = (c >= 0) & (c < ctx)
+            t = self.view.tokens[rows[ok], c[ok]]
+            t = t[t >= 0]
+            u, n = np.unique(t, return_counts=True)
+            ids.append(u)
+            probs.append(n / max(len(flat), 1))
+        return Evidence.from_distributions(ids, probs, [base] * len(OFFSETS), max_words)
+
+
+class Describer:
+    """Evidence -> candidate rules -> the one with the best fidelity on train windows."""
+
+    def __init__(self, sample: TrainSample, categories: CategorySource | None, cfg: DescriberConfig):
+        self.sample, self.categories, self.cfg = sample, categories, cfg
+        ev = sample.evaluator
+        self.structural = [Context(k) for k in STRUCTURAL] + [Context("inside", delimiters=d) for d in ev.delimiters]
+
+    def selectors(self, ids: np.ndarray, weights: np.ndarray, n_tokens: int) -> list[Selector]:
+        """Token sets of the top 1..n distinct words, and WordNet categories of the weighted words."""
+        text = self.sample.evaluator.text
+        words: list[str] = []
+        for i in ids.tolist():
+            if text[i] not in words:
+                words.append(text[i])
+            if len(words) == n_tokens:
+                break
+        out = [Selector(tokens=tuple(words[:k])) for k in range(1, len(words) + 1)]
+        if self.categories is not None and len(ids):
+            weights_of = {int(i): float(w) for i, w in zip(ids, weights)}
+            out += list(self.categories.propose(weights_of, self.cfg.n_categories))
+        return out
+
+    def candidates(self, evidence: Evidence) -> list[Rule]:
+        cfg = self.cfg
+        targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens)
+        contexts = list(self.structural)
+        for kind, at in (("after", BEFORE), ("before", AFTER)):
+            for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
+                contexts.append(Context(kind, of=sel))
+        return [Rule(target=t) for t in targets] + [Rule(context=c) for c in contexts]
+
+    def describe(self, feature: int, evidence: Evidence) -> Description | None:
+        fid = self.sample.fidelity
+        scored = {r: fid(feature, r) for r in self.candidates(evidence)}
+        # targets in contexts: the best few of each, together
+        best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[:self.cfg.n_combined]
+        best_contexts = sorted((r for r in scored if r.target is None), key=lambda r: -scored[r])[:self.cfg.n_combined]
+        for t in best_targets:
+            for c in best_contexts:
+                if scored[t] > 0 and scored[c] > 0:
+                    rule = Rule(target=t.target, context=c.context)
+                    scored[rule] = fid(feature, rule)
+        if not scored:
+            return None
+        # the one-standard-error rule: a fidelity estimated from n firing positions is uncertain by
+        # about sqrt(F (1 - F) / n), and within that the simpler rule is as good as the best
+        best, n = max(scored.values()), len(self.sample.positions.get(feature, ()))
+        tie = max(self.cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
+        ranked = choose(scored, tie)
+        return Description(ranked[0][0], ranked[0][1], ranked[1:6])
+
+
+def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:
+    """Rules best first: by fidelity, except that within ``tie`` of the best the simpler rule leads."""
+    best = max(scored.values())
+    near = sorted((r for r, s in scored.items() if s >= best - tie), key=lambda r: (r.complexity, -scored[r]))
+    rest = sorted((r for r in scored if r not in set(near)), key=lambda r: -scored[r])
+    return [(r, scored[r]) for r in near + rest]

@@ -1,0 +1,138 @@
+"""Rules select exactly the tokens they state, render as plain English and survive JSON."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sae_translate.label.describe import rule_evaluator
+from sae_translate.label.describer import Describer, DescriberConfig, Evidence, choose
+from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector
+
+VOCAB = ["<|endoftext|>", "the", "cat", "dog", "two", "three", "(", ")", "“", "”", ".", "saw", "red", "apple",
+         "pear", "banana", "plum", "horse", "!"]
+ID = {w: i for i, w in enumerate(VOCAB)}
+
+
+def ids(text: str) -> np.ndarray:
+    return np.array([[ID[w] for w in text.split()]])
+
+
+def picked(rule: Rule, text: str, evaluator: RuleEvaluator | None = None) -> list[str]:
+    evaluator = evaluator or RuleEvaluator(VOCAB)
+    tokens = ids(text)
+    mask = evaluator.select(rule, evaluator.view(tokens))[0]
+    return [f"{i}:{VOCAB[t]}" for i, (t, m) in enumerate(zip(tokens[0], mask)) if m]
+
+
+def test_token_set_selects_its_tokens_anywhere():
+    rule = Rule.tokens(["cat", " Dog"])  # normalised: stripped, lower-cased
+    assert rule.target == Selector(tokens=("cat", "dog"))
+    assert picked(rule, "the cat saw the dog . cat") == ["1:cat", "4:dog", "6:cat"]
+
+
+def test_after_and_before_a_token_set():
+    after_two = Rule(context=Context("after", of=Selector(tokens=("two", "three"))))
+    assert picked(after_two, "saw two cat . three dog two (") == ["2:cat", "5:dog"]  # "(" is no word
+    before_dot = Rule(context=Context("before", of=Selector(tokens=("the",))))
+    assert picked(before_dot, "saw the cat saw the dog") == ["0:saw", "3:saw"]
+
+
+def test_inside_a_delimiter_pair_including_a_span_cut_at_the_window_start():
+    inside = Rule(context=Context("inside", delimiters=("(", ")")))
+    assert picked(inside, "the ( red cat ) saw the dog") == ["2:red", "3:cat"]
+    assert picked(inside, "red cat ) saw ( dog") == ["0:red", "1:cat", "5:dog"]  # unclosed span runs on
+    quotes = Rule(context=Context("inside", delimiters=("“", "”")))
+    assert picked(quotes, "saw “ the cat ” dog <|endoftext|> “ red") == ["2:the", "3:cat", "8:red"]
+
+
+def test_a_document_boundary_closes_any_span():
+    inside = Rule(context=Context("inside", delimiters=("(", ")")))
+    assert picked(inside, "( red <|endoftext|> cat )") == ["1:red"]
+
+
+def test_sentence_start_and_end():
+    start = Rule(context=Context("sentence_start"))
+    end = Rule(context=Context("sentence_end"))
+    text = "the cat saw . the dog ! red <|endoftext|> plum ."
+    assert picked(start, text) == ["4:the", "7:red", "9:plum"]  # position 0 is not known to start one
+    assert picked(end, text) == ["2:saw", "5:dog", "9:plum"]
+
+
+def test_target_in_context():
+    rule = Rule(target=Selector(tokens=("cat", "dog")), context=Context("inside", delimiters=("(", ")")))
+    assert picked(rule, "cat ( red cat dog ) dog") == ["3:cat", "4:dog"]
+
+
+def test_category_selects_the_words_under_its_synset():
+    evaluator, categories = rule_evaluator(VOCAB)
+    weights = {ID[w]: 1.0 for w in ("apple", "pear", "banana", "plum")}
+    best = categories.propose(weights, 1)[0]
+    rule = Rule(target=best)
+    chosen = picked(rule, "the apple saw red pear . banana dog plum horse", evaluator)
+    assert chosen == ["1:apple", "4:pear", "6:banana", "8:plum"]
+    after = Rule(context=Context("after", of=best))
+    assert picked(after, "apple dog pear . cat", evaluator) == ["1:dog"]
+
+
+@pytest.mark.parametrize("rule, text", [
+    (Rule.tokens(["apple", "pear"]), "apple, pear"),
+    (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
+    (Rule(context=Context("after", of=Selector(synset="number.n.02", name="number"))), "the word right after a number"),
+    (Rule(context=Context("before", of=Selector(tokens=("the",)))), 'the word right before "the"'),
+    (Rule(context=Context("after", of=Selector(tokens=("two", "three", "four")))),
+     'the word right after "two", "three" or "four"'),
+    (Rule(context=Context("inside", delimiters=("(", ")"))), "a word inside parentheses"),
+    (Rule(context=Context("inside", delimiters=("“", "”"))), "a word inside quotes"),
+    (Rule(context=Context("sentence_start")), "the first word of a sentence"),
+    (Rule(context=Context("sentence_end")), "the last word of a sentence"),
+    (Rule(Selector(synset="animal.n.01", name="animal"), Context("inside", delimiters=("(", ")"))),
+     "an animal inside parentheses"),
+])
+def test_rendering_and_json_round_trip(rule, text):
+    assert rule.text() == text
+    assert Rule.from_json(rule.to_json()) == rule
+
+
+def test_rule_kinds():
+    assert Rule.tokens(["a"]).kind == "token_set"
+    assert Rule(Selector(synset="fruit.n.01", name="fruit")).kind == "category"
+    assert Rule(context=Context("sentence_start")).kind == "context"
+    assert Rule(Selector(tokens=("a",)), Context("sentence_start")).kind == "in_context"
+    with pytest.raises(ValueError):
+        Rule()
+    with pytest.raises(ValueError):
+        Context("after")
+
+
+def test_choose_prefers_the_simpler_rule_within_the_tie():
+    simple = Rule.tokens(["the"])
+    longer = Rule(Selector(tokens=("the",)), Context("after", of=Selector(tokens=("saw", "took"))))
+    assert choose({simple: 0.60, longer: 0.62}, tie=0.05)[0][0] == simple
+    assert choose({simple: 0.50, longer: 0.62}, tie=0.05)[0][0] == longer
+
+
+def test_evidence_is_contrast_to_the_base_rate():
+    base = np.array([0.5, 0.3, 0.1, 0.1])
+    ev = Evidence.from_distributions([np.arange(4)], [np.array([0.5, 0.1, 0.3, 0.1])], [base])
+    # "0" is as frequent as its base rate: no evidence; "2" is three times its base rate
+    assert ev.ids[0].tolist() == [2]
+
+
+def test_describer_finds_a_context_rule_from_corpus_evidence(tiny_run):
+    """On the tiny world's run, some feature is best described by a context rule, and a
+    feature that fires on one token gets that token."""
+    from sae_translate.label.describer import TrainSample
+
+    run = tiny_run
+    evaluator, categories = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    cfg = DescriberConfig()
+    sample = TrainSample(run, evaluator, features, cfg)
+    describer = Describer(sample, categories, cfg)
+    found = {f: describer.describe(f, sample.evidence(f)) for f in features.tolist()}
+    kinds = {d.rule.kind for d in found.values() if d is not None}
+    assert kinds & {"context", "in_context"} and kinds & {"token_set", "category"}
+    assert all(0 <= d.fidelity <= 1 for d in found.values() if d is not None)
+    best = max((d for d in found.values() if d is not None), key=lambda d: d.fidelity)
+    assert best.fidelity > 0.5
