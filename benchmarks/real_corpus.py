@@ -17,8 +17,14 @@ one document per paragraph, shuffled (fixed seed) so any prefix spans all six bo
 written to `stores/real-world/corpus/train.txt`. A word-level tokenizer (lower-cased words,
 every punctuation mark its own token, the 8,192 most frequent kept, the rest `<unk>`)
 and a tiny GPT-NeoX are trained on it, then an SAE on its residual stream with sae-lens's
-trainer. The world is reused when present with the same settings. On 2 CPU cores: build about
-6 minutes, run about 8, report seconds.
+trainer. The world is reused when present with the same settings; a run is started over when
+its world changes.
+
+Time on the 2-core CPU with other jobs on it (load ~8): build 9 min (model 6, SAE 2.5); run
+24 min (extract 0.5, the unsupervised translator's word-by-word anchor 9, 300 steps of each
+translator 10 + 3.5, label + scores 4.5), about half that on an idle machine; report seconds.
+Run from the repository root; in a git worktree put it first on the path (PYTHONPATH=.) so its
+own package is imported.
 
 No ground truth exists here: the scores are embedding AUROC, detection and simulation.
 """
