@@ -146,7 +146,7 @@ def build_world(cfg: WorldBuildConfig) -> World:
     try:
         manifest = _build_into(tmp, cfg, world_cfg, identity, digest)
         # The SAE records the model it was trained on; point it at the final location.
-        _set_sae_model_name(tmp / "sae", str(out / "model"))
+        set_sae_model_name(tmp / "sae", str(out / "model"))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -159,15 +159,9 @@ def build_world(cfg: WorldBuildConfig) -> World:
 
 
 def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identity: dict[str, Any], digest: str) -> dict[str, Any]:
-    import torch
-
-    from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
     from sae_translate.world import lm
 
-    timings: dict[str, float] = {}
     start = time.perf_counter()
-
-    t = time.perf_counter()
     documents = generate_documents(world_cfg, cfg.n_tokens, seed=cfg.seed)
     corpus_dir = tmp / "corpus"
     corpus_dir.mkdir()
@@ -175,41 +169,13 @@ def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identi
     (corpus_dir / "train.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     (tmp / CONFIG_COPY).write_text(json.dumps(world_cfg.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     n_words = sum(len(doc.words) for doc in documents)
-    timings["corpus_s"] = time.perf_counter() - t
+    corpus_s = time.perf_counter() - start
     _say(cfg, f"world corpus: {len(documents):,} documents, {n_words:,} words")
 
-    t = time.perf_counter()
     extra = [w for concept in world_cfg.lexical for w in concept.words]
     tokenizer = lm.train_tokenizer(texts, extra_words=extra)
-    eos_id = tokenizer.eos_token_id
-    ids = tokenizer.backend_tokenizer.encode_batch(texts)
-    windows = lm.pack_token_windows((e.ids for e in ids), eos_id, cfg.ctx)
-    lm_cfg = lm.LanguageModelConfig(
-        d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ctx=cfg.ctx,
-        steps=cfg.lm_steps, batch_size=cfg.lm_batch_size, lr=cfg.lm_lr, seed=cfg.seed,
-    )
-    model = lm.build_model(lm_cfg, len(tokenizer), eos_id, tokenizer.pad_token_id)
-    losses = lm.train_language_model(model, windows, lm_cfg, progress=cfg.progress)
-    lm.save_checkpoint(model, tokenizer, tmp / "model")
-    timings["model_s"] = time.perf_counter() - t
-    _say(cfg, f"world model: {sum(p.numel() for p in model.parameters()):,} parameters, "
-              f"vocab {len(tokenizer)}, val loss {losses['val_loss']:.3f}")
-    del model
-
-    t = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    sae_cfg = TrainSaeConfig(
-        model=str(tmp / "model"), hook=cfg.hook_name, dataset=str(corpus_dir / "train.txt"), out=tmp / "sae",
-        architecture=cfg.sae_architecture, d_sae=cfg.d_sae, k=cfg.sae_k, training_tokens=cfg.sae_training_tokens,
-        context_size=cfg.ctx, batch_size_tokens=cfg.sae_batch_size_tokens, lr=cfg.sae_lr, device=cfg.device,
-        seed=cfg.seed,
-    )
-    train_sae(sae_cfg)
-    sae_eval = json.loads((tmp / "sae" / "eval.json").read_text())
-    timings["sae_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - start
-    _say(cfg, f"world SAE: {sae_eval['alive_features']}/{sae_eval['d_sae']} features alive, "
-              f"L0 {sae_eval['l0']:.1f}, explained variance {sae_eval['explained_variance']:.3f}")
+    trained = train_model_and_sae(tmp, corpus_dir / "train.txt", texts, tokenizer, cfg)
+    timings = {"corpus_s": corpus_s, **trained["timings"], "total_s": time.perf_counter() - start}
 
     manifest = {
         "format": FORMAT_VERSION,
@@ -219,12 +185,12 @@ def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identi
         "hook": cfg.hook_name,
         "paths": {"model": "model", "sae": "sae", "corpus": ["corpus/train.txt"], "config": CONFIG_COPY},
         "sizes": {
-            "documents": len(documents), "words": n_words, "windows": int(len(windows)), "vocab": len(tokenizer),
-            "d_model": cfg.d_model, "n_layers": cfg.n_layers, "ctx": cfg.ctx, "d_sae": sae_eval["d_sae"],
+            "documents": len(documents), "words": n_words, "windows": trained["windows"], "vocab": len(tokenizer),
+            "d_model": cfg.d_model, "n_layers": cfg.n_layers, "ctx": cfg.ctx, "d_sae": trained["sae"]["d_sae"],
             "concepts": len(world_cfg.concepts),
         },
-        "model": losses,
-        "sae": sae_eval,
+        "model": trained["model"],
+        "sae": trained["sae"],
         "timings": timings,
         "build": identity,
     }
@@ -232,7 +198,52 @@ def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identi
     return manifest
 
 
-def _set_sae_model_name(sae_dir: Path, model_name: str) -> None:
+def train_model_and_sae(out: Path, corpus_file: Path, texts: Sequence[str], tokenizer: Any,
+                        cfg: WorldBuildConfig) -> dict[str, Any]:
+    """Train the language model on `texts` into `out/model` and an SAE on its `cfg.hook_name`
+    into `out/sae`, reading the corpus from `corpus_file` (the same texts, one per line) as
+    `extract` will. Used by the toy world and by worlds built on real text.
+
+    Returns the model's losses, the SAE's eval, the number of training windows and timings."""
+    import torch
+
+    from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
+    from sae_translate.world import lm
+
+    t = time.perf_counter()
+    eos_id = tokenizer.eos_token_id
+    ids = tokenizer.backend_tokenizer.encode_batch(list(texts))
+    windows = lm.pack_token_windows((e.ids for e in ids), eos_id, cfg.ctx)
+    lm_cfg = lm.LanguageModelConfig(
+        d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ctx=cfg.ctx,
+        steps=cfg.lm_steps, batch_size=cfg.lm_batch_size, lr=cfg.lm_lr, seed=cfg.seed,
+    )
+    model = lm.build_model(lm_cfg, len(tokenizer), eos_id, tokenizer.pad_token_id)
+    losses = lm.train_language_model(model, windows, lm_cfg, progress=cfg.progress)
+    lm.save_checkpoint(model, tokenizer, out / "model")
+    model_s = time.perf_counter() - t
+    _say(cfg, f"world model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+              f"vocab {len(tokenizer)}, val loss {losses['val_loss']:.3f}")
+    del model
+
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    sae_cfg = TrainSaeConfig(
+        model=str(out / "model"), hook=cfg.hook_name, dataset=str(corpus_file), out=out / "sae",
+        architecture=cfg.sae_architecture, d_sae=cfg.d_sae, k=cfg.sae_k, training_tokens=cfg.sae_training_tokens,
+        context_size=cfg.ctx, batch_size_tokens=cfg.sae_batch_size_tokens, lr=cfg.sae_lr, device=cfg.device,
+        seed=cfg.seed,
+    )
+    train_sae(sae_cfg)
+    sae_eval = json.loads((out / "sae" / "eval.json").read_text())
+    sae_s = time.perf_counter() - t
+    _say(cfg, f"world SAE: {sae_eval['alive_features']}/{sae_eval['d_sae']} features alive, "
+              f"L0 {sae_eval['l0']:.1f}, explained variance {sae_eval['explained_variance']:.3f}")
+    return {"model": losses, "sae": sae_eval, "windows": int(len(windows)),
+            "timings": {"model_s": model_s, "sae_s": sae_s}}
+
+
+def set_sae_model_name(sae_dir: Path, model_name: str) -> None:
     cfg_path = sae_dir / "cfg.json"
     sae_cfg = json.loads(cfg_path.read_text())
     sae_cfg.setdefault("metadata", {})["model_name"] = model_name

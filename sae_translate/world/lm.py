@@ -32,17 +32,29 @@ class LanguageModelConfig:
     seed: int = 0
 
 
-def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = ()):
+def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = (), *, lowercase: bool = False,
+                    split_punctuation: bool = False, max_vocab: int | None = None):
     """A WordLevel tokenizer over whitespace-separated words; `<|endoftext|>` is BOS and EOS.
-    `extra_words` (e.g. every concept member) enter the vocabulary even if the corpus lacks them."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    `extra_words` (e.g. every concept member) enter the vocabulary even if the corpus lacks them.
+
+    For real text: `lowercase` folds case, `split_punctuation` makes every punctuation mark its
+    own token, and `max_vocab` keeps the most frequent words (special tokens included); the
+    rest read as `<unk>`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if split_punctuation:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")])
     # A WordPiece decoder without continuation pieces joins words with single spaces.
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False)
+    size = {} if max_vocab is None else {"vocab_size": max_vocab}
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False,
+                                        **size)
 
     def corpus() -> Iterable[str]:
         yield from texts
