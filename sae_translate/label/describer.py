@@ -29,13 +29,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from sae_translate.label.rules import (
-    STRUCTURAL,
-    Context,
-    Rule,
-    RuleEvaluator,
-    Selector,
-)
+from sae_translate.label.rules import STRUCTURAL, Context, Rule, RuleEvaluator, Selector, TokenView, isin
 from sae_translate.store.h5 import RunStore
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
@@ -176,7 +170,7 @@ class TrainSample:
             if target is None:
                 n = self.neighbour[c.kind][neighbours].sum()
             else:
-                n = self.bigram[c.kind][neighbours][:, target].sum()
+                n = joint_count(self.bigram[c.kind], neighbours, target)
         else:
             key = c.kind if c.kind in STRUCTURAL else ("inside", *c.delimiters)
             hist = self.flag_hist.get(key)
@@ -185,13 +179,18 @@ class TrainSample:
             n = hist.sum() if target is None else hist[target].sum()
         return float(n) * self.scale
 
-    def fidelity(self, feature: int, rule: Rule) -> float:
-        """F1 of the rule's selection against the feature's firing, on train tokens."""
-        flat = self.positions.get(feature)
-        if flat is None or len(flat) == 0:
-            return 0.0
+    def firing_cells(self, feature: int) -> TokenView:
+        """The view at the feature's sampled firing positions."""
+        flat = self.positions.get(feature, np.zeros(0, np.int64))
         ctx = self.view.tokens.shape[1]
-        recall = float(self.evaluator.select(rule, self.view, flat // ctx, flat % ctx).mean())
+        return self.evaluator.cells(self.view, flat // ctx, flat % ctx)
+
+    def fidelity(self, feature: int, rule: Rule, cells: TokenView | None = None) -> float:
+        """F1 of the rule's selection against the feature's firing, on train tokens."""
+        cells = cells if cells is not None else self.firing_cells(feature)
+        if cells.tokens.size == 0:
+            return 0.0
+        recall = float(self.evaluator.select(rule, cells).mean())
         if recall == 0.0:
             return 0.0
         selected = self.selected(rule)
@@ -250,7 +249,11 @@ class Describer:
         return [Rule(target=t) for t in targets] + [Rule(context=c) for c in contexts]
 
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
-        fid = self.sample.fidelity
+        cells = self.sample.firing_cells(feature)
+
+        def fid(f: int, rule: Rule) -> float:
+            return self.sample.fidelity(f, rule, cells)
+
         scored = {r: fid(feature, r) for r in self.candidates(evidence)}
         # targets in contexts: the best few of each, together
         best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[:self.cfg.n_combined]
@@ -276,3 +279,15 @@ def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:
     near = sorted((r for r, s in scored.items() if s >= best - tie), key=lambda r: (r.complexity, -scored[r]))
     rest = sorted((r for r in scored if r not in set(near)), key=lambda r: -scored[r])
     return [(r, scored[r]) for r in near + rest]
+
+
+def joint_count(bigram: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> float:
+    """Sum of ``bigram[rows][:, cols]`` (cols sorted) without building the submatrix."""
+    if len(rows) == 0 or len(cols) == 0:
+        return 0.0
+    starts, ends = bigram.indptr[rows], bigram.indptr[np.asarray(rows) + 1]
+    lengths = ends - starts
+    if lengths.sum() == 0:
+        return 0.0
+    idx = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+    return float(bigram.data[idx][isin(bigram.indices[idx], cols)].sum())

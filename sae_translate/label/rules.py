@@ -297,28 +297,34 @@ class RuleEvaluator:
             depth = depth + is_open[:, j]
         return out
 
-    def context_flag(self, context: Context, view: TokenView, rows: np.ndarray | slice = slice(None),
-                     cols: np.ndarray | slice = slice(None)) -> np.ndarray:
+    @staticmethod
+    def cells(view: TokenView, rows: np.ndarray, cols: np.ndarray) -> TokenView:
+        """The view at some positions only (any shape): rules then run on those alone."""
+        return TokenView(view.tokens[rows, cols], view.prev[rows, cols], view.next[rows, cols],
+                         {k: v[rows, cols] for k, v in view.flags.items()})
+
+    def context_flag(self, context: Context, view: TokenView) -> np.ndarray:
         if context.kind in ("after", "before"):
             assert context.of is not None
-            neighbour = (view.prev if context.kind == "after" else view.next)[rows, cols]
-            word = self.is_word[np.where(view.tokens[rows, cols] >= 0, view.tokens[rows, cols], len(self.vocab))]
+            neighbour = view.prev if context.kind == "after" else view.next
+            word = self.is_word[np.where(view.tokens >= 0, view.tokens, len(self.vocab))]
             return word & isin(neighbour, self.selector_ids(context.of))
         key: Any = context.kind if context.kind in STRUCTURAL else ("inside", *context.delimiters)
         flag = view.flags.get(key)
         if flag is None:  # a delimiter this vocabulary does not have: the rule selects nothing
-            return np.zeros(np.shape(view.tokens[rows, cols]), dtype=bool)
-        return flag[rows, cols]
+            return np.zeros(np.shape(view.tokens), dtype=bool)
+        return flag
 
-    def select(self, rule: Rule, view: TokenView, rows: np.ndarray | slice = slice(None),
-               cols: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Which tokens the rule selects, at ``view[rows, cols]`` (all positions by default)."""
-        tokens = view.tokens[rows, cols]
-        out = tokens >= 0
+    def select(self, rule: Rule, view: TokenView, rows: np.ndarray | None = None,
+               cols: np.ndarray | None = None) -> np.ndarray:
+        """Which tokens the rule selects: at ``view[rows, cols]`` when given, else everywhere."""
+        if rows is not None and cols is not None:
+            view = self.cells(view, rows, cols)
+        out = view.tokens >= 0
         if rule.target is not None:
-            out = out & isin(tokens, self.selector_ids(rule.target))
+            out = out & isin(view.tokens, self.selector_ids(rule.target))
         if rule.context is not None:
-            out = out & self.context_flag(rule.context, view, rows, cols)
+            out = out & self.context_flag(rule.context, view)
         return out
 
 

@@ -1,0 +1,81 @@
+"""Describer throughput: `describe-corpus` labels for every feature of a run as wide as a real SAE.
+
+    python benchmarks/describer_bench.py [--d-sae 32768] [--n-seq 16384] [--ctx 64] [--out stores/bench-label]
+
+Uses the synthetic planted-feature run of label_bench.py (reused when present with the same
+shape). Times the describer's parts: the WordNet index over the vocabulary, the train sample with
+its counts and each feature's firing positions, and describing every alive feature (candidate
+rules from its corpus evidence, fidelity of each). Prints a markdown row for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import shutil
+import time
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sae_translate.bench.synthetic import make_synthetic_run, minilm_words
+from sae_translate.label.describe import rule_evaluator
+from sae_translate.label.describer import Describer, DescriberConfig, TrainSample
+from sae_translate.store.h5 import RunStore
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d-sae", type=int, default=32768)
+    p.add_argument("--n-seq", type=int, default=16384)
+    p.add_argument("--ctx", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("stores/bench-label"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    run_dir = args.out / "run"
+    try:
+        run = RunStore.open(run_dir)
+        if (run.d_sae, run.n_seq, run.ctx) != (args.d_sae, args.n_seq, args.ctx):
+            raise ValueError("other shape")
+    except Exception:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run = make_synthetic_run(run_dir, n_seq=args.n_seq, ctx=args.ctx, d_sae=args.d_sae,
+                                 vocab=minilm_words(args.vocab), p_fire=0.9, noise_per_token=1.0,
+                                 heldout=0.1, seed=0).run
+    features = run.alive.astype(np.int64)
+    print(f"run: {run.d_sae} features ({len(features)} alive), {run.n_tokens:,} tokens, vocab {len(run.vocab)}")
+
+    t0 = time.perf_counter()
+    evaluator, categories = rule_evaluator(run.vocab)
+    t_index = time.perf_counter() - t0
+    cfg = DescriberConfig()
+    t0 = time.perf_counter()
+    sample = TrainSample(run, evaluator, features, cfg)
+    t_sample = time.perf_counter() - t0
+    describer = Describer(sample, categories, cfg)
+    t0 = time.perf_counter()
+    kinds: Counter[str] = Counter()
+    for f in features.tolist():
+        found = describer.describe(f, sample.evidence(f))
+        kinds[found.rule.kind if found else "none"] += 1
+    t_describe = time.perf_counter() - t0
+    total = t_index + t_sample + t_describe
+    print(f"WordNet index {t_index:.1f}s, train sample {t_sample:.1f}s, describe {t_describe:.1f}s "
+          f"({len(features) / t_describe:,.0f} features/s); all {total:.1f}s "
+          f"({len(features) / total:,.0f} features/s); rule kinds {dict(kinds)}")
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU"
+    print(f"\n| {date.today()} | {machine} | {run.d_sae} ({len(features)} alive) | {len(run.vocab):,} | "
+          f"{t_index:.1f}s | {t_sample:.1f}s | {t_describe:.1f}s ({len(features) / t_describe:,.0f} features/s) | "
+          f"{total:.1f}s ({len(features) / total:,.0f} features/s) | {peak_gb:.1f} GB |")
+
+
+if __name__ == "__main__":
+    main()
