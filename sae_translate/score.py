@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from sae_translate.embedder import TextEmbedder
 from sae_translate.errors import UserError
 from sae_translate.examples import HeldoutSlice, heldout_seqs_for, render_windows, token_text
 from sae_translate.label import LabelConfig, LabelResult, label_run
@@ -438,7 +439,7 @@ def score_run(cfg: ScoreConfig) -> ScoreResult:
     sset = load_scoring_set(run, data, rows)
     window_emb, embeddings = None, None
     if "embedding" in cfg.scorers:
-        embeddings = EmbeddingCache(cfg.device, cfg.batch_size)
+        embeddings = TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings")
         embeddings.add([by_method[m].get(int(f), "") for m in methods for f in sset.features])
         window_emb = embeddings(sset.window_texts)
     concepts = None
