@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -22,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_translate.label import LabelConfig, label_run
-from sae_translate.score import ScoreConfig, score_run, summary_table
-from sae_translate.store.h5 import RunStore
-from sae_translate.synthetic import make_synthetic_run, minilm_words
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+
+from sae_translate.label import LabelConfig, label_run  # noqa: E402
+from sae_translate.score import ScoreConfig, score_run, summary_table  # noqa: E402
+from sae_translate.store.h5 import RunStore  # noqa: E402
+from sae_translate.synthetic import make_synthetic_run, minilm_words  # noqa: E402
 
 
 def _existing(run_dir: Path, d_sae: int, n_seq: int, ctx: int) -> RunStore | None:
