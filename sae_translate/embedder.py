@@ -104,7 +104,11 @@ class OnnxEncoder:
     """The exported graph under onnxruntime, fed length-sorted batches."""
 
     def __init__(self, quantised: bool):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise UserError("the onnx embedder needs onnxruntime and onnx (pip install onnxruntime "
+                            "onnx); SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers") from e
         import torch
         from tokenizers import Tokenizer
 
@@ -177,11 +181,18 @@ def exported_model(quantised: bool) -> Path:
     target = int8 if quantised else fp32
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    if not fp32.is_file():
-        _atomic(fp32, _export_fp32)
-    if quantised and not int8.is_file():
-        _atomic(int8, lambda tmp: _quantise(fp32, tmp))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not fp32.is_file():
+            _atomic(fp32, _export_fp32)
+        if quantised and not int8.is_file():
+            _atomic(int8, lambda tmp: _quantise(fp32, tmp))
+    except UserError:
+        raise
+    except Exception as e:  # exporter failures come as many types; the remedy is the same
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot export the embedding model to ONNX ({first}); "
+                        "SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers instead") from e
     return target
 
 

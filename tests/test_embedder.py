@@ -82,3 +82,12 @@ def test_a_corrupt_shard_is_re_embedded(tmp_path):
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(embedder.UserError, match="unknown embedder backend"):
         embedder.resolve_backend("cpu", "fast")
+
+
+def test_an_unwritable_export_cache_is_a_one_line_user_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the cache root cannot be created
+    with pytest.raises(embedder.UserError) as err:
+        embedder.exported_model(quantised=False)
+    assert "\n" not in str(err.value) and "SAE_TRANSLATE_EMBEDDER=torch" in str(err.value)
