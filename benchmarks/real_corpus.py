@@ -247,7 +247,11 @@ def build(settings: RealWorldSettings, world_dir: Path, install: bool, threads: 
 
     from sae_translate.extract.sae_training import replace_dir
     from sae_translate.world import lm
-    from sae_translate.world.build import WorldBuildConfig, set_sae_model_name, train_model_and_sae
+    from sae_translate.world.build import (
+        WorldBuildConfig,
+        set_sae_model_name,
+        train_model_and_sae,
+    )
 
     start = time.perf_counter()
     docs = load_corpus(world_dir, install, settings.seed)
@@ -334,7 +338,13 @@ def run_pipeline_stages(world_dir: Path, run_dir: Path, db: Path, methods: list[
     import torch
 
     from sae_translate.config import PipelineConfig, load_pipeline
-    from sae_translate.pipeline import DEMO_PIPELINE, PipelineState, stage_extract, stage_label, stage_train
+    from sae_translate.pipeline import (
+        DEMO_PIPELINE,
+        PipelineState,
+        stage_extract,
+        stage_label,
+        stage_train,
+    )
 
     manifest_path = world_dir / MANIFEST
     if not manifest_path.is_file():

@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -213,3 +214,110 @@ def test_killed_writer_leaves_the_previous_state(tmp_path):
     db.write_label_stage(path, "b", _stage(5))
     assert _counts(path, "b")["features"] == 5
     assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))
+
+
+# best_labels as schema version 1 defined it (a view ranking labels x scores on every query);
+# the materialised rows must equal it exactly.
+OLD_BEST_LABELS_VIEW = """
+    SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
+    FROM labels l JOIN scores s
+      ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
+    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = 'embedding'
+    QUALIFY row_number() OVER (
+        PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
+"""
+
+
+def _random_scores(rng: np.random.Generator, n_features: int, methods, scorers) -> db.ScoreStageRows:
+    grid = [(f, m, s) for f in range(n_features) for m in methods for s in scorers]
+    keep = [g for g in grid if rng.random() > 0.1]  # some labels have no score at all
+    # few distinct values, so that ties between methods occur and the tie-break is exercised
+    values = rng.integers(0, 4, len(keep)) / 4
+    scores = {"feature": np.array([g[0] for g in keep], np.int32), "method": [g[1] for g in keep],
+              "scorer": [g[2] for g in keep], "value": values}
+    summary = {"method": list(methods), "scorer": [scorers[0]] * len(methods),
+               "mean": [0.5] * len(methods), "n_scored": [1] * len(methods),
+               "n_excluded": [0] * len(methods)}
+    return db.ScoreStageRows(scores, summary, None, tuple(methods), tuple(scorers))
+
+
+def _best_both_ways(path: Path) -> tuple[list, list]:
+    con = db.connect_readonly(path)
+    try:
+        materialised = con.execute("SELECT * FROM best_labels ORDER BY run_id, feature").fetchall()
+        reference = con.execute(f"SELECT * FROM ({OLD_BEST_LABELS_VIEW}) ORDER BY run_id, feature").fetchall()
+    finally:
+        con.close()
+    return materialised, reference
+
+
+def test_materialised_best_labels_equal_the_ranking_view(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    rng = np.random.default_rng(0)
+    methods = ("top-tokens", "logit-lens", "translator", "random")
+    scorers = ("embedding", "detection")
+    db.write_label_stage(path, "a", _stage(40, methods=methods))
+    db.write_label_stage(path, "b", _stage(30, methods=methods))
+    steps = [
+        lambda: db.write_score_stage(path, "a", _random_scores(rng, 40, methods, scorers)),
+        lambda: db.write_score_stage(path, "b", _random_scores(rng, 30, methods, scorers)),
+        # rescoring one method with one scorer leaves the others' scores in place
+        lambda: db.write_score_stage(path, "a", _random_scores(rng, 40, ("logit-lens",), ("embedding",))),
+        # relabelling a method drops its scores, so another method becomes the best
+        lambda: db.write_label_stage(path, "a", _stage(40, methods=("top-tokens",), tag="new ")),
+        lambda: db.write_score_stage(path, "b", _random_scores(rng, 30, methods, ("detection",))),
+    ]
+    for step in steps:
+        step()
+        materialised, reference = _best_both_ways(path)
+        assert materialised == reference
+    assert {r[0] for r in materialised} == {"a", "b"} and len(materialised) > 40
+    assert any(r[2] == "translator" for r in materialised)  # not just the first method
+
+
+def test_version_1_database_is_migrated_on_write(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(20, methods=("top-tokens", "logit-lens")))
+    db.write_score_stage(path, "a", _random_scores(np.random.default_rng(1), 20,
+                                                   ("top-tokens", "logit-lens"), ("embedding",)))
+    # turn it into the version 1 layout: best_labels a view, no materialised rows
+    con = duckdb.connect(str(path))
+    con.execute("DROP VIEW best_labels")
+    con.execute("DROP TABLE best_label_rows")
+    con.execute(f"CREATE VIEW best_labels AS {OLD_BEST_LABELS_VIEW}")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    before = sorted(db.run_query("SELECT * FROM best_labels", path).rows)
+    assert len(before) == 20
+    db.write_label_stage(path, "b", _stage(5))  # any write migrates
+    assert sorted(db.run_query("SELECT * FROM best_labels WHERE run_id = 'a'", path).rows) == before
+    version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
+    assert version == [(str(db.SCHEMA_VERSION),)]
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT 1) TO '{out}'",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM read_csv_auto('/etc/passwd')",
+    "INSTALL httpfs",
+    "ATTACH '{out}' AS other",
+    "SET enable_external_access = true",
+    "EXPORT DATABASE '{out_dir}'",
+])
+def test_query_cannot_reach_files_extensions_or_settings(tmp_path, sql):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    out, out_dir = tmp_path / "out.csv", tmp_path / "export"
+    with pytest.raises(UserError) as err:
+        db.run_query(sql.format(out=out, out_dir=out_dir), path)
+    assert str(err.value).startswith("SQL error:") and "\n" not in str(err.value)
+    assert not out.exists() and not out_dir.exists()
+
+
+def test_query_command_sandbox_error_is_one_line(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(2))
+    out = tmp_path / "out.csv"
+    bad = _cli("query", f"COPY (SELECT * FROM labels) TO '{out}'", "--db", str(path))
+    assert bad.returncode != 0 and not out.exists()
+    assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error:")

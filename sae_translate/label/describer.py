@@ -29,7 +29,15 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from sae_translate.label.rules import STRUCTURAL, Context, Rule, RuleEvaluator, Selector, TokenView, isin
+from sae_translate.label.rules import (
+    STRUCTURAL,
+    Context,
+    Rule,
+    RuleEvaluator,
+    Selector,
+    TokenView,
+    isin,
+)
 from sae_translate.store.h5 import RunStore
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)

@@ -20,7 +20,8 @@ from sae_translate.label import LabelConfig, LabelResult, label_run
 from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.examples import HeldoutSlice, heldout_seqs_for
 from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
-from sae_translate.score.embedding import EmbeddingCache, embedding_scores
+from sae_translate.score.embedder import TextEmbedder
+from sae_translate.score.embedding import embedding_scores
 from sae_translate.score.ground_truth import (
     PlantedConcepts,
     concept_membership,
@@ -51,7 +52,6 @@ class ScoreConfig:
     methods: tuple[str, ...] | None = None   # None: every method labelled for the run
     run_id: str | None = None                # defaults to the run directory's name
     device: str = "auto"
-    batch_size: int = 256                    # texts per embedding batch
     min_concept_precision: float = 0.5
     min_concept_firings: int = 5
     max_heldout_tokens: int = 262_144        # held-out tokens used to find true concepts
@@ -149,7 +149,8 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
     needs_rules = bool(scorers & {"detection", "simulation"}) or world is not None
     evaluator = rule_evaluator(run.vocab)[0] if needs_rules else None
     view = evaluator.view(data.tokens) if evaluator is not None else None
-    embeddings = EmbeddingCache(cfg.device, cfg.batch_size) if scorers & {"embedding", "name_match"} else None
+    embeddings = (TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings")
+                  if scorers & {"embedding", "name_match"} else None)
     window_emb = None
     if "embedding" in scorers and embeddings is not None:
         embeddings.add([by_method[m][int(f)].text for m in methods for f in sset.features if int(f) in by_method[m]])

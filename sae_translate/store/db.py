@@ -9,6 +9,12 @@ live file read-only at any time and see either the whole old state or the whole 
 
 Every stage write replaces that run's rows (delete + insert in the same transaction), so a
 rerun never duplicates rows.
+
+``best_labels`` is a view over the table ``best_label_rows``, which holds the best label of every
+feature (plus ``label_lower``, for case-insensitive search with LIKE) and is recomputed for a run
+in the same transaction as any write of its labels or scores (``refresh_best_labels``). Ranking
+labels x scores on every query took most of a second at a million labels; reading the
+materialised rows takes milliseconds.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ from sae_translate.errors import UserError
 
 DEFAULT_DB = Path("stores/labels.duckdb")
 SCHEMA_VERSION = 2
+# Version 1 had best_labels as a ranking view and labels without rules; opening it for writing
+# adds the rule columns (empty: free text) and materialises the ranking.
+MIGRATES_FROM = 1
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
 RANKING_SCORER = "embedding"
 
-SCHEMA_SQL = f"""
+SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta(key VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs(
     run_id VARCHAR, path VARCHAR, model VARCHAR, hook VARCHAR, sae VARCHAR, dataset VARCHAR,
@@ -61,13 +70,23 @@ CREATE TABLE IF NOT EXISTS score_summary(
 CREATE TABLE IF NOT EXISTS true_concepts(
     run_id VARCHAR, feature INTEGER, concept VARCHAR, kind VARCHAR, status VARCHAR,
     precision DOUBLE, n_firing BIGINT);
+CREATE TABLE IF NOT EXISTS best_label_rows(
+    run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, score DOUBLE,
+    label_lower VARCHAR);
 CREATE OR REPLACE VIEW best_labels AS
-    SELECT l.run_id, l.feature, l.method, l.label, l.rule_kind, s.value AS score
+    SELECT run_id, feature, method, label, score FROM best_label_rows;
+"""
+
+# The best label of each feature of the runs selected by {where}: the highest ranking-scorer
+# value among the rank-0 labels of the non-random methods, ties broken by method name. This is
+# exactly the definition of schema version 1's best_labels view.
+BEST_LABELS_SQL = f"""
+    SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
     FROM labels l JOIN scores s
       ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
-    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = '{RANKING_SCORER}'
+    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = '{RANKING_SCORER}' AND {{where}}
     QUALIFY row_number() OVER (
-        PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1;
+        PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
 """
 
 # Column order of each table, for building inserts by name.
@@ -113,13 +132,48 @@ def _writer_lock(db: Path, timeout_s: float) -> Iterator[None]:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """Create the tables, or bring a version-1 database up to this version (on the private copy,
+    so the live file changes only when the whole write succeeds)."""
+    version = _schema_version(con)
+    if version is not None and version not in (SCHEMA_VERSION, MIGRATES_FROM):
+        raise UserError(f"{db} has label schema version {version}, this package writes "
+                        f"{SCHEMA_VERSION}; write to a new --db file")
     con.execute(SCHEMA_SQL)
-    version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if version is None:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-    elif int(version[0]) != SCHEMA_VERSION:
-        raise UserError(f"{db} has label schema version {version[0]}, this package writes "
-                        f"{SCHEMA_VERSION}; write to a new --db file")
+    elif version == MIGRATES_FROM:
+        for table, column, kind in (("labels", "rule_kind", "VARCHAR"), ("labels", "rule", "JSON"),
+                                    ("true_concepts", "kind", "VARCHAR"), ("true_concepts", "status", "VARCHAR")):
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        con.execute("DELETE FROM best_label_rows")
+        _insert_best_labels(con, "TRUE", [])
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    has_meta = con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_name = 'meta'").fetchone()[0]
+    if not has_meta:
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _insert_best_labels(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> None:
+    # Sorted so that a plain scan of best_labels returns features in order; label_lower lets a
+    # search use LIKE on a lower-cased copy instead of lower-casing every label per query.
+    con.execute(f"INSERT INTO best_label_rows SELECT *, lower(label) "
+                f"FROM ({BEST_LABELS_SQL.format(where=where)}) ORDER BY run_id, feature", params)
+
+
+def refresh_best_labels(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Recompute the run's materialised best labels from its labels and scores.
+
+    Call it inside the write transaction of anything that changes the run's labels or scores,
+    so that readers never see best labels out of step with them.
+    """
+    con.execute("DELETE FROM best_label_rows WHERE run_id = ?", [run_id])
+    _insert_best_labels(con, "l.run_id = ?", [run_id])
 
 
 @contextmanager
@@ -241,6 +295,7 @@ def write_label_stage(db: str | Path, run_id: str, rows: LabelStageRows) -> None
         insert_rows(con, "features", rows.features, run_id=run_id)
         insert_rows(con, "labels", rows.labels, run_id=run_id)
         insert_rows(con, "examples", rows.examples, run_id=run_id)
+        refresh_best_labels(con, run_id)
 
 
 @dataclass
@@ -267,16 +322,27 @@ def write_score_stage(db: str | Path, run_id: str, rows: ScoreStageRows) -> None
         if rows.true_concepts is not None:
             delete_rows(con, "true_concepts", run_id)
             insert_rows(con, "true_concepts", rows.true_concepts, run_id=run_id)
+        refresh_best_labels(con, run_id)
+
+
+# Read-only connections may only read the database: no files, URLs or extensions (COPY TO,
+# read_csv, read_text, ATTACH, INSTALL), and no SET that could turn that back on.
+SANDBOX_CONFIG: Mapping[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
 
 
 def connect_readonly(db: str | Path = DEFAULT_DB) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the live database (never blocks on a writer)."""
+    """A sandboxed read-only connection to the live database (never blocks on a writer)."""
     db = Path(db)
     if not db.is_file():
         raise UserError(f"no label database at {db}; run `sae-translate label --run stores/RUN` "
                         "first or pass --db")
     try:
-        return duckdb.connect(str(db), read_only=True)
+        return duckdb.connect(str(db), read_only=True, config=dict(SANDBOX_CONFIG))
     except duckdb.Error as e:
         raise UserError(f"cannot open {db} read-only: {str(e).splitlines()[0]}") from e
 

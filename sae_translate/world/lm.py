@@ -40,7 +40,14 @@ def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = (), *, lo
     For real text: `lowercase` folds case, `split_punctuation` makes every punctuation mark its
     own token, and `max_vocab` keeps the most frequent words (special tokens included); the
     rest read as `<unk>`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
