@@ -136,3 +136,22 @@ def test_describer_finds_a_context_rule_from_corpus_evidence(tiny_run):
     assert all(0 <= d.fidelity <= 1 for d in found.values() if d is not None)
     best = max((d for d in found.values() if d is not None), key=lambda d: d.fidelity)
     assert best.fidelity > 0.5
+
+
+def test_train_sample_positions_are_where_each_feature_fires(tiny_run):
+    """Every sampled firing position, including the top positions added for features too rare in
+    the random sample, is a token where the feature fires."""
+    from sae_translate.label.describer import TrainSample
+
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    sample = TrainSample(run, evaluator, features, DescriberConfig(sample_tokens=2048, min_firings=8))
+    assert len(sample.seqs) > sample.n_sample_rows  # some rare feature brought its top sequences
+    ctx = run.ctx
+    rows = np.unique(np.concatenate([sample.positions[f] for f in features.tolist()]) // ctx)
+    fires = {int(r): run.dense(sample.seqs[[r]])[0] > 0 for r in rows.tolist()}  # [ctx, d_sae] per row
+    for f in features.tolist():
+        flat = sample.positions[f]
+        assert len(flat) > 0
+        assert all(fires[int(p // ctx)][p % ctx, f] for p in flat.tolist()), f

@@ -115,7 +115,10 @@ class TrainSample:
         top_rows = run.top_positions[np.asarray(rare, dtype=np.int64)] if rare else np.zeros((0, 0), np.int64)
         extra = np.setdiff1d(np.unique(top_rows[top_rows >= 0] // run.ctx), sample)
         seqs = np.concatenate([sample, extra])
-        tokens = np.asarray(run.tokens(seqs), dtype=np.int64).reshape(len(seqs), run.ctx)
+        self.seqs = seqs  # run sequence of each view row
+        # the store returns rows in ascending sequence order: read the two sorted parts apart
+        tokens = np.concatenate([np.asarray(run.tokens(part), dtype=np.int64).reshape(len(part), run.ctx)
+                                 for part in (sample, extra)])
         self.view = evaluator.view(tokens)
         self.n_sample_rows = len(sample)
         row_of = {int(s): i for i, s in enumerate(seqs.tolist())}
