@@ -35,8 +35,8 @@ eval_every = 20
 progress = false
 [label]
 db = "{db}"
-methods = ["translator", "translator-aligned", "top-tokens"]
-scorers = ["ground_truth", "embedding"]
+methods = ["translator", "translator-aligned", "describe-corpus", "top-tokens", "constant", "random"]
+scorers = ["ground_truth", "name_match", "embedding", "detection"]
 """)
     run_pipeline(load_pipeline(tmp_path / "pipeline.toml"))
     for mode_dir in ("translator", "translator-aligned"):
@@ -50,9 +50,17 @@ scorers = ["ground_truth", "embedding"]
             "SELECT feature FROM labels WHERE method = ? AND rank = 0 AND label <> ''", [method]).fetchall()}
         assert labelled == alive
         scorers = {s for (s,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE method = ?", [method]).fetchall()}
-        assert scorers == {"ground_truth", "embedding"}
+        assert scorers == {"ground_truth", "name_match", "embedding", "detection"}
+    # every label states a rule the scorers ran
+    assert con.execute("SELECT count(*) FROM labels WHERE rank = 0 AND rule IS NULL").fetchone()[0] == 0
+    gt = dict(con.execute("SELECT method, avg(value) FROM scores WHERE scorer = 'ground_truth' GROUP BY method").fetchall())
+    assert gt["translator-aligned"] > gt["top-tokens"] > gt["constant"] > gt["random"], gt
+    contextual = con.execute(
+        "SELECT avg(s.value) FROM scores s JOIN true_concepts t USING (run_id, feature) "
+        "WHERE s.method = 'translator' AND s.scorer = 'ground_truth' AND t.kind = 'contextual'").fetchone()[0]
+    assert contextual > 0
     out = capsys.readouterr().out
-    assert "by concept kind" in out and "translator-aligned" in out
+    assert "features with a planted concept" in out and "translator-aligned" in out
 
 
 def test_demo_pipeline_trains_and_labels_with_the_translator():

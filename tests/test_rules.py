@@ -46,6 +46,18 @@ def test_inside_a_delimiter_pair_including_a_span_cut_at_the_window_start():
     assert picked(quotes, "saw “ the cat ” dog <|endoftext|> “ red") == ["2:the", "3:cat", "8:red"]
 
 
+def test_straight_quotes_close_after_punctuation():
+    vocab = VOCAB + ['"', ","]
+    ev = RuleEvaluator(vocab)
+    q, comma = len(VOCAB), len(VOCAB) + 1
+    inside = Rule(context=Context("inside", delimiters=('"', '"')))
+    # red cat , " the dog . " saw " plum ! "  -- cut inside a quote: the first mark closes
+    tokens = np.array([[ID["red"], ID["cat"], comma, q, ID["the"], ID["dog"], ID["."], q, ID["saw"], q, ID["plum"],
+                        ID["!"], q]])
+    mask = ev.select(inside, ev.view(tokens))[0]
+    assert np.flatnonzero(mask).tolist() == [0, 1, 10]
+
+
 def test_a_document_boundary_closes_any_span():
     inside = Rule(context=Context("inside", delimiters=("(", ")")))
     assert picked(inside, "( red <|endoftext|> cat )") == ["1:red"]

@@ -229,6 +229,7 @@ class RuleEvaluator:
             self._ids_of_text.setdefault(t, []).append(i)
         self.category_ids = category_ids
         self.sentence_end = self._ids(SENTENCE_END)
+        self.closing_punctuation = self._ids((*SENTENCE_END, ",", ";", ":", "—", "-"))
         self.boundary = np.array([i for i, t in enumerate(self.vocab) if _BOUNDARY.match(t.strip())], dtype=np.int64)
         # punctuation, boundaries and the like are not words: no context rule selects them
         self.is_word = np.array([any(c.isalnum() for c in t) and not _BOUNDARY.match(v.strip())
@@ -274,19 +275,19 @@ class RuleEvaluator:
 
     def _inside(self, tokens: np.ndarray, open_: str, close: str) -> np.ndarray:
         """Positions strictly between an opening and its closing delimiter. A sequence that shows
-        a close before any open started inside a span; a boundary token ends any span."""
+        a close before any open started inside a span; a boundary token ends any span. A mark that
+        both opens and closes (a straight quote) closes after punctuation, as English places
+        punctuation inside quotes, and opens otherwise."""
         o, c = self._ids([open_]), self._ids([close])
         is_open, is_close = isin(tokens, o), isin(tokens, c)
+        if open_ == close:
+            prev = np.full_like(tokens, -1)
+            prev[:, 1:] = tokens[:, :-1]
+            after_punct = isin(prev, self.closing_punctuation)
+            is_open, is_close = is_open & ~after_punct, is_close & after_punct
         is_boundary = isin(tokens, self.boundary)
         n, length = tokens.shape
         out = np.zeros((n, length), dtype=bool)
-        if open_ == close:  # one mark opens and closes: toggle
-            state = np.zeros(n, dtype=bool)
-            for j in range(length):
-                state = np.where(is_boundary[:, j], False, state)
-                out[:, j] = state & ~is_open[:, j]
-                state = state ^ is_open[:, j]
-            return out
         first_close = np.where(is_close.any(1), is_close.argmax(1), length)
         first_open = np.where((is_open | is_boundary).any(1), (is_open | is_boundary).argmax(1), length)
         depth = (first_close < first_open).astype(np.int64)
@@ -294,7 +295,7 @@ class RuleEvaluator:
             depth = np.where(is_boundary[:, j], 0, depth)
             depth = np.maximum(depth - is_close[:, j], 0)
             out[:, j] = (depth > 0) & ~is_open[:, j]
-            depth = depth + is_open[:, j]
+            depth = np.minimum(depth + is_open[:, j], 1 if open_ == close else length)
         return out
 
     @staticmethod
