@@ -212,6 +212,7 @@ def test_label_translator_aligned_without_a_translator_says_to_train_one(synthet
     assert "unknown label method" not in lines[0]
 
 
+@pytest.mark.slow
 def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     args = ["train", "--run", str(synthetic_run), *TRAIN]
