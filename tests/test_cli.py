@@ -325,3 +325,20 @@ max_cards = 3
         assert f"== {stage}" in result.stdout
     assert (run / "activations.h5").is_file() and (run / "translator" / "best.safetensors").is_file()
     assert (run / "report.html").is_file() and db.is_file()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")) + [ROOT / "sae_translate" / "demo.toml"],
+                         ids=lambda p: p.name)
+def test_pipeline_files_configure_every_stage_with_valid_keys(path):
+    from sae_translate.config import build_config, load_pipeline
+
+    config = load_pipeline(path)
+    assert {"extract", "train", "label", "report"} <= set(config.stages)
+    run = {"run": "stores/x"}
+    build_config(LabelConfig, config.stages["label"], "label", **run)
+    build_config(ReportConfig, config.stages["report"], "report", **run)
+    train = {k: v for k, v in config.stages["train"].items()
+             if k not in ("modes", "mode", "dense_threshold", "min_count", "variant")}
+    build_config(TranslatorConfig, train, "train").validate()
+    if "world" not in config.stages:
+        build_config(ExtractConfig, config.stages["extract"], "extract")
