@@ -80,8 +80,8 @@ def test_every_option_default_and_help_come_from_the_stage_config(command, confi
             else:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 shown = param.default
-                assert shown == _expected(default, hints[f.name]) or (isinstance(default, Path) and Path(shown) == default), \
-                    (command, f.name, shown, default)
+                same_path = isinstance(default, Path) and Path(shown) == default
+                assert shown == _expected(default, hints[f.name]) or same_path, (command, f.name, shown, default)
             if helps.get(f.name):
                 assert helps[f.name] in (param.help or ""), (command, f.name)
 
@@ -342,3 +342,14 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
     build_config(TranslatorConfig, train, "train").validate()
     if "world" not in config.stages:
         build_config(ExtractConfig, config.stages["extract"], "extract")
+
+
+def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):
+    import warnings
+
+    from sae_translate.extract.models import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(str(tiny_world.model_dir), device="cpu")
+    assert not [w for w in caught if "HookedTransformer" in str(w.message)]
