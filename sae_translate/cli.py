@@ -79,15 +79,9 @@ def demo(
     out: Path = typer.Option(Path("stores/demo"), help="run directory"),
 ) -> None:
     """The whole pipeline on the embedded toy world: offline, CPU, minutes."""
-    from sae_translate.config import load_pipeline
-    from sae_translate.pipeline import DEMO_PIPELINE, run_pipeline
+    from sae_translate.pipeline import demo_pipeline, run_pipeline
 
-    config = load_pipeline(DEMO_PIPELINE)
-    if world_config is not None:
-        config.stages["world"]["config"] = str(world_config)
-        config.stages["world"]["out"] = f"stores/world-{world_config.stem}"
-    config.stages["extract"]["out"] = str(out)
-    run_pipeline(config, echo=typer.echo)
+    run_pipeline(demo_pipeline(world_config, out), echo=typer.echo)
 
 
 @app.command()

@@ -7,10 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sae_translate.config import PipelineConfig, build_config
+from sae_translate.config import PipelineConfig, build_config, load_pipeline
 from sae_translate.store.db import QueryResult, connect_readonly
 
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
+
+
+def demo_pipeline(world_config: Path | None = None, out: Path = Path("stores/demo")) -> PipelineConfig:
+    """The packaged demo pipeline, on another concept world when `world_config` names one
+    (built into its own stores/world-NAME, so it never replaces the default world)."""
+    config = load_pipeline(DEMO_PIPELINE)
+    if world_config is not None:
+        config.stages["world"]["config"] = str(world_config)
+        config.stages["world"]["out"] = f"stores/world-{Path(world_config).stem}"
+    config.stages["extract"]["out"] = str(out)
+    return config
 
 
 @dataclass

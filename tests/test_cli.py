@@ -353,3 +353,20 @@ def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):
         warnings.simplefilter("always")
         load_model(str(tiny_world.model_dir), device="cpu")
     assert not [w for w in caught if "HookedTransformer" in str(w.message)]
+
+
+def test_demo_takes_a_world_config_and_reports_a_bad_one_in_one_line(tmp_path):
+    from sae_translate.pipeline import demo_pipeline
+
+    config = demo_pipeline(tmp_path / "fruit.toml", tmp_path / "demo")
+    assert config.stages["world"]["config"] == str(tmp_path / "fruit.toml")
+    assert config.stages["world"]["out"] == "stores/world-fruit"  # the default world is left alone
+    assert config.stages["extract"]["out"] == str(tmp_path / "demo")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed\n")
+    result = _cli("demo", "--world-config", str(bad), "--out", str(tmp_path / "demo"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), result.stderr
+    assert "bad.toml" in result.stderr
+    assert not (tmp_path / "demo").exists()
