@@ -194,8 +194,8 @@ def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_r
     assert "selected at step" in result.stdout
     assert "\r" not in result.stderr  # progress to a pipe: plain lines
     # the weights file alone says what it is: the .json copies are for reading, not loading
-    for name in ("last", "best"):
-        (out / f"{name}.json").unlink()
+    (out / "last.json").write_text(json.dumps({"step": 1}))  # a stale copy, as a kill mid-save could leave
+    (out / "best.json").unlink()
     assert checkpoint_meta(out / "last.safetensors")["step"] == 60
     from sae_translate.translator.train import load_translator
 
