@@ -129,15 +129,17 @@ def report(cfg: ReportConfig) -> None:
 @bench_app.command("hmm")
 @with_configs(ConfigOptions(HMMConfig, "hmm"),
               ConfigOptions(BenchConfig, "bench", rename={"n_train": "train_sentences", "n_test": "test_sentences",
-                                                         "out_dir": "out"}))
+                                                         "out_dir": "out"}),
+              # the benchmark's own translator settings are the defaults of these three
+              ConfigOptions(TranslatorConfig, "translator", only={"steps", "batch_size", "device"},
+                            base=BenchConfig().translator,
+                            help={"steps": "translator steps", "batch_size": "sentences per language per step"}))
 def bench_hmm(
     hmm: HMMConfig,
     bench: BenchConfig,
+    translator: TranslatorConfig,
     json_out: bool = typer.Option(False, "--json", help="last stdout line: one JSON object"),
     ablate: bool = typer.Option(False, help="retrain with each loss removed; write the table to --benchmarks"),
-    steps: Optional[int] = typer.Option(None, help="translator steps (default: the benchmark's)"),
-    batch_size: Optional[int] = typer.Option(None, help="sentences per language per step (default: the benchmark's)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda"),
     benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
 ) -> None:
     """Unsupervised translation between two HMM languages, scored against the ground truth."""
@@ -145,9 +147,7 @@ def bench_hmm(
 
     from sae_translate.bench.hmm import ablation_markdown, run_ablation, run_benchmark, write_section
 
-    overrides = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
-    tcfg = replace(bench.translator, device=device, progress=not json_out, **overrides)
-    cfg = replace(bench, hmm=hmm, translator=tcfg)
+    cfg = replace(bench, hmm=hmm, translator=replace(translator, progress=not json_out))
     if ablate:
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))

@@ -102,12 +102,15 @@ class ConfigOptions:
     skip: frozenset[str] | set[str] = frozenset()  # fields that are not options (set in code)
     rename: Mapping[str, str] = field(default_factory=dict)  # field -> option name (python spelling)
     help: Mapping[str, str] = field(default_factory=dict)  # extra help, appended to the field's
+    only: frozenset[str] | set[str] | None = None  # when given: just these fields are options
+    base: Any = None  # an instance whose values are the defaults (and the rest of the built config)
 
     def _fields(self) -> Iterable[tuple[dataclasses.Field, Any]]:
         hints = typing.get_type_hints(self.cls)
         for f in dataclasses.fields(self.cls):
             nested = dataclasses.is_dataclass(_unwrap_optional(hints[f.name])[0])
-            if f.init and f.name not in self.skip and not nested:  # nested configs get their own options
+            wanted = self.only is None or f.name in self.only
+            if f.init and wanted and f.name not in self.skip and not nested:  # nested configs get their own options
                 yield f, hints[f.name]
 
     def option_name(self, name: str) -> str:
@@ -118,7 +121,9 @@ class ConfigOptions:
         params = []
         for f, tp in self._fields():
             default: Any = ...
-            if f.default is not MISSING:
+            if self.base is not None:
+                default = getattr(self.base, f.name)
+            elif f.default is not MISSING:
                 default = f.default
             elif f.default_factory is not MISSING:
                 default = f.default_factory()
@@ -159,6 +164,8 @@ class ConfigOptions:
             elif inner is str and isinstance(value, Path):
                 value = str(value)
             kwargs[f.name] = value
+        if self.base is not None:
+            return dataclasses.replace(self.base, **(kwargs | fixed))
         return self.cls(**(kwargs | fixed))
 
 

@@ -65,6 +65,14 @@ COMMANDS = [
 ]
 
 
+def test_bench_translator_options_default_to_the_benchmarks_translator():
+    params = {p.name: p for p in _command("bench hmm").params}
+    bench = BenchConfig().translator
+    assert (params["steps"].default, params["batch_size"].default, params["device"].default) == \
+        (bench.steps, bench.batch_size, bench.device)
+    assert "lr" not in params  # only the three the benchmark exposes
+
+
 @pytest.mark.parametrize("command, configs", COMMANDS, ids=[c for c, _ in COMMANDS])
 def test_every_option_default_and_help_come_from_the_stage_config(command, configs):
     params = {p.name: p for p in _command(command).params}
