@@ -1,4 +1,8 @@
-"""The `sae-translate` command line: parses options, calls one stage, prints what it did."""
+"""The `sae-translate` command line: parses options, calls one stage, prints what it did.
+
+A stage's options are the fields of its config dataclass (sae_translate.options): the same names,
+defaults and help as the pipeline TOML keys, defined once.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 
 out_dir holds last.safetensors (everything needed to resume exactly; its metadata in the header,
 copied to last.json for reading), best.* (the model selected without pairs, by round-trip
-reconstruction on held-out monolingual sentences) and log.jsonl (one line of losses per step, one line per evaluation).
+reconstruction on held-out monolingual sentences) and log.jsonl (one line of losses per step,
+one line per evaluation).
 """
 
 from __future__ import annotations
