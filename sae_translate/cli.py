@@ -69,7 +69,9 @@ def main() -> None:
 
 
 @app.command("run")
-def run_cmd(pipeline: Path = typer.Argument(..., help="pipeline TOML file, e.g. pipelines/pythia-70m-deduped.toml")) -> None:
+def run_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline TOML file, e.g. pipelines/pythia-70m-deduped.toml"),
+) -> None:
     """Run every stage of a pipeline file."""
     from sae_translate.config import load_pipeline
     from sae_translate.pipeline import run_pipeline
@@ -156,7 +158,8 @@ def bench_hmm(
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))
         for r in rows:
-            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  round trip {r['selection_score']:.3f}")
+            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  "
+                       f"round trip {r['selection_score']:.3f}")
         typer.echo(f"table written to {benchmarks}")
         if json_out:
             typer.echo(json.dumps({"ablation": rows}))
