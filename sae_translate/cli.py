@@ -1,15 +1,29 @@
-"""The `sae-translate` command line: parses options, calls one stage, prints what it did."""
+"""The `sae-translate` command line: parses options, calls one stage, prints what it did.
+
+A stage's options are the fields of its config dataclass (sae_translate.options): the same names,
+defaults and help as the pipeline TOML keys, defined once.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from sae_translate.bench.hmm import BenchConfig, HMMConfig
 from sae_translate.errors import UserError
+from sae_translate.extract.extract import ExtractConfig
+from sae_translate.extract.sae_training import TrainSaeConfig
+from sae_translate.label import LabelConfig
+from sae_translate.options import ConfigOptions, with_configs
+from sae_translate.report import ReportConfig
+from sae_translate.translator.languages import LanguageConfig
+from sae_translate.translator.train import TranslatorConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label every SAE feature by unsupervised translation between firing patterns and text.")
@@ -18,62 +32,22 @@ app.add_typer(bench_app, name="bench")
 
 
 @app.command()
-def extract(
-    model: str = typer.Option(..., help="TransformerLens model name (pythia-160m) or local checkpoint dir"),
-    sae: str = typer.Option(..., help="RELEASE/SAE_ID, sparsify:REPO/LAYER, or a local SAE dir"),
-    dataset: str = typer.Option(..., help="hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob"),
-    out: Path = typer.Option(Path("stores/run"), help="run directory"),
-    hook: Optional[str] = typer.Option(None, help="hook name; defaults to the SAE's own"),
-    tokens: int = typer.Option(1_000_000, help="upper bound on tokens"),
-    ctx: int = typer.Option(128, help="context length of each window"),
-    batch_size: int = typer.Option(32, help="sequences per forward pass"),
-    chunk_seqs: int = typer.Option(256, help="sequences per resumable chunk"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    dtype: str = typer.Option("float32", help="model dtype: float32, bfloat16, float16"),
-    heldout: float = typer.Option(0.1, help="share of sequences held out for scoring"),
-    top_k_codes: Optional[int] = typer.Option(None, help="keep only the k largest codes per token (default: exact)"),
-    text_column: str = typer.Option("text", help="column holding the text"),
-    dataset_split: str = typer.Option("train", help="split of a hub dataset"),
-    dataset_name: Optional[str] = typer.Option(None, help="configuration of a hub dataset"),
-    seed: int = typer.Option(0),
-    force: bool = typer.Option(False, help="replace a run made with other settings"),
-) -> None:
+@with_configs(ConfigOptions(ExtractConfig, "cfg", skip={"progress"}))
+def extract(cfg: ExtractConfig) -> None:
     """Run the model over a corpus, encode a hook with an SAE, store codes and statistics in HDF5."""
-    from sae_translate.extract.extract import ExtractConfig
     from sae_translate.extract.extract import extract as run_extract
 
-    cfg = ExtractConfig(model=model, sae=sae, dataset=dataset, out=str(out), hook=hook, tokens=tokens, ctx=ctx,
-                        batch_size=batch_size, chunk_seqs=chunk_seqs, device=device, dtype=dtype, heldout=heldout,
-                        top_k_codes=top_k_codes, text_column=text_column, dataset_split=dataset_split,
-                        dataset_name=dataset_name, seed=seed, force=force)
     result = run_extract(cfg)
     what = "already extracted" if result.reused else f"{result.n_tokens:,} tokens in {result.seconds:.1f}s"
     typer.echo(f"{result.path}: {what}")
 
 
 @app.command("train-sae")
-def train_sae_cmd(
-    model: str = typer.Option(..., help="TransformerLens model name or local checkpoint dir"),
-    hook: str = typer.Option(..., help="hook to train on, e.g. blocks.3.hook_resid_post"),
-    dataset: str = typer.Option(..., help="hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob"),
-    out: Path = typer.Option(..., help="directory to save the SAE in (sae-lens format)"),
-    architecture: str = typer.Option("topk", help="topk, batchtopk or standard (L1)"),
-    d_sae: Optional[int] = typer.Option(None, help="dictionary width (default: expansion x d_model)"),
-    expansion: int = typer.Option(8),
-    k: int = typer.Option(8, help="active features per token (topk, batchtopk)"),
-    training_tokens: int = typer.Option(1_000_000),
-    context_size: int = typer.Option(128),
-    lr: float = typer.Option(4e-4),
-    device: str = typer.Option("auto"),
-    text_column: str = typer.Option("text"),
-    seed: int = typer.Option(0),
-) -> None:
+@with_configs(ConfigOptions(TrainSaeConfig, "cfg"))
+def train_sae_cmd(cfg: TrainSaeConfig) -> None:
     """Train an SAE on a model hook with sae-lens's own trainer."""
-    from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
+    from sae_translate.extract.sae_training import train_sae
 
-    cfg = TrainSaeConfig(model=model, hook=hook, dataset=dataset, out=out, architecture=architecture, d_sae=d_sae,
-                         expansion=expansion, k=k, training_tokens=training_tokens, context_size=context_size, lr=lr,
-                         device=device, text_column=text_column, seed=seed)
     typer.echo(f"SAE saved to {train_sae(cfg)}")
 
 
@@ -95,7 +69,9 @@ def main() -> None:
 
 
 @app.command("run")
-def run_cmd(pipeline: Path = typer.Argument(..., help="pipeline TOML file, e.g. pipelines/pythia-70m-deduped.toml")) -> None:
+def run_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline TOML file, e.g. pipelines/pythia-70m-deduped.toml"),
+) -> None:
     """Run every stage of a pipeline file."""
     from sae_translate.config import load_pipeline
     from sae_translate.pipeline import run_pipeline
@@ -109,41 +85,20 @@ def demo(
     out: Path = typer.Option(Path("stores/demo"), help="run directory"),
 ) -> None:
     """The whole pipeline on the embedded toy world: offline, CPU, minutes."""
-    from sae_translate.config import load_pipeline
-    from sae_translate.pipeline import DEMO_PIPELINE, run_pipeline
+    from sae_translate.pipeline import demo_pipeline, run_pipeline
 
-    config = load_pipeline(DEMO_PIPELINE)
-    if world_config is not None:
-        config.stages["world"]["config"] = str(world_config)
-        config.stages["world"]["out"] = f"stores/world-{world_config.stem}"
-    config.stages["extract"]["out"] = str(out)
-    run_pipeline(config, echo=typer.echo)
-
-
-def _names(csv: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in csv.split(",") if x.strip())
+    run_pipeline(demo_pipeline(world_config, out), echo=typer.echo)
 
 
 @app.command()
-def label(
-    run: Path = typer.Option(..., help="run directory (stores/RUN) or its activations.h5"),
-    methods: str = typer.Option("top-tokens,logit-lens,random", help="comma-separated label methods"),
-    db: Path = typer.Option(Path("stores/labels.duckdb"), help="label database"),
-    scorers: str = typer.Option("embedding,detection,simulation,ground_truth",
-                                help="comma-separated scorers run after labelling; '' to skip"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    world: str = typer.Option("", help="toy-world dir for ground truth (default: the run's own)"),
-    seed: int = typer.Option(0),
-) -> None:
+@with_configs(ConfigOptions(LabelConfig, "cfg"))
+def label(cfg: LabelConfig) -> None:
     """Label every alive feature with each method, store held-out examples, score the labels."""
-    from sae_translate.label import LabelConfig
     from sae_translate.score import label_and_score, summary_table
 
-    cfg = LabelConfig(run=str(run), db=str(db), methods=_names(methods), scorers=_names(scorers),
-                      device=device, world=world, seed=seed)
     labelled, scored = label_and_score(cfg)
     typer.echo(f"{labelled.run_id}: {labelled.n_features:,} features x {len(labelled.methods)} methods, "
-               f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {db}")
+               f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {cfg.db}")
     if scored is not None:
         typer.echo(summary_table(scored.summary))
         typer.echo(f"scored in {scored.seconds:.1f}s")
@@ -164,20 +119,12 @@ def query(
 
 
 @app.command()
-def report(
-    run: Path = typer.Option(..., help="run directory (stores/RUN)"),
-    out: Optional[Path] = typer.Option(None, help="HTML file to write; default RUN/report.html"),
-    feature: Optional[list[int]] = typer.Option(None, "--feature", help="card for this feature (repeatable); "
-                                                "default: up to --max-cards spread over the run"),
-    db: Optional[Path] = typer.Option(None, help="label database; default stores/labels.duckdb when present"),
-    max_cards: int = typer.Option(50, help="feature cards drawn when no --feature is given"),
-    run_id: Optional[str] = typer.Option(None, help="the run's id in the label database; default: RUN's name"),
-) -> None:
+@with_configs(ConfigOptions(ReportConfig, "cfg", rename={"features": "feature"},
+                            help={"features": "(repeatable; default: up to --max-cards spread over the run)"}))
+def report(cfg: ReportConfig) -> None:
     """Write one self-contained HTML report (plotly, opens offline) of a run and its labels."""
-    from sae_translate.report import ReportConfig, write_report
+    from sae_translate.report import write_report
 
-    cfg = ReportConfig(run=str(run), out=None if out is None else str(out), db=None if db is None else str(db),
-                       features=tuple(feature or ()), max_cards=max_cards, run_id=run_id)
     result = write_report(cfg)
     typer.echo(f"{result.path}: {result.n_figures} figures, {result.n_cards} feature cards, "
                f"{result.size_bytes / 1e6:.1f} MB")
@@ -186,51 +133,33 @@ def report(
 
 
 @bench_app.command("hmm")
+@with_configs(ConfigOptions(HMMConfig, "hmm"),
+              ConfigOptions(BenchConfig, "bench", rename={"n_train": "train_sentences", "n_test": "test_sentences",
+                                                         "out_dir": "out"}),
+              # the benchmark's own translator settings are the defaults of these three
+              ConfigOptions(TranslatorConfig, "translator", only={"steps", "batch_size", "device"},
+                            base=BenchConfig().translator,
+                            help={"steps": "translator steps", "batch_size": "sentences per language per step"}))
 def bench_hmm(
+    hmm: HMMConfig,
+    bench: BenchConfig,
+    translator: TranslatorConfig,
     json_out: bool = typer.Option(False, "--json", help="last stdout line: one JSON object"),
     ablate: bool = typer.Option(False, help="retrain with each loss removed; write the table to --benchmarks"),
-    states: int = typer.Option(8, help="hidden states of the chain"),
-    vocab_a: int = typer.Option(12, help="symbols of language a"),
-    vocab_b: int = typer.Option(16, help="symbols of language b"),
-    sharpness: float = typer.Option(6.0, help="logit bonus of each state's home symbol (higher: less ambiguous)"),
-    concentration: float = typer.Option(0.3, help="Dirichlet concentration of the transitions (lower: more predictable)"),
-    length: int = typer.Option(24, help="symbols per sentence"),
-    seed: int = typer.Option(0),
-    steps: Optional[int] = typer.Option(None, help="translator steps (default: the benchmark's)"),
-    batch_size: Optional[int] = typer.Option(None, help="sentences per language per step"),
-    train_sentences: int = typer.Option(20000, help="training sentences per language"),
-    test_sentences: int = typer.Option(1000, help="held-out parallel pairs"),
-    aligned: bool = typer.Option(True, help="also train on true pairs (the upper bound)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda"),
-    out: Optional[Path] = typer.Option(None, help="keep checkpoints and logs here"),
     benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
 ) -> None:
     """Unsupervised translation between two HMM languages, scored against the ground truth."""
     import json
-    from dataclasses import replace
 
-    from sae_translate.bench.hmm import (
-        BENCH_TRANSLATOR,
-        BenchConfig,
-        HMMConfig,
-        ablation_markdown,
-        run_ablation,
-        run_benchmark,
-        write_section,
-    )
-    from sae_translate.translator.train import TranslatorConfig
+    from sae_translate.bench.hmm import ablation_markdown, run_ablation, run_benchmark, write_section
 
-    tcfg = TranslatorConfig(**BENCH_TRANSLATOR, device=device, progress=not json_out)
-    tcfg = replace(tcfg, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
-    cfg = BenchConfig(hmm=HMMConfig(states=states, vocab_a=vocab_a, vocab_b=vocab_b, sharpness=sharpness,
-                                    concentration=concentration, length=length, seed=seed),
-                      translator=tcfg, n_train=train_sentences, n_test=test_sentences, aligned=aligned,
-                      out_dir="" if out is None else str(out))
+    cfg = replace(bench, hmm=hmm, translator=replace(translator, progress=not json_out))
     if ablate:
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))
         for r in rows:
-            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  round trip {r['selection_score']:.3f}")
+            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  "
+                       f"round trip {r['selection_score']:.3f}")
         typer.echo(f"table written to {benchmarks}")
         if json_out:
             typer.echo(json.dumps({"ablation": rows}))
@@ -241,44 +170,41 @@ def bench_hmm(
         return
     typer.echo(f"accuracy {result['accuracy']:.3f} (ceiling {result['ceiling']:.3f}, "
                f"{result['share_of_ceiling']:.1%} of it) in {result['seconds']:.0f}s on {result['device']}")
-    if aligned:
+    if cfg.aligned:
         typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f}")
 
 
 @app.command()
+@with_configs(ConfigOptions(TranslatorConfig, "cfg", skip={"progress"}),
+              ConfigOptions(LanguageConfig, "language", skip={"seed"}))  # the translator's seed seeds both
 def train(
+    cfg: TranslatorConfig,
+    language: LanguageConfig,
     run: Path = typer.Option(..., help="run directory (stores/RUN)"),
-    mode: str = typer.Option("unsupervised", help="unsupervised (no pairs) or aligned (true pairs: the upper bound)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    steps: int = typer.Option(2000, help="training steps"),
-    batch_size: int = typer.Option(64, help="sentences per language per step, over all ranks under torchrun"),
-    dim: int = typer.Option(128, help="model width"),
-    depth: int = typer.Option(2, help="encoder and decoder layers"),
-    crop: int = typer.Option(0, help="train on random windows of this many positions (0: whole windows)"),
-    losses: str = typer.Option("denoise,back_translation,adversarial,anchor",
-                               help="losses to use, comma-separated: denoise, back_translation, adversarial, kl, anchor"),
-    dense_threshold: float = typer.Option(0.1, help="features firing on more than this share of tokens are not words"),
     out: Optional[Path] = typer.Option(None, help="checkpoint directory; default RUN/translator[-aligned]"),
-    seed: int = typer.Option(0),
+    losses: Optional[str] = typer.Option(None, help="only these losses, comma-separated, from: "
+                                         "denoise, back_translation, adversarial, kl, anchor "
+                                         "(default: the loss weights below)"),
 ) -> None:
     """Train the translator between a run's feature language and its text (resumes when interrupted)."""
-    import json
-    from dataclasses import replace
-
-    from sae_translate.translator.languages import LanguageConfig
     from sae_translate.translator.run import train_on_run
-    from sae_translate.translator.train import LOSSES, TranslatorConfig
+    from sae_translate.translator.train import LOSSES, checkpoint_meta
 
-    keep = set(_names(losses))
-    if keep - set(LOSSES):
-        raise UserError(f"unknown loss {sorted(keep - set(LOSSES))[0]!r}; choose from {', '.join(LOSSES)}")
-    cfg = TranslatorConfig(mode=mode, device=device, steps=steps, batch_size=batch_size, dim=dim, depth=depth,
-                           decoder_depth=depth, crop=crop, seed=seed,
-                           variational="kl" in keep, kl=0.01 if "kl" in keep else 0.0)
-    for loss in set(LOSSES) - keep - {"kl"}:
+    if losses is not None:
+        cfg = _only_losses(cfg, {x.strip() for x in losses.split(",") if x.strip()}, LOSSES)
+    path = train_on_run(run, cfg, replace(language, seed=cfg.seed), out)
+    meta = checkpoint_meta(path)
+    typer.echo(f"{path}: selected at step {meta['best_step']} (selection score {meta['best_score']:.3f})")
+
+
+def _only_losses(cfg: TranslatorConfig, keep: set[str], known: Iterable[str]) -> TranslatorConfig:
+    """cfg with every loss outside `keep` switched off (kl on with weight 0.01 when kept)."""
+    unknown = keep - set(known)
+    if unknown:
+        raise UserError(f"unknown loss {sorted(unknown)[0]!r}; choose from {', '.join(known)}")
+    cfg = replace(cfg, variational="kl" in keep, kl=0.01 if "kl" in keep else 0.0)
+    for loss in set(known) - keep - {"kl"}:
         cfg = cfg.without(loss)
     if "anchor" not in keep:
         cfg = replace(cfg, bt_start=cfg.dictionary_steps)  # back-translation waits for the autoencoders
-    path = train_on_run(run, cfg, LanguageConfig(dense_threshold=dense_threshold, seed=seed), out)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    typer.echo(f"{path}: selected at step {meta['best_step']} (selection score {meta['best_score']:.3f})")
+    return cfg

@@ -7,9 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sae_translate.config import PipelineConfig, build_config
+from sae_translate.config import PipelineConfig, build_config, load_pipeline
+from sae_translate.store.db import QueryResult, connect_readonly
 
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
+
+
+def demo_pipeline(world_config: Path | None = None, out: Path = Path("stores/demo")) -> PipelineConfig:
+    """The packaged demo pipeline, on another concept world when `world_config` names one
+    (built into its own stores/world-NAME, so it never replaces the default world)."""
+    config = load_pipeline(DEMO_PIPELINE)
+    if world_config is not None:
+        config.stages["world"]["config"] = str(world_config)
+        config.stages["world"]["out"] = f"stores/world-{Path(world_config).stem}"
+    config.stages["extract"]["out"] = str(out)
+    return config
 
 
 @dataclass
@@ -62,7 +74,7 @@ def stage_label(state: PipelineState, section: dict) -> None:
     """Label with every method, score on held-out windows, print the per-method means."""
     from sae_translate.label import LabelConfig
     from sae_translate.score import concept_kind_table, label_and_score, summary_table
-    from sae_translate.store.db import format_result, run_query
+    from sae_translate.store.db import format_result
 
     cfg = build_config(LabelConfig, section, "label", run=str(state.run_dir or state.config.run_dir))
     cfg.methods, cfg.scorers = tuple(cfg.methods), tuple(cfg.scorers)
@@ -73,10 +85,23 @@ def stage_label(state: PipelineState, section: dict) -> None:
         print(summary_table(scored.summary))
         if scored.world:  # scored against a toy world's ground truth
             print(concept_kind_table(cfg.db, labelled.run_id))
-    sql = (f"SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
-           f"WHERE run_id = '{labelled.run_id}' ORDER BY score DESC, feature LIMIT 5")
-    print(f"   sae-translate query \"{sql}\" --db {cfg.db}")
-    print(format_result(run_query(sql, cfg.db)))
+    literal = "'" + labelled.run_id.replace("'", "''") + "'"  # for the command shown; the query binds the id
+    print(f"   sae-translate query \"{BEST_LABELS_SQL.replace('?', literal)}\" --db {cfg.db}")
+    print(format_result(best_labels(cfg.db, labelled.run_id)))
+
+
+BEST_LABELS_SQL = ("SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
+                   "WHERE run_id = ? ORDER BY score DESC, feature LIMIT 5")
+
+
+def best_labels(db: str | Path, run_id: str) -> QueryResult:
+    """The five best-scored labels of a run, the run id bound as a parameter (ids may hold quotes)."""
+    con = connect_readonly(db)
+    try:
+        rel = con.execute(BEST_LABELS_SQL, [run_id])
+        return QueryResult([d[0] for d in rel.description], rel.fetchall())
+    finally:
+        con.close()
 
 
 def stage_report(state: PipelineState, section: dict) -> None:

@@ -8,6 +8,16 @@ import pytest
 
 from sae_translate.world.build import World, WorldBuildConfig, build_world
 
+# tests on a built toy world are slow wherever they are (the world alone takes a minute)
+SLOW_FIXTURES = {"tiny_world", "tiny_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that builds or uses the toy world `slow`, so `pytest -m "not slow"` skips them."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def tiny_world_config(out: Path, **overrides) -> WorldBuildConfig:
     """The default concept world at test size: a 2-layer d_model-32 model and a 128-feature SAE,

@@ -9,9 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from sae_translate.store.h5 import RunStore
+
+pytestmark = pytest.mark.slow  # trains and extracts under torchrun
 
 
 def _extract(world, out, *launcher: str) -> None:

@@ -68,6 +68,7 @@ def test_invalid_settings_are_user_errors():
         make_hmm(HMMConfig(states=1))
 
 
+@pytest.mark.slow
 def test_bench_hmm_command_translates_well_above_chance(tmp_path):
     from sae_translate.cli import app
 

@@ -89,6 +89,7 @@ def test_bad_language_settings_are_user_errors(planted):
         build_languages(planted.run, LanguageConfig(min_count=10**9))
 
 
+@pytest.mark.slow
 def test_aligned_translator_labels_planted_features_with_their_trigger_words(planted, tmp_path):
     torch.set_num_threads(1)
     cfg = TranslatorConfig(mode="aligned", steps=200, lr=3e-3, dim=32, heads=2, depth=1, decoder_depth=1,

@@ -67,3 +67,22 @@ def test_demo_pipeline_trains_and_labels_with_the_translator():
     config = load_pipeline(DEMO_PIPELINE)
     assert set(config.stages["train"]["modes"]) == {"unsupervised", "aligned"}
     assert {"translator", "translator-aligned"} <= set(config.stages["label"]["methods"])
+
+
+def test_label_stage_binds_run_ids_that_hold_quotes(tmp_path, capsys):
+    """A run directory named o'brien: the stage's summary query binds the id instead of splicing it."""
+    from sae_translate.bench.synthetic import make_synthetic_run
+    from sae_translate.config import PipelineConfig
+
+    syn = make_synthetic_run(tmp_path / "o'brien", n_seq=60, ctx=16, d_sae=8, seed=1)
+    syn.run.close()
+    db = tmp_path / "labels.duckdb"
+    label = {"run": str(syn.run.dir), "db": str(db), "methods": ["top-tokens"], "scorers": ["embedding"],
+             "device": "cpu"}
+    run_pipeline(PipelineConfig(name="quotes", stages={"label": label}))
+    out = capsys.readouterr().out
+    assert "run_id = 'o''brien'" in out  # the command shown is valid SQL too
+    with duckdb.connect(str(db), read_only=True) as con:
+        best = con.execute("SELECT count(*) FROM best_labels WHERE run_id = ?", ["o'brien"]).fetchone()[0]
+    assert best > 0
+    assert out.count("top-tokens") >= 2  # in the score summary and in the best labels printed

@@ -7,12 +7,10 @@ import json
 import random
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from sae_translate.errors import UserError
-from sae_translate.world.alignment import align_features, alignment_summary
 from sae_translate.world.build import build_world, load_world
 from sae_translate.world.config import EOT, load_world_config
 from sae_translate.world.corpus import generate_documents, tag_words
@@ -187,23 +185,6 @@ def test_tagger_agrees_with_the_generator_on_documents_and_cut_windows():
             assert tags[i] == truth[start + i], (window, i)
             checked += 1
     assert checked == 300 * 30
-
-
-def test_alignment_finds_a_planted_feature():
-    cfg = load_world_config(None)
-    doc = generate_documents(cfg, 2000, seed=0)
-    tags = [t for d in doc for t in d.concepts]
-    # feature 0 fires exactly on numbers, feature 1 on every token, feature 2 never
-    rows = [[0, 1] if "number" in t else [1] for t in tags]
-    indptr = np.cumsum([0] + [len(r) for r in rows])
-    features = np.array([f for r in rows for f in r])
-    aligned = align_features(indptr, features, tags, list(cfg.concept_names), d_sae=3)
-    assert aligned[0].concept == "number" and aligned[0].precision == 1.0 and aligned[0].recall == 1.0
-    assert aligned[1].precision < 0.5
-    assert aligned[2].firings == 0 and aligned[2].concept is None
-    summary = alignment_summary(aligned, list(cfg.concept_names), min_firings=1)
-    assert summary["alive"] == 2 and summary["aligned"] == 1
-    assert summary["per_concept"]["number"]["best_feature"] == 0
 
 
 # ------------------------------------------------------------------ the built world

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sae_translate import __version__
 from sae_translate.distributed import Ranks
@@ -36,6 +35,7 @@ from sae_translate.extract.corpus import (
     pack_windows,
     prefetch,
 )
+from sae_translate.progress import progress
 from sae_translate.store.h5 import (
     FILENAME,
     MANIFEST,
@@ -50,29 +50,29 @@ from sae_translate.store.h5 import (
 
 @dataclass
 class ExtractConfig:
-    model: str
-    sae: str
-    dataset: str
-    out: str = "stores/run"
+    model: str  # TransformerLens model name (pythia-160m) or local checkpoint dir
+    sae: str  # RELEASE/SAE_ID, sparsify:REPO/LAYER, or a local SAE dir
+    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob
+    out: str = "stores/run"  # run directory
     hook: str | None = None  # defaults to the SAE's own hook
     tokens: int = 1_000_000  # upper bound on tokens extracted
-    ctx: int = 128
+    ctx: int = 128  # context length of each window
     batch_size: int = 32  # sequences per forward pass
     chunk_seqs: int = 256  # sequences per resumable chunk
-    device: str = "auto"
-    dtype: str = "float32"
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    dtype: str = "float32"  # model dtype: float32, bfloat16, float16
     heldout: float = 0.1  # share of sequences held out for scoring
     seed: int = 0
     top_k_codes: int | None = None  # keep only the k largest codes per token (None = exact)
     n_top: int = 32  # top activations remembered per feature
-    logit_lens_k: int = 10
-    value_dtype: str = "float16"
-    text_column: str = "text"
-    dataset_split: str = "train"
+    logit_lens_k: int = 10  # tokens kept per feature by the logit lens
+    value_dtype: str = "float16"  # storage dtype of code values
+    text_column: str = "text"  # column holding the text
+    dataset_split: str = "train"  # split of a hub dataset
     dataset_name: str | None = None  # hub dataset configuration
     world: str = ""  # toy-world directory, for ground-truth scoring
     force: bool = False  # replace an existing run made with other settings
-    progress: bool = True
+    progress: bool = True  # progress bar on stderr
 
     def identity(self) -> dict:
         """The settings that determine the output; batch size, device and progress do not."""
@@ -138,7 +138,7 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         model.tokenizer, cfg.ctx,
     ), depth=2 * cfg.chunk_seqs)
     writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
-    bar = tqdm(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract",
+    bar = progress(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract",
                disable=not cfg.progress or ranks.rank != 0)
     n_seq, resumed, mine = 0, 0, []
     try:

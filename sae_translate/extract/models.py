@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -17,6 +19,21 @@ from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def hooked_transformer_api() -> Iterator[None]:
+    """Construct HookedTransformers without TransformerLens 3's deprecation warning on every run.
+
+    TransformerLens 3 deprecates HookedTransformer for TransformerBridge, but sae-lens, which trains
+    and loads our SAEs and runs its trainer on a HookedTransformer, still builds on HookedTransformer
+    and does not import under TransformerLens 4 (SAELens issue #738). So we stay on the
+    HookedTransformer API, pin TransformerLens below 4 in pyproject.toml, and hide only this warning.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"HookedTransformer(\.\w+)? is deprecated",
+                                category=DeprecationWarning)
+        yield
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -69,7 +86,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "float32", processi
             f"unknown model {spec!r}: use a TransformerLens model name (e.g. pythia-160m) or a local checkpoint directory"
         ) from e
     try:
-        with quiet:
+        with quiet, hooked_transformer_api():
             model = HookedTransformer.from_pretrained(spec, device=device, dtype=torch_dtype, **options)
     except OSError as e:
         raise UserError(f"could not load model {spec!r} ({_first_line(e)}); check the network or the Hugging Face cache") from e
@@ -93,7 +110,8 @@ def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype, options: 
         path, hf_cfg=hf_model.config.to_dict(), fold_ln=options["fold_ln"], device=device, dtype=dtype
     )
     state_dict = loading.get_pretrained_state_dict(path, cfg, hf_model, dtype=dtype)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    with hooked_transformer_api():
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **options)
     model.move_model_modules_to_device()
     model.eval()

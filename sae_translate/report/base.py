@@ -24,7 +24,7 @@ NOT_PLOTTED = frozenset(STEP_KEYS) | {"time", "seconds", "elapsed", "wall", "epo
 
 @dataclass
 class ReportConfig:
-    run: str
+    run: str                           # run directory (stores/RUN)
     out: str | None = None             # default: RUN/report.html
     db: str | None = None              # default: stores/labels.duckdb (optional unless given)
     run_id: str | None = None          # defaults to the run directory's name, as label does
@@ -35,7 +35,7 @@ class ReportConfig:
     latent_sentences: int = 400        # sentences per language in the latent view
     max_log_points: int = 1000         # points per training curve (bucket means beyond)
     seed: int = 0
-    title: str | None = None
+    title: str | None = None           # page title; default: "sae-translate report: RUN_ID"
 
 
 @dataclass

@@ -199,7 +199,7 @@ def scores_section(page: Page, tables: LabelTables | None, reason: str) -> str:
     scorers = [sc for sc in sorted(set(s["scorer"])) if sc != GROUND_TRUTH]
     if not scorers:
         return "".join(parts) + _note(f"Run {tables.run_id!r} has labels but no scores yet; "
-                                      "run the score stage to fill this section.")
+                                      "rerun `sae-translate label` on it without `--scorers ''` to score them.")
     colors = _method_colors(sorted(set(s["method"])))
     fig = make_subplots(rows=1, cols=len(scorers), subplot_titles=scorers, shared_yaxes=True)
     for col, scorer in enumerate(scorers, start=1):

@@ -1,4 +1,4 @@
-"""The HDF5 run store (DESIGN section 3): one writer, one reader.
+"""The HDF5 run store: one writer, one reader.
 
 Layout of `activations.h5`:
     /tokens               int32   [n_seq, ctx]

@@ -2,9 +2,10 @@
 
     train_translator(cfg, corpus_a, corpus_b, out_dir, pairs=None) -> path of the selected checkpoint
 
-out_dir holds last.safetensors + last.json (everything needed to resume exactly), best.* (the
-model selected without pairs, by round-trip reconstruction on held-out monolingual sentences)
-and log.jsonl (one line of losses per step, one line per evaluation).
+out_dir holds last.safetensors (everything needed to resume exactly; its metadata in the header,
+copied to last.json for reading), best.* (the model selected without pairs, by round-trip
+reconstruction on held-out monolingual sentences) and log.jsonl (one line of losses per step,
+one line per evaluation).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
+from sae_translate.progress import progress as tqdm  # plain lines when not on a terminal
 from sae_translate.translator.anchor import (
     AnchorConfig,
     WordDictionary,
@@ -367,10 +369,7 @@ class Trainer:
                 "best_score": self.best_score, "best_step": self.best_step}
 
     def save_best(self) -> Path:
-        path = self.out_dir / "best.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(path))
-        path.with_suffix(".json").write_text(json.dumps(self._meta(), indent=1))
-        return path
+        return save_checkpoint(self.out_dir / "best.safetensors", self.model.state_dict(), self._meta())
 
     def save_last(self) -> Path:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -383,17 +382,12 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.dictionary is not None:
             tensors |= self.dictionary.to_tensors()
-        path = self.out_dir / "last.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         meta = self._meta() | {"opt_groups": opt_groups, "disc_opt_groups": disc_groups}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-        tmp.replace(path)  # the weights land last: a half-written checkpoint is never picked up
-        return path
+        return save_checkpoint(self.out_dir / "last.safetensors", tensors, meta)
 
     def _load_last(self) -> None:
         path = self.out_dir / "last.safetensors"
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = checkpoint_meta(path)
         if meta["model"] != self.model_cfg.to_dict():
             raise UserError(
                 f"{path} was trained with a different model or vocabulary; "
@@ -450,6 +444,36 @@ class Trainer:
         return self.out_dir / "best.safetensors"
 
 
+META_KEY = "sae_translate"  # safetensors header entry holding a checkpoint's metadata (JSON)
+
+
+def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict) -> Path:
+    """Write tensors and their metadata as one file (the metadata in the safetensors header),
+    renamed into place, so a kill at any moment leaves the old checkpoint or the new one, whole.
+    A readable copy of the metadata goes to path.json afterwards; loading never needs it."""
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={META_KEY: json.dumps(meta)})
+    tmp.replace(path)
+    side = path.with_suffix(".json.tmp")
+    side.write_text(json.dumps(meta, indent=1))
+    side.replace(path.with_suffix(".json"))
+    return path
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """A checkpoint's metadata: from its header, or from the .json beside it (older checkpoints)."""
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    if META_KEY in header:
+        return json.loads(header[META_KEY])
+    side = path.with_suffix(".json")
+    if not side.exists():
+        raise UserError(f"{path} has no metadata and no {side.name}; retrain it with `sae-translate train`")
+    return json.loads(side.read_text())
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from."""
     if not path.exists():
@@ -467,13 +491,13 @@ def train_translator(
 
 
 def load_translator(path: str | Path, device: str = "cpu") -> Translator:
-    """A trained model from best.safetensors / last.safetensors (its .json sits beside it)."""
+    """A trained model from best.safetensors / last.safetensors."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.safetensors"
-    if not path.exists() or not path.with_suffix(".json").exists():
+    if not path.exists():
         raise UserError(f"no translator checkpoint at {path}; train one with `sae-translate train`")
-    meta = json.loads(path.with_suffix(".json").read_text())
+    meta = checkpoint_meta(path)
     model = Translator(ModelConfig(**meta["model"]))
     tensors = load_file(str(path))
     if any(k.startswith("model.") for k in tensors):

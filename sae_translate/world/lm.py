@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from sae_translate.progress import progress as progress_bar
 from sae_translate.world.config import EOT, PAD, SPECIAL_TOKENS, UNK
 
 
@@ -137,7 +137,7 @@ def train_language_model(model, windows: np.ndarray, cfg: LanguageModelConfig, p
     model.train()
     order = torch.randperm(len(train), generator=generator)
     cursor, running = 0, float("nan")
-    bar = tqdm(range(cfg.steps), desc="Training world model", disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.steps), desc="Training world model", disable=not progress, leave=False)
     for _ in bar:
         if cursor + cfg.batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=generator), 0

@@ -1,0 +1,380 @@
+"""The command line: options derived from the stage configs, the commands end to end, progress output."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from sae_translate.bench.hmm import BenchConfig, HMMConfig
+from sae_translate.cli import app
+from sae_translate.extract.extract import ExtractConfig
+from sae_translate.extract.sae_training import TrainSaeConfig
+from sae_translate.label import LabelConfig
+from sae_translate.options import field_help
+from sae_translate.report import ReportConfig
+from sae_translate.translator.languages import LanguageConfig
+from sae_translate.translator.train import TranslatorConfig, checkpoint_meta
+
+ROOT = Path(__file__).resolve().parents[1]
+# one thread per process: oversubscribed cores make each training step seconds instead of milliseconds
+ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sae_translate", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, timeout=timeout)
+
+
+def _command(path: str) -> click.Command:
+    cmd = typer.main.get_command(app)
+    for name in path.split():
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+def _expected(value, hint):
+    """A dataclass default as the CLI shows it: tuples of strings comma-joined, of ints a list."""
+    if isinstance(value, tuple):
+        return ",".join(value) if typing.get_args(hint)[0] is str else (list(value) or None)
+    return value
+
+
+# every command, the configs it is built from, and the fields that are set in code instead
+COMMANDS = [
+    ("extract", [(ExtractConfig, {"progress"}, {})]),
+    ("train-sae", [(TrainSaeConfig, set(), {})]),
+    ("label", [(LabelConfig, set(), {})]),
+    ("report", [(ReportConfig, set(), {"features": "feature"})]),
+    ("train", [(TranslatorConfig, {"progress"}, {}), (LanguageConfig, {"seed"}, {})]),
+    ("bench hmm", [(HMMConfig, set(), {}),
+                   (BenchConfig, {"hmm", "translator"},
+                    {"n_train": "train_sentences", "n_test": "test_sentences", "out_dir": "out"})]),
+]
+
+
+def test_bench_translator_options_default_to_the_benchmarks_translator():
+    params = {p.name: p for p in _command("bench hmm").params}
+    bench = BenchConfig().translator
+    assert (params["steps"].default, params["batch_size"].default, params["device"].default) == \
+        (bench.steps, bench.batch_size, bench.device)
+    assert "lr" not in params  # only the three the benchmark exposes
+
+
+@pytest.mark.parametrize("command, configs", COMMANDS, ids=[c for c, _ in COMMANDS])
+def test_every_option_default_and_help_come_from_the_stage_config(command, configs):
+    params = {p.name: p for p in _command(command).params}
+    for cls, skipped, renamed in configs:
+        helps, hints = field_help(cls), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skipped:
+                assert f.name not in params or cls is LanguageConfig  # seed comes from the translator's
+                continue
+            param = params[renamed.get(f.name, f.name)]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                assert param.required, f.name
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                shown = param.default
+                same_path = isinstance(default, Path) and Path(shown) == default
+                assert shown == _expected(default, hints[f.name]) or same_path, (command, f.name, shown, default)
+            if helps.get(f.name):
+                assert helps[f.name] in (param.help or ""), (command, f.name)
+
+
+def test_field_help_reads_metadata_docstrings_comments_and_sections():
+    @dataclass
+    class Example:
+        a: int = 1  # the trailing comment
+        b: str = "x"
+        """the docstring"""
+        c: float = field(default=0.5, metadata={"help": "from metadata"})  # not this
+        # a section
+        d: bool = False
+        e: str = "# not a comment"
+
+    helps = field_help(Example)
+    assert helps["a"] == "the trailing comment"
+    assert helps["b"] == "the docstring"
+    assert helps["c"] == "from metadata"
+    assert helps["d"] == "(a section)"
+    assert helps["e"] == "(a section)"
+
+
+def test_true_defaults_can_be_switched_off_and_lists_are_parsed():
+    ctx = _command("report").make_context("report", ["--run", "r", "--feature", "3", "--feature", "5"])
+    assert ctx.params["feature"] == [3, 5]
+    ctx = _command("train").make_context("train", ["--run", "r", "--no-anchor", "--no-amp"])
+    assert ctx.params["anchor"] is False and ctx.params["amp"] is False
+    ctx = _command("bench hmm").make_context("hmm", ["--no-aligned", "--train-sentences", "10"])
+    assert ctx.params["aligned"] is False and ctx.params["train_sentences"] == 10
+
+
+def test_readme_command_table_names_only_real_options():
+    """Every --option the README's command table shows exists on that command."""
+    readme = (ROOT / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `sae-translate ")]
+    assert rows
+    group = typer.main.get_command(app)
+    for row in rows:
+        words = row.split("`")[1].split()
+        name = words[1] if words[1] != "bench" else f"{words[1]} {words[2]}"
+        cmd = group.commands[name.split()[0]]  # type: ignore[attr-defined]
+        if " " in name:
+            cmd = cmd.commands[name.split()[1]]  # type: ignore[attr-defined]
+        known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        for word in words:
+            opt = word.strip("[]").split("=")[0]
+            if opt.startswith("--"):
+                assert opt in known, (name, opt)
+
+
+# ------------------------------------------------------------------ progress in logs
+
+
+def test_progress_on_a_non_terminal_writes_plain_lines_at_most_every_interval():
+    from sae_translate.progress import LineProgress, progress
+
+    stream = io.StringIO()  # not a terminal
+    bar = progress(total=1000, desc="work", file=stream, interval=0.2)
+    assert isinstance(bar, LineProgress)
+    start = time.monotonic()
+    for _ in range(1000):
+        bar.update(1)
+        time.sleep(0.0005)
+    bar.close()
+    elapsed = time.monotonic() - start
+    text = stream.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert all(line.startswith("work") for line in lines)
+    assert "1000/1000" in lines[-1]
+    assert 2 <= len(lines) <= elapsed / 0.2 + 3  # the first, the last, and one per interval between
+
+
+def test_progress_on_a_non_terminal_never_prints_frames_and_disabled_prints_nothing():
+    from sae_translate.progress import progress
+
+    stream = io.StringIO()
+    bar = progress(range(50), file=stream, interval=60)
+    for _ in bar:
+        pass
+    assert stream.getvalue().count("\n") == 2 and "\r" not in stream.getvalue()  # start and end only
+    quiet = io.StringIO()
+    for _ in progress(range(5), file=quiet, disable=True):
+        pass
+    assert quiet.getvalue() == ""
+
+
+# ------------------------------------------------------------------ train, label, kill and resume
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    from sae_translate.bench.synthetic import make_synthetic_run
+
+    syn = make_synthetic_run(tmp_path_factory.mktemp("cli") / "run", n_seq=120, ctx=16, d_sae=12, seed=3)
+    syn.run.close()
+    return syn.run.dir
+
+
+TRAIN = ["--steps", "60", "--batch-size", "8", "--dim", "16", "--depth", "1", "--decoder-depth", "1",
+         "--eval-every", "20", "--checkpoint-every", "5", "--select-sentences", "16", "--device", "cpu",
+         "--no-anchor"]  # the anchor's vocabulary alignment takes longer than this whole training
+
+
+def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_run, tmp_path):
+    out = tmp_path / "translator"
+    result = _cli("train", "--run", str(synthetic_run), *TRAIN, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "selected at step" in result.stdout
+    assert "\r" not in result.stderr  # progress to a pipe: plain lines
+    # the weights file alone says what it is: the .json copies are for reading, not loading
+    (out / "last.json").write_text(json.dumps({"step": 1}))  # a stale copy, as a kill mid-save could leave
+    (out / "best.json").unlink()
+    assert checkpoint_meta(out / "last.safetensors")["step"] == 60
+    from sae_translate.translator.train import load_translator
+
+    load_translator(out)
+
+
+def test_label_translator_aligned_without_a_translator_says_to_train_one(synthetic_run):
+    result = _cli("label", "--run", str(synthetic_run), "--methods", "translator-aligned", "--scorers", "",
+                  "--db", str(Path(synthetic_run).parent / "labels.duckdb"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: no translator in") and "sae-translate train" in lines[0]
+    assert "unknown label method" not in lines[0]
+
+
+@pytest.mark.slow
+def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_path):
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    args = ["train", "--run", str(synthetic_run), *TRAIN]
+    args[args.index("--steps") + 1] = "200"
+    proc = subprocess.Popen([sys.executable, "-m", "sae_translate", *args, "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 240
+    last = killed / "last.safetensors"
+    while True:  # kill once a few checkpoints have landed, at whatever instant that is
+        assert proc.poll() is None, "train ended before it could be killed"
+        assert time.time() < deadline
+        try:
+            if last.exists() and checkpoint_meta(last)["step"] >= 30:
+                break
+        except Exception:  # noqa: BLE001  (a checkpoint being renamed into place this instant)
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = checkpoint_meta(last)["step"]
+    assert 30 <= step < 200
+    from safetensors.torch import load_file
+
+    from sae_translate.translator.train import load_translator
+
+    load_translator(last)  # weights and metadata match: the model loads from them
+
+    resumed = _cli(*args, "--out", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint_meta(last)["step"] == 200
+    log = [json.loads(x) for x in (killed / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "select" not in r] == list(range(1, 201))  # each step logged once
+
+    assert _cli(*args, "--out", str(straight)).returncode == 0
+    a, b = load_file(str(last)), load_file(str(straight / "last.safetensors"))
+    for key in a:
+        if key.startswith("model."):
+            assert (a[key] - b[key]).abs().max() < 1e-5, key  # resuming is exact on CPU
+
+
+def test_old_checkpoints_with_a_json_beside_them_still_load(synthetic_run, tmp_path):
+    """Checkpoints written before the metadata moved into the header."""
+    from safetensors.torch import load_file, save_file
+
+    from sae_translate.translator.train import load_translator
+
+    out = tmp_path / "new"
+    assert _cli("train", "--run", str(synthetic_run), *TRAIN, "--out", str(out)).returncode == 0
+    meta = checkpoint_meta(out / "best.safetensors")
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file(load_file(str(out / "best.safetensors")), str(old / "best.safetensors"))  # no header metadata
+    (old / "best.json").write_text(json.dumps(meta))
+    assert checkpoint_meta(old / "best.safetensors") == meta
+    load_translator(old)
+
+
+# ------------------------------------------------------------------ whole pipelines (slow)
+
+
+@pytest.mark.slow
+def test_train_sae_command(tiny_world, tmp_path):
+    out = tmp_path / "sae"
+    result = _cli("train-sae", "--model", str(tiny_world.model_dir), "--hook", "blocks.0.hook_resid_post",
+                  "--dataset", str(tiny_world.corpus_files[0]), "--out", str(out), "--d-sae", "32", "--k", "4",
+                  "--training-tokens", "8192", "--context-size", "32", "--batch-size-tokens", "1024",
+                  "--buffer-tokens", "4096", "--n-batches-for-norm-estimate", "2", "--eval-batches", "1",
+                  "--device", "cpu", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"SAE saved to {out}" in result.stdout
+    assert json.loads((out / "cfg.json").read_text())["d_sae"] == 32
+
+
+@pytest.mark.slow
+def test_run_command_does_every_stage_of_a_pipeline(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    db = tmp_path / "labels.duckdb"
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(f"""
+name = "tiny"
+[extract]
+model = "{tiny_world.model_dir}"
+sae = "{tiny_world.sae_dir}"
+dataset = "{tiny_world.corpus_files[0]}"
+world = "{tiny_world.dir}"
+out = "{run}"
+tokens = 8192
+ctx = 32
+device = "cpu"
+[train]
+steps = 30
+batch_size = 8
+dim = 16
+depth = 1
+decoder_depth = 1
+eval_every = 10
+checkpoint_every = 10
+device = "cpu"
+[label]
+db = "{db}"
+methods = ["translator", "top-tokens"]
+scorers = ["detection"]
+device = "cpu"
+[report]
+max_cards = 3
+""")
+    result = _cli("run", str(pipeline), timeout=900)
+    assert result.returncode == 0, result.stderr
+    for stage in ("extract", "train", "label", "report"):
+        assert f"== {stage}" in result.stdout
+    assert (run / "activations.h5").is_file() and (run / "translator" / "best.safetensors").is_file()
+    assert (run / "report.html").is_file() and db.is_file()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")) + [ROOT / "sae_translate" / "demo.toml"],
+                         ids=lambda p: p.name)
+def test_pipeline_files_configure_every_stage_with_valid_keys(path):
+    from sae_translate.config import build_config, load_pipeline
+
+    config = load_pipeline(path)
+    assert {"extract", "train", "label", "report"} <= set(config.stages)
+    run = {"run": "stores/x"}
+    build_config(LabelConfig, config.stages["label"], "label", **run)
+    build_config(ReportConfig, config.stages["report"], "report", **run)
+    train = {k: v for k, v in config.stages["train"].items()
+             if k not in ("modes", "mode", "dense_threshold", "min_count", "variant")}
+    build_config(TranslatorConfig, train, "train").validate()
+    if "world" not in config.stages:
+        build_config(ExtractConfig, config.stages["extract"], "extract")
+
+
+def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):
+    import warnings
+
+    from sae_translate.extract.models import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(str(tiny_world.model_dir), device="cpu")
+    assert not [w for w in caught if "HookedTransformer" in str(w.message)]
+
+
+def test_demo_takes_a_world_config_and_reports_a_bad_one_in_one_line(tmp_path):
+    from sae_translate.pipeline import demo_pipeline
+
+    config = demo_pipeline(tmp_path / "fruit.toml", tmp_path / "demo")
+    assert config.stages["world"]["config"] == str(tmp_path / "fruit.toml")
+    assert config.stages["world"]["out"] == "stores/world-fruit"  # the default world is left alone
+    assert config.stages["extract"]["out"] == str(tmp_path / "demo")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed\n")
+    result = _cli("demo", "--world-config", str(bad), "--out", str(tmp_path / "demo"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), result.stderr
+    assert "bad.toml" in result.stderr
+    assert not (tmp_path / "demo").exists()
