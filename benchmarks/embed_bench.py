@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_translate.synthetic import minilm_words  # noqa: E402
 
-from sae_translate import embedder  # noqa: E402
+from sae_translate.score import embedder  # noqa: E402
 
 
 def bench_texts(n_labels: int, n_windows: int, seed: int = 0) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sae_translate import embedder
+from sae_translate.score import embedder
 
 TEXTS = ["red dog", "  padded text  ", "", "a much longer window of text with many words, commas "
          "and «marks» in it, long enough to need a wide batch", "Paris, London, city", "naïve café",
