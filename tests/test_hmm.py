@@ -7,7 +7,9 @@ import torch
 from typer.testing import CliRunner
 
 from sae_translate.errors import UserError
-from sae_translate.hmm import HMMConfig, counterpart_accuracy, make_data, make_hmm
+from sae_translate.hmm import (BenchConfig, HMMConfig, both_ways, counterpart_accuracy, gap_closed, make_data,
+                               make_hmm)
+from sae_translate.translator.anchor import induce_dictionary
 
 
 def test_chain_and_emissions_are_distributions_with_distinct_home_symbols():
@@ -61,11 +63,52 @@ def test_ceiling_beats_word_by_word_guessing_and_parallel_pairs_share_states():
     assert (data.test_b == home_b[data.test_states]).mean() > 2 * (data.test_b == home_b[data.test_states[::-1]]).mean()
 
 
+def test_lookup_is_the_best_per_symbol_map_and_the_ceiling_beats_it_at_the_default_sharpness():
+    data = make_data(HMMConfig(seed=1), n_train=50, n_test=3000)
+    hmm, states = data.hmm, data.test_states
+    # the empirical best map: for each symbol, the home symbol it most often stands for
+    home_b = hmm.home_symbols("b")[states]
+    counts = np.zeros((hmm.emission_a.shape[1], hmm.emission_b.shape[1]))
+    np.add.at(counts, (data.test_a.ravel(), home_b.ravel()), 1)
+    empirical = counterpart_accuracy(hmm, states, counts.argmax(1)[data.test_a], "b")
+    lookup = counterpart_accuracy(hmm, states, hmm.lookup_translate(data.test_a, "a", "b"), "b")
+    assert lookup == pytest.approx(empirical, abs=0.02)
+    lookup, ceiling = both_ways(data, hmm.lookup_translate), both_ways(data, hmm.ceiling_translate)
+    assert ceiling - lookup > 0.05  # the default is a chain where reading the neighbours matters
+    assert gap_closed(lookup, lookup, ceiling) == 0 and gap_closed(ceiling, lookup, ceiling) == pytest.approx(1)
+
+
+def test_anchor_finds_the_dictionary_on_a_chain_where_a_single_start_locked_onto_a_wrong_one():
+    # seed 9 at the defaults: the best-ranked start leads to a consistent but wrong pairing (accuracy
+    # ~0.08) whose round trip is as good as the right one's; the structure discrepancy picks right
+    torch.set_num_threads(1)
+    data = make_data(HMMConfig(seed=9), n_train=20000, n_test=500)
+    dictionary, report = induce_dictionary(data.train_a, 12, data.train_b, 16)
+    words = (dictionary.best(0).numpy(), dictionary.best(1).numpy())
+    anchor = both_ways(data, lambda x, src, tgt: words["ab".index(src)][x])
+    lookup = both_ways(data, data.hmm.lookup_translate)
+    assert anchor > 0.8 * lookup
+    assert report.distinct_starts > 1 and report.margin > 0
+
+
 def test_invalid_settings_are_user_errors():
     with pytest.raises(UserError):
         make_hmm(HMMConfig(states=8, vocab_a=4))
     with pytest.raises(UserError):
         make_hmm(HMMConfig(states=1))
+
+
+def test_bench_hmm_command_takes_its_defaults_from_the_benchmark_config():
+    from dataclasses import asdict
+
+    from sae_translate.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "hmm", "--defaults", "--json"])
+    assert result.exit_code == 0, result.output
+    printed, own = json.loads(result.output), asdict(BenchConfig())
+    assert printed["hmm"] == own["hmm"]
+    assert {k: v for k, v in printed.items() if k != "translator"} == {k: v for k, v in own.items() if k != "translator"}
+    assert printed["translator"] | {"progress": True} == own["translator"] | {"progress": True}
 
 
 def test_bench_hmm_command_translates_well_above_chance(tmp_path):
@@ -78,7 +121,8 @@ def test_bench_hmm_command_translates_well_above_chance(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    for key in ("accuracy", "steps", "seconds", "device", "ceiling", "share_of_ceiling"):
+    for key in ("accuracy", "steps", "seconds", "device", "ceiling", "share_of_ceiling", "lookup", "gap_closed",
+                "word_by_word_accuracy"):
         assert key in report
     assert report["steps"] == 150
     assert report["accuracy"] > 0.6  # chance is about 1/6

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
-from sae_translate.translator.anchor import AnchorConfig, WordDictionary, align_vocabularies
+from sae_translate.translator.anchor import AnchorConfig, WordDictionary, induce_dictionary
 from sae_translate.translator.losses import (
     Discriminator,
     Encoded,
@@ -269,13 +269,15 @@ class Trainer:
         self.step = 0
         self.best_score, self.best_step = -1.0, -1
         self.dictionary: WordDictionary | None = None
+        self.anchor_report: dict = {}
 
         if (self.out_dir / "last.safetensors").exists():
             self._load_last()
         elif cfg.mode == "unsupervised" and cfg.anchor:
-            self.dictionary = align_vocabularies(
+            self.dictionary, report = induce_dictionary(
                 self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
             )
+            self.anchor_report = asdict(report)
 
     def _seed_streams(self, step: int) -> None:
         """Seed this rank's sampling streams: different per rank, reproducible per (rank, step)."""
@@ -367,7 +369,7 @@ class Trainer:
     # checkpoints
     def _meta(self) -> dict:
         return {"step": self.step, "config": asdict(self.cfg), "model": self.model_cfg.to_dict(),
-                "best_score": self.best_score, "best_step": self.best_step}
+                "best_score": self.best_score, "best_step": self.best_step, "anchor": self.anchor_report}
 
     def save_best(self) -> Path:
         path = self.out_dir / "best.safetensors"
@@ -417,6 +419,7 @@ class Trainer:
             self.dictionary = WordDictionary.from_tensors(tensors)
         self.step = meta["step"]
         self.best_score, self.best_step = meta["best_score"], meta["best_step"]
+        self.anchor_report = meta.get("anchor", {})
         if self.ranks.main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
 
