@@ -196,8 +196,13 @@ def gap_closed(accuracy: float, lookup: float, ceiling: float) -> float:
     return (accuracy - lookup) / max(ceiling - lookup, 1e-9)
 
 
-# the translator settings of the benchmark: a small model, trained for a few minutes on CPU
-BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600)
+# the translator settings of the benchmark: a small model, trained for a few minutes on CPU. The
+# checkpoint is chosen by how well sampled translations reproduce the target's bigram statistics:
+# once back-translation runs on the model's own output the round trip keeps rising while the
+# mapping drifts away from the anchor (seed 0: round trip 0.77 -> 0.85, accuracy 0.60 -> 0.55),
+# and the statistics score falls with the accuracy (-0.06 -> -0.18)
+BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600,
+                        selection="statistics")
 
 
 def bench_translator(**overrides) -> TranslatorConfig:

@@ -81,6 +81,9 @@ class TranslatorConfig:
     checkpoint_every: int = 500
     eval_every: int = 250
     select_sentences: int = 256  # held out from each corpus for model selection
+    # unsupervised checkpoint choice: "round_trip" (a -> b -> a reconstruction; blind to a consistently
+    # wrong mapping) or "statistics" (sampled translations reproduce the other language's bigrams)
+    selection: str = "round_trip"
     progress: bool = True
 
     def validate(self) -> None:
@@ -88,6 +91,8 @@ class TranslatorConfig:
             raise UserError(f"mode must be 'unsupervised' or 'aligned' (got {self.mode!r})")
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("steps and batch size must be positive")
+        if self.selection not in ("round_trip", "statistics"):
+            raise UserError(f"selection must be 'round_trip' or 'statistics' (got {self.selection!r})")
         if self.kl > 0 and not self.variational:
             raise UserError("a KL weight needs the variational bottleneck: set variational=True")
 
@@ -366,6 +371,30 @@ class Trainer:
                 acc_ba = (self.model.translate_words(self.model.translate_words(b, 1, 0), 0, 1) == b).float().mean()
         return float((acc_ab + acc_ba) / 2)
 
+    def selection_scores(self) -> dict[str, float]:
+        """Every selection score of the current model (the statistics one is unsupervised-only)."""
+        scores = {"round_trip": self.select_score()}
+        if self.cfg.mode == "unsupervised":
+            scores["statistics"] = self.statistics_score()
+        return scores
+
+    @torch.no_grad()
+    def statistics_score(self) -> float:
+        """Unsupervised, and unlike the round trip able to tell a wrong mapping from a right one:
+        sampled translations of held-out sentences should reproduce the other language's bigram
+        statistics (a faithful P(b | a) sampled on real a yields text distributed like real b).
+        Minus the mean KL divergence of real bigrams from translated ones, both directions; 0 is best."""
+        self.model.eval()
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        score = 0.0
+        for src, tgt, held_out, target in ((0, 1, self.select_a, self.train_b), (1, 0, self.select_b, self.train_a)):
+            words = held_out.to(self.device)
+            lang = torch.full((len(words),), src, dtype=torch.long, device=self.device)
+            joint = self.model.translate(self.model.to_joint(words, lang), lang, 1 - lang, sample=True, generator=gen)
+            translated = self.model.to_words(joint, 1 - lang).cpu()
+            score -= _bigram_kl(target, translated, self.vocab[tgt])
+        return score / 2
+
     # checkpoints
     def _meta(self) -> dict:
         return {"step": self.step, "config": asdict(self.cfg), "model": self.model_cfg.to_dict(),
@@ -439,8 +468,9 @@ class Trainer:
             if self.step % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                score = self.select_score()
-                log.write(json.dumps({"step": self.step, "select": score}) + "\n")
+                scores = self.selection_scores()
+                score = scores[cfg.selection] if cfg.mode == "unsupervised" else scores["round_trip"]
+                log.write(json.dumps({"step": self.step, "select": score} | scores) + "\n")
                 if score > self.best_score:
                     self.best_score, self.best_step = score, self.step
                     self.save_best()
@@ -454,6 +484,18 @@ class Trainer:
                 self.save_best()
         self.ranks.barrier()  # every rank returns once the checkpoint is on disk
         return self.out_dir / "best.safetensors"
+
+
+def _bigrams(sentences: Tensor, vocab: int, smoothing: float = 0.5) -> Tensor:
+    """Smoothed joint distribution of adjacent words [vocab, vocab]."""
+    pairs = sentences[:, :-1].reshape(-1) * vocab + sentences[:, 1:].reshape(-1)
+    counts = torch.bincount(pairs, minlength=vocab * vocab).double() + smoothing
+    return (counts / counts.sum()).view(vocab, vocab)
+
+
+def _bigram_kl(real: Tensor, translated: Tensor, vocab: int) -> float:
+    p, q = _bigrams(real, vocab), _bigrams(translated, vocab)
+    return float((p * (p / q).log()).sum())
 
 
 def _truncate_log(path: Path, step: int) -> None:
