@@ -127,3 +127,17 @@ def test_bench_hmm_command_translates_well_above_chance(tmp_path):
     assert report["steps"] == 150
     assert report["accuracy"] > 0.6  # chance is about 1/6
     assert (tmp_path / "bench" / "unsupervised" / "log.jsonl").exists()
+
+
+def test_unsupervised_translator_beats_its_word_by_word_anchor_where_context_matters(tmp_path):
+    from dataclasses import replace
+
+    from sae_translate.hmm import BenchConfig, run_benchmark
+
+    torch.set_num_threads(1)
+    cfg = BenchConfig(hmm=HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=2.0, length=12, seed=0),
+                      n_train=3000, n_test=300, aligned=False, out_dir=str(tmp_path))
+    cfg = replace(cfg, translator=replace(cfg.translator, steps=200, eval_every=50, progress=False))
+    report = run_benchmark(cfg)
+    assert report["ceiling"] - report["lookup"] > 0.03  # context is worth something on this chain
+    assert report["accuracy"] > report["word_by_word_accuracy"], report
