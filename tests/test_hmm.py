@@ -91,6 +91,21 @@ def test_anchor_finds_the_dictionary_on_a_chain_where_a_single_start_locked_onto
     assert report.distinct_starts > 1 and report.margin > 0
 
 
+def test_bigram_statistics_tell_a_right_mapping_from_a_consistently_wrong_one():
+    from sae_translate.translator.train import _bigram_kl
+
+    data = make_data(HMMConfig(seed=0), n_train=4000, n_test=10)
+    hmm, rng = data.hmm, np.random.default_rng(0)
+    # translate a -> b by sampling each symbol's counterpart from the joint emission (no context)
+    joint = hmm.emission_a.T @ (hmm.initial[:, None] * hmm.emission_b)  # [Va, Vb] up to row scale
+    right = joint / joint.sum(1, keepdims=True)
+    wrong = right[:, rng.permutation(right.shape[1])]  # a consistent mapping: it round-trips just as well
+    sample = lambda table: torch.as_tensor((rng.random(data.train_a.shape)[..., None]  # noqa: E731
+                                            > table.cumsum(1)[data.train_a]).sum(-1).clip(max=table.shape[1] - 1))
+    real_b = torch.as_tensor(data.train_b)
+    assert _bigram_kl(real_b, sample(right), 16) < 0.5 * _bigram_kl(real_b, sample(wrong), 16)
+
+
 def test_invalid_settings_are_user_errors():
     with pytest.raises(UserError):
         make_hmm(HMMConfig(states=8, vocab_a=4))

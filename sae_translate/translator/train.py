@@ -272,7 +272,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
         self.step = 0
-        self.best_score, self.best_step = -1.0, -1
+        self.best_score, self.best_step = float("-inf"), -1  # the statistics score is negative
         self.dictionary: WordDictionary | None = None
         self.anchor_report: dict = {}
 
@@ -372,11 +372,11 @@ class Trainer:
         return float((acc_ab + acc_ba) / 2)
 
     def selection_scores(self) -> dict[str, float]:
-        """Every selection score of the current model (the statistics one is unsupervised-only)."""
-        scores = {"round_trip": self.select_score()}
-        if self.cfg.mode == "unsupervised":
-            scores["statistics"] = self.statistics_score()
-        return scores
+        """Every selection score of the current model: accuracy on held-out pairs (aligned), or both
+        unsupervised scores, so the log shows the one not selecting by as well."""
+        if self.cfg.mode == "aligned":
+            return {"pairs": self.select_score()}
+        return {"round_trip": self.select_score(), "statistics": self.statistics_score()}
 
     @torch.no_grad()
     def statistics_score(self) -> float:
@@ -469,7 +469,7 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 scores = self.selection_scores()
-                score = scores[cfg.selection] if cfg.mode == "unsupervised" else scores["round_trip"]
+                score = scores["pairs"] if cfg.mode == "aligned" else scores[cfg.selection]
                 log.write(json.dumps({"step": self.step, "select": score} | scores) + "\n")
                 if score > self.best_score:
                     self.best_score, self.best_step = score, self.step
