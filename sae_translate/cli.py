@@ -203,8 +203,9 @@ def bench_hmm(
     batch_size: Optional[int] = typer.Option(None, help="sentences per language per step"),
     train_sentences: Optional[int] = typer.Option(None, help="training sentences per language"),
     test_sentences: Optional[int] = typer.Option(None, help="held-out parallel pairs"),
-    aligned: bool = typer.Option(True, help="also train on true pairs (the upper bound)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda"),
+    aligned: Optional[bool] = typer.Option(None, "--aligned/--no-aligned",
+                                           help="also train on true pairs (the upper bound)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     out: Optional[Path] = typer.Option(None, help="keep checkpoints and logs here"),
     benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
     defaults: bool = typer.Option(False, "--defaults", help="print the benchmark's settings (after any options) and exit"),
@@ -224,10 +225,9 @@ def bench_hmm(
         cfg,
         hmm=replace(cfg.hmm, **given(states=states, vocab_a=vocab_a, vocab_b=vocab_b, sharpness=sharpness,
                                      concentration=concentration, length=length, seed=seed)),
-        translator=replace(cfg.translator, device=device, progress=not json_out,
-                           **given(steps=steps, batch_size=batch_size)),
-        aligned=aligned, out_dir="" if out is None else str(out),
-        **given(n_train=train_sentences, n_test=test_sentences),
+        translator=replace(cfg.translator, progress=not json_out,
+                           **given(steps=steps, batch_size=batch_size, device=device)),
+        **given(n_train=train_sentences, n_test=test_sentences, aligned=aligned, out_dir=out and str(out)),
     )
     if defaults:
         from dataclasses import asdict
@@ -253,7 +253,7 @@ def bench_hmm(
                f"{gap}) in {result['seconds']:.0f}s on {result['device']}")
     if "word_by_word_accuracy" in result:
         typer.echo(f"word-by-word anchor {result['word_by_word_accuracy']:.3f} ({result['anchor_gap_closed']:.0%})")
-    if aligned:
+    if cfg.aligned:
         typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f} ({result['aligned_gap_closed']:.0%}) "
                    f"in {result['aligned_seconds']:.0f}s; unsupervised / aligned {result['unsupervised_over_aligned']:.2f}")
 
