@@ -147,18 +147,25 @@ def bench_hmm(
     json_out: bool = typer.Option(False, "--json", help="last stdout line: one JSON object"),
     ablate: bool = typer.Option(False, help="retrain with each loss removed; write the table to --benchmarks"),
     benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
+    defaults: bool = typer.Option(False, "--defaults", help="print the benchmark's settings (after any options) and exit"),
 ) -> None:
-    """Unsupervised translation between two HMM languages, scored against the ground truth."""
+    """Unsupervised translation between two HMM languages, scored against the ground truth. Every
+    unset option takes the benchmark's default (see --defaults)."""
     import json
 
     from sae_translate.bench.hmm import ablation_markdown, run_ablation, run_benchmark, write_section
 
     cfg = replace(bench, hmm=hmm, translator=replace(translator, progress=not json_out))
+    if defaults:
+        from dataclasses import asdict
+
+        typer.echo(json.dumps(asdict(cfg), indent=1))
+        return
     if ablate:
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))
         for r in rows:
-            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  "
+            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  gap closed {r['gap_closed']:.0%}  "
                        f"round trip {r['selection_score']:.3f}")
         typer.echo(f"table written to {benchmarks}")
         if json_out:
@@ -168,10 +175,14 @@ def bench_hmm(
     if json_out:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"accuracy {result['accuracy']:.3f} (ceiling {result['ceiling']:.3f}, "
-               f"{result['share_of_ceiling']:.1%} of it) in {result['seconds']:.0f}s on {result['device']}")
+    gap = f"per-symbol lookup {result['lookup']:.3f} -> HMM-aware ceiling {result['ceiling']:.3f}"
+    typer.echo(f"unsupervised translator {result['accuracy']:.3f} ({result['gap_closed']:.0%} of the context gap, "
+               f"{gap}) in {result['seconds']:.0f}s on {result['device']}")
+    if "word_by_word_accuracy" in result:
+        typer.echo(f"word-by-word anchor {result['word_by_word_accuracy']:.3f} ({result['anchor_gap_closed']:.0%})")
     if cfg.aligned:
-        typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f}")
+        typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f} ({result['aligned_gap_closed']:.0%}) "
+                   f"in {result['aligned_seconds']:.0f}s; unsupervised / aligned {result['unsupervised_over_aligned']:.2f}")
 
 
 @app.command()

@@ -37,7 +37,10 @@ class HMMConfig:
     states: int = 8
     vocab_a: int = 12
     vocab_b: int = 16
-    sharpness: float = 3.0  # logit bonus of each state's home symbol: higher = less ambiguous emissions
+    # logit bonus of each state's home symbol: higher = less ambiguous emissions. At 3 a symbol alone
+    # often fits several states, so reading the neighbours is worth ~10 points over a per-symbol
+    # lookup; at 6 it is worth ~2 and a dictionary is as good as a sequence model.
+    sharpness: float = 3.0
     concentration: float = 0.3  # Dirichlet concentration of transition rows: lower = more predictable chain
     length: int = 24  # symbols per sentence
     seed: int = 0
@@ -112,6 +115,12 @@ class HMM:
         """The decoder that knows the HMM: most probable posterior state -> its home symbol."""
         return self.home_symbols(target)[self.posterior(symbols, source).argmax(-1)]
 
+    def lookup_translate(self, symbols: np.ndarray, source: str, target: str) -> np.ndarray:
+        """The best per-symbol dictionary, knowing the HMM: each symbol alone -> its most probable
+        state (Bayes on the stationary prior) -> that state's home symbol. No context is read."""
+        joint = self.emission(source) * self.initial[:, None]  # [S, V_source]
+        return self.home_symbols(target)[joint.argmax(0)][symbols]
+
 
 def make_hmm(cfg: HMMConfig) -> HMM:
     """A random chain and two emission matrices; each state gets a distinct home symbol per language."""
@@ -175,22 +184,45 @@ def counterpart_accuracy(hmm: HMM, states: np.ndarray, predicted: np.ndarray, ta
     return float((predicted == hmm.home_symbols(target)[states]).mean())
 
 
+def both_ways(data: HMMData, translate) -> float:
+    """Mean counterpart accuracy of a -> b and b -> a on the held-out pairs; translate(symbols, src, tgt)."""
+    hmm, states = data.hmm, data.test_states
+    return (counterpart_accuracy(hmm, states, translate(data.test_a, "a", "b"), "b")
+            + counterpart_accuracy(hmm, states, translate(data.test_b, "b", "a"), "a")) / 2
+
+
+def gap_closed(accuracy: float, lookup: float, ceiling: float) -> float:
+    """Share of the context gap (per-symbol lookup -> HMM-aware ceiling) a translator closes."""
+    return (accuracy - lookup) / max(ceiling - lookup, 1e-9)
+
+
+# the translator settings of the benchmark: a small model, trained for a few minutes on CPU. The
+# checkpoint is chosen by how well sampled translations reproduce the target's bigram statistics:
+# once back-translation runs on the model's own output the round trip keeps rising while the
+# mapping drifts away from the anchor (seed 0: round trip 0.77 -> 0.85, accuracy 0.60 -> 0.55),
+# and the statistics score falls with the accuracy (-0.06 -> -0.18)
+BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600,
+                        selection="statistics")
+
+
+def bench_translator(**overrides) -> TranslatorConfig:
+    return TranslatorConfig(**(BENCH_TRANSLATOR | overrides))
+
+
 @dataclass
 class BenchConfig:
+    """The one definition of the benchmark's defaults (the CLI reads them from here)."""
+
     hmm: HMMConfig = field(default_factory=HMMConfig)
-    translator: TranslatorConfig = field(default_factory=lambda: TranslatorConfig(**BENCH_TRANSLATOR))
+    translator: TranslatorConfig = field(default_factory=bench_translator)
     n_train: int = 20000  # sentences per language
     n_test: int = 1000  # held-out parallel pairs
     aligned: bool = True  # also train on true pairs: the supervised upper bound
     out_dir: str = ""  # keep checkpoints and logs here ("" = a temporary directory)
 
 
-# the translator settings of the benchmark: a small model, trained for a few minutes on CPU
-BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600)
-
-
 def evaluate_translator(model: Translator, data: HMMData) -> tuple[float, float]:
-    """(a -> b, b -> a) counterpart accuracy on the held-out parallel pairs."""
+    """(a -> b, b -> a) counterpart accuracy on the held-out pairs."""
     device = next(model.parameters()).device
     a = torch.as_tensor(data.test_a, device=device)
     b = torch.as_tensor(data.test_b, device=device)
@@ -218,20 +250,23 @@ def _train_and_score(cfg: TranslatorConfig, data: HMMData, out: Path, aligned: b
     last = load_file(str(out / "last.safetensors"))
     if "dict_ids_a" in last:
         dictionary = WordDictionary.from_tensors(last)
-        wab = counterpart_accuracy(data.hmm, data.test_states, dictionary.best(0).numpy()[data.test_a], "b")
-        wba = counterpart_accuracy(data.hmm, data.test_states, dictionary.best(1).numpy()[data.test_b], "a")
-        result["word_by_word_accuracy"] = (wab + wba) / 2
+        words = (dictionary.best(0).numpy(), dictionary.best(1).numpy())
+        result["word_by_word_accuracy"] = both_ways(data, lambda x, src, tgt: words["ab".index(src)][x])
+        anchor = meta.get("anchor", {})
+        if anchor:  # the unsupervised evidence the dictionary was chosen on
+            result["anchor_discrepancy"] = anchor["discrepancy"]
+            result["anchor_runner_up"] = anchor["runner_up"]
     return result
 
 
 def run_benchmark(cfg: BenchConfig) -> dict:
-    """Train unsupervised (and aligned), score on held-out parallel pairs; one flat dict of numbers."""
+    """Train unsupervised (and aligned), score on held-out parallel pairs; one flat dict of numbers.
+
+    Beside each translator: the per-symbol lookup bound (the best context-free dictionary, knowing
+    the HMM), the HMM-aware ceiling (forward-backward), and the share of the gap between them closed."""
     data = make_data(cfg.hmm, cfg.n_train, cfg.n_test)
     hmm = data.hmm
-    ceiling = (
-        counterpart_accuracy(hmm, data.test_states, hmm.ceiling_translate(data.test_a, "a", "b"), "b")
-        + counterpart_accuracy(hmm, data.test_states, hmm.ceiling_translate(data.test_b, "b", "a"), "a")
-    ) / 2
+    ceiling, lookup = both_ways(data, hmm.ceiling_translate), both_ways(data, hmm.lookup_translate)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(cfg.out_dir or tmp)
         result = _train_and_score(cfg.translator, data, root / "unsupervised", aligned=False)
@@ -239,7 +274,10 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             aligned = _train_and_score(cfg.translator, data, root / "aligned", aligned=True)
     out = {
         "accuracy": result["accuracy"],
+        "lookup": lookup,
         "ceiling": ceiling,
+        "gap_closed": gap_closed(result["accuracy"], lookup, ceiling),
+        "beats_lookup": result["accuracy"] >= lookup,
         "share_of_ceiling": result["accuracy"] / ceiling,
         "steps": cfg.translator.steps,
         "seconds": result["seconds"],
@@ -247,8 +285,11 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "threads": torch.get_num_threads(),
         **{k: v for k, v in result.items() if k not in ("accuracy", "seconds")},
     }
+    if "word_by_word_accuracy" in result:
+        out["anchor_gap_closed"] = gap_closed(result["word_by_word_accuracy"], lookup, ceiling)
     if cfg.aligned:
         out |= {"aligned_accuracy": aligned["accuracy"], "aligned_seconds": aligned["seconds"],
+                "aligned_gap_closed": gap_closed(aligned["accuracy"], lookup, ceiling),
                 "unsupervised_over_aligned": result["accuracy"] / aligned["accuracy"]}
     out |= {"states": cfg.hmm.states, "vocab_a": cfg.hmm.vocab_a, "vocab_b": cfg.hmm.vocab_b,
             "sharpness": cfg.hmm.sharpness, "concentration": cfg.hmm.concentration, "seed": cfg.hmm.seed}
@@ -279,16 +320,16 @@ def ablation_markdown(rows: list[dict], cfg: BenchConfig) -> str:
         f"`sae-translate bench hmm --ablate`: {h.states} states, vocabularies {h.vocab_a} / {h.vocab_b}, "
         f"sharpness {h.sharpness}, concentration {h.concentration}, seed {h.seed}; {cfg.translator.steps} steps, "
         f"batch {cfg.translator.batch_size}; accuracy on {cfg.n_test} held-out parallel pairs "
-        f"(ceiling {rows[0]['ceiling']:.3f}). The checkpoint of each row is chosen by round trip, never by "
-        "accuracy.",
+        f"(per-symbol lookup bound {rows[0]['lookup']:.3f}, HMM-aware ceiling {rows[0]['ceiling']:.3f}). The "
+        f"checkpoint of each row is chosen by the {cfg.translator.selection.replace('_', ' ')} score, never by accuracy.",
         "",
-        "| loss removed | accuracy | share of ceiling | round trip (selection) | word-by-word anchor | seconds |",
+        "| loss removed | accuracy | context gap closed | selection score | word-by-word anchor | seconds |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         anchor = f"{r['word_by_word_accuracy']:.3f}" if "word_by_word_accuracy" in r else "-"
         lines.append(
-            f"| {r['removed']} | {r['accuracy']:.3f} | {r['share_of_ceiling']:.3f} | {r['selection_score']:.3f} "
+            f"| {r['removed']} | {r['accuracy']:.3f} | {r['gap_closed']:.0%} | {r['selection_score']:.3f} "
             f"| {anchor} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"

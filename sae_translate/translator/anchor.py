@@ -6,8 +6,12 @@
 2. Find that map by distribution matching (Wasserstein-Procrustes: optimal transport between
    the frequency-weighted point clouds alternating with orthogonal Procrustes), started from
    every sign pattern of the leading components (singular vectors are defined up to sign).
-3. Refine the best few transport plans by matching sequence structure (Gromov-Wasserstein on
-   the PMI matrices of each language) and keep the plan with the lowest discrepancy.
+3. Refine several distinct starting maps (the best-ranked sign patterns whose transport plans
+   pair the words differently) by matching sequence structure (Gromov-Wasserstein on the PMI
+   matrices of each language) and keep the plan with the lowest structure discrepancy. A wrong
+   dictionary round-trips as well as a right one, but it pairs words whose neighbourhoods differ,
+   so the discrepancy tells them apart; trying many distinct starts is what makes the right one
+   reachable on every seed (a single start locks onto a wrong map on some chains).
 4. The plan's rows give a soft dictionary for the most frequent words; the rest map to their
    nearest neighbour (CSLS) under the Procrustes map fitted to the plan.
 """
@@ -29,7 +33,8 @@ class AnchorConfig:
     offsets: tuple[int, ...] = (1, 2)
     top_words: int = 512  # the structure match runs on the most frequent words of each language
     search_words: int = 128  # the sign search ranks patterns on this many words (speed)
-    candidates: int = 8  # best sign patterns refined by the structure match
+    scan: int = 64  # best-ranked sign patterns mapped on the full cloud, looking for distinct plans
+    candidates: int = 24  # distinct starting maps refined by the structure match (several initialisations)
     procrustes_iters: int = 10
     structure_iters: int = 60
     entropy: float = 0.02  # Sinkhorn regularisation, relative to the mean cost
@@ -173,11 +178,26 @@ def _dictionary_side(plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray
     return ids, probs
 
 
-def align_vocabularies(
+@dataclass
+class AnchorReport:
+    """How the dictionary was chosen, without pairs: the structure discrepancy of the kept plan and
+    of the best plan that pairs the words differently (a small margin flags an uncertain choice)."""
+
+    discrepancy: float
+    runner_up: float  # inf when every start led to the same pairing
+    distinct_starts: int
+
+    @property
+    def margin(self) -> float:
+        return self.runner_up - self.discrepancy
+
+
+def induce_dictionary(
     sentences_a: np.ndarray, vocab_a: int, sentences_b: np.ndarray, vocab_b: int,
     cfg: AnchorConfig | None = None,
-) -> WordDictionary:
-    """A soft word-by-word dictionary between two languages from monolingual sentences only."""
+) -> tuple[WordDictionary, AnchorReport]:
+    """A soft word-by-word dictionary between two languages from monolingual sentences only, and
+    the unsupervised evidence it was chosen on."""
     cfg = cfg or AnchorConfig()
     emb_a, freq_a = word_embeddings(sentences_a, vocab_a, cfg)
     emb_b, freq_b = word_embeddings(sentences_b, vocab_b, cfg)
@@ -203,24 +223,40 @@ def align_vocabularies(
         ranked.append((cost, rot))
     ranked.sort(key=lambda c: c[0])
 
-    # refine the best few on the larger cloud by sequence structure
+    # map the best-ranked patterns on the larger cloud; keep those whose plans pair words differently
     ta, tb = top(freq_a, cfg.top_words), top(freq_b, cfg.top_words)
     xa, pa = cloud(emb_a, freq_a, ta)
     xb, pb = cloud(emb_b, freq_b, tb)
-    pmi_a = _pmi(sentences_a, ta, vocab_a, cfg.offsets)
-    pmi_b = _pmi(sentences_b, tb, vocab_b, cfg.offsets)
-    best: tuple[float, Tensor] | None = None
-    for _, rot in ranked[: cfg.candidates]:
+    starts: dict[tuple[int, ...], Tensor] = {}
+    for _, rot in ranked[: max(cfg.scan, cfg.candidates)]:
         rot, _ = wasserstein_procrustes(xa, pa, xb, pb, rot, cfg.procrustes_iters, cfg.entropy)
         plan, _ = _plan(xa, pa, xb, pb, rot, cfg.entropy)
-        plan, discrepancy = structure_match(plan, pmi_a, pmi_b, cfg.structure_iters, cfg.entropy)
-        if best is None or discrepancy < best[0]:
-            best = (discrepancy, plan)
-    assert best is not None
-    plan = best[1]
+        starts.setdefault(tuple(plan.argmax(1).tolist()), plan)
+        if len(starts) == cfg.candidates:
+            break
+
+    # refine each distinct start by sequence structure; the lowest discrepancy wins
+    pmi_a = _pmi(sentences_a, ta, vocab_a, cfg.offsets)
+    pmi_b = _pmi(sentences_b, tb, vocab_b, cfg.offsets)
+    refined = sorted(
+        (structure_match(plan, pmi_a, pmi_b, cfg.structure_iters, cfg.entropy)[::-1] for plan in starts.values()),
+        key=lambda c: c[0],
+    )
+    discrepancy, plan = refined[0]
+    pairing = plan.argmax(1)
+    runner_up = next((d for d, p in refined[1:] if not torch.equal(p.argmax(1), pairing)), float("inf"))
 
     rot = _procrustes(xa, xb, plan)
     csls = _csls(emb_a @ rot, emb_b)
     ids_a, probs_a = _dictionary_side(plan, ta, tb, csls, vocab_a, cfg.keep)
     ids_b, probs_b = _dictionary_side(plan.T, tb, ta, csls.T, vocab_b, cfg.keep)
-    return WordDictionary((ids_a, ids_b), (probs_a, probs_b))
+    report = AnchorReport(discrepancy, runner_up, len(starts))
+    return WordDictionary((ids_a, ids_b), (probs_a, probs_b)), report
+
+
+def align_vocabularies(
+    sentences_a: np.ndarray, vocab_a: int, sentences_b: np.ndarray, vocab_b: int,
+    cfg: AnchorConfig | None = None,
+) -> WordDictionary:
+    """A soft word-by-word dictionary between two languages from monolingual sentences only."""
+    return induce_dictionary(sentences_a, vocab_a, sentences_b, vocab_b, cfg)[0]

@@ -26,11 +26,7 @@ from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.progress import progress as tqdm  # plain lines when not on a terminal
-from sae_translate.translator.anchor import (
-    AnchorConfig,
-    WordDictionary,
-    align_vocabularies,
-)
+from sae_translate.translator.anchor import AnchorConfig, WordDictionary, induce_dictionary
 from sae_translate.translator.losses import (
     Discriminator,
     Encoded,
@@ -88,6 +84,9 @@ class TranslatorConfig:
     checkpoint_every: int = 500
     eval_every: int = 250
     select_sentences: int = 256  # held out from each corpus for model selection
+    # unsupervised checkpoint choice: "round_trip" (a -> b -> a reconstruction; blind to a consistently
+    # wrong mapping) or "statistics" (sampled translations reproduce the other language's bigrams)
+    selection: str = "round_trip"
     progress: bool = True
 
     def validate(self) -> None:
@@ -95,6 +94,8 @@ class TranslatorConfig:
             raise UserError(f"mode must be 'unsupervised' or 'aligned' (got {self.mode!r})")
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("steps and batch size must be positive")
+        if self.selection not in ("round_trip", "statistics"):
+            raise UserError(f"selection must be 'round_trip' or 'statistics' (got {self.selection!r})")
         if self.kl > 0 and not self.variational:
             raise UserError("a KL weight needs the variational bottleneck: set variational=True")
 
@@ -266,15 +267,17 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, weight_decay=0.0)
         self.step = 0
-        self.best_score, self.best_step = -1.0, -1
+        self.best_score, self.best_step = float("-inf"), -1  # the statistics score is negative
         self.dictionary: WordDictionary | None = None
+        self.anchor_report: dict = {}
 
         if (self.out_dir / "last.safetensors").exists():
             self._load_last()
         elif cfg.mode == "unsupervised" and cfg.anchor:
-            self.dictionary = align_vocabularies(
+            self.dictionary, report = induce_dictionary(
                 self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
             )
+            self.anchor_report = asdict(report)
 
     def _seed_streams(self, step: int) -> None:
         """Seed this rank's sampling streams: different per rank, reproducible per (rank, step)."""
@@ -363,10 +366,34 @@ class Trainer:
                 acc_ba = (self.model.translate_words(self.model.translate_words(b, 1, 0), 0, 1) == b).float().mean()
         return float((acc_ab + acc_ba) / 2)
 
+    def selection_scores(self) -> dict[str, float]:
+        """Every selection score of the current model: accuracy on held-out pairs (aligned), or both
+        unsupervised scores, so the log shows the one not selecting by as well."""
+        if self.cfg.mode == "aligned":
+            return {"pairs": self.select_score()}
+        return {"round_trip": self.select_score(), "statistics": self.statistics_score()}
+
+    @torch.no_grad()
+    def statistics_score(self) -> float:
+        """Unsupervised, and unlike the round trip able to tell a wrong mapping from a right one:
+        sampled translations of held-out sentences should reproduce the other language's bigram
+        statistics (a faithful P(b | a) sampled on real a yields text distributed like real b).
+        Minus the mean KL divergence of real bigrams from translated ones, both directions; 0 is best."""
+        self.model.eval()
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        score = 0.0
+        for src, tgt, held_out, target in ((0, 1, self.select_a, self.train_b), (1, 0, self.select_b, self.train_a)):
+            words = held_out.to(self.device)
+            lang = torch.full((len(words),), src, dtype=torch.long, device=self.device)
+            joint = self.model.translate(self.model.to_joint(words, lang), lang, 1 - lang, sample=True, generator=gen)
+            translated = self.model.to_words(joint, 1 - lang).cpu()
+            score -= _bigram_kl(target, translated, self.vocab[tgt])
+        return score / 2
+
     # checkpoints
     def _meta(self) -> dict:
         return {"step": self.step, "config": asdict(self.cfg), "model": self.model_cfg.to_dict(),
-                "best_score": self.best_score, "best_step": self.best_step}
+                "best_score": self.best_score, "best_step": self.best_step, "anchor": self.anchor_report}
 
     def save_best(self) -> Path:
         return save_checkpoint(self.out_dir / "best.safetensors", self.model.state_dict(), self._meta())
@@ -408,6 +435,7 @@ class Trainer:
             self.dictionary = WordDictionary.from_tensors(tensors)
         self.step = meta["step"]
         self.best_score, self.best_step = meta["best_score"], meta["best_step"]
+        self.anchor_report = meta.get("anchor", {})
         if self.ranks.main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
 
@@ -427,8 +455,9 @@ class Trainer:
             if self.step % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                score = self.select_score()
-                log.write(json.dumps({"step": self.step, "select": score}) + "\n")
+                scores = self.selection_scores()
+                score = scores["pairs"] if cfg.mode == "aligned" else scores[cfg.selection]
+                log.write(json.dumps({"step": self.step, "select": score} | scores) + "\n")
                 if score > self.best_score:
                     self.best_score, self.best_step = score, self.step
                     self.save_best()
@@ -472,6 +501,18 @@ def checkpoint_meta(path: str | Path) -> dict:
     if not side.exists():
         raise UserError(f"{path} has no metadata and no {side.name}; retrain it with `sae-translate train`")
     return json.loads(side.read_text())
+
+
+def _bigrams(sentences: Tensor, vocab: int, smoothing: float = 0.5) -> Tensor:
+    """Smoothed joint distribution of adjacent words [vocab, vocab]."""
+    pairs = sentences[:, :-1].reshape(-1) * vocab + sentences[:, 1:].reshape(-1)
+    counts = torch.bincount(pairs, minlength=vocab * vocab).double() + smoothing
+    return (counts / counts.sum()).view(vocab, vocab)
+
+
+def _bigram_kl(real: Tensor, translated: Tensor, vocab: int) -> float:
+    p, q = _bigrams(real, vocab), _bigrams(translated, vocab)
+    return float((p * (p / q).log()).sum())
 
 
 def _truncate_log(path: Path, step: int) -> None:
