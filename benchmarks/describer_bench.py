@@ -46,9 +46,17 @@ def main() -> None:
             raise ValueError("other shape")
     except Exception:
         shutil.rmtree(run_dir, ignore_errors=True)
-        run = make_synthetic_run(run_dir, n_seq=args.n_seq, ctx=args.ctx, d_sae=args.d_sae,
-                                 vocab=minilm_words(args.vocab), p_fire=0.9, noise_per_token=1.0,
-                                 heldout=0.1, seed=0).run
+        run = make_synthetic_run(
+            run_dir,
+            n_seq=args.n_seq,
+            ctx=args.ctx,
+            d_sae=args.d_sae,
+            vocab=minilm_words(args.vocab),
+            p_fire=0.9,
+            noise_per_token=1.0,
+            heldout=0.1,
+            seed=0,
+        ).run
     features = run.alive.astype(np.int64)
     print(f"run: {run.d_sae} features ({len(features)} alive), {run.n_tokens:,} tokens, vocab {len(run.vocab)}")
 
@@ -67,14 +75,18 @@ def main() -> None:
         kinds[found.rule.kind if found else "none"] += 1
     t_describe = time.perf_counter() - t0
     total = t_index + t_sample + t_describe
-    print(f"WordNet index {t_index:.1f}s, train sample {t_sample:.1f}s, describe {t_describe:.1f}s "
-          f"({len(features) / t_describe:,.0f} features/s); all {total:.1f}s "
-          f"({len(features) / total:,.0f} features/s); rule kinds {dict(kinds)}")
+    print(
+        f"WordNet index {t_index:.1f}s, train sample {t_sample:.1f}s, describe {t_describe:.1f}s "
+        f"({len(features) / t_describe:,.0f} features/s); all {total:.1f}s "
+        f"({len(features) / total:,.0f} features/s); rule kinds {dict(kinds)}"
+    )
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU"
-    print(f"\n| {date.today()} | {machine} | {run.d_sae} ({len(features)} alive) | {len(run.vocab):,} | "
-          f"{t_index:.1f}s | {t_sample:.1f}s | {t_describe:.1f}s ({len(features) / t_describe:,.0f} features/s) | "
-          f"{total:.1f}s ({len(features) / total:,.0f} features/s) | {peak_gb:.1f} GB |")
+    print(
+        f"\n| {date.today()} | {machine} | {run.d_sae} ({len(features)} alive) | {len(run.vocab):,} | "
+        f"{t_index:.1f}s | {t_sample:.1f}s | {t_describe:.1f}s ({len(features) / t_describe:,.0f} features/s) | "
+        f"{total:.1f}s ({len(features) / total:,.0f} features/s) | {peak_gb:.1f} GB |"
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_translate.synthetic import minilm_words  # noqa: E402
-
 from sae_translate.score import embedder  # noqa: E402
+from sae_translate.synthetic import minilm_words  # noqa: E402
 
 
 def bench_texts(n_labels: int, n_windows: int, seed: int = 0) -> list[str]:
@@ -59,8 +58,12 @@ def main() -> None:
             t0 = time.perf_counter()
             embedder.TextEmbedder("cpu", cache_dir=Path(tmp), backend=backend)(texts)
             cached_s = time.perf_counter() - t0
-        row = {"load_s": round(load_s, 2), "embed_s": round(seconds, 2),
-               "texts_per_s": round(len(texts) / seconds), "rescore_from_cache_s": round(cached_s, 3)}
+        row = {
+            "load_s": round(load_s, 2),
+            "embed_s": round(seconds, 2),
+            "texts_per_s": round(len(texts) / seconds),
+            "rescore_from_cache_s": round(cached_s, 3),
+        }
         if backend == "torch":
             reference = vectors
         elif reference is not None:

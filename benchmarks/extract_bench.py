@@ -48,10 +48,18 @@ def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token="<unk>")
-    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=2048, rotary_pct=0.25)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
+    )
+    cfg = GPTNeoXConfig(
+        vocab_size=50304,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=2048,
+        rotary_pct=0.25,
+    )
     torch.manual_seed(0)
     GPTNeoXForCausalLM(cfg).save_pretrained(root / "model")
     fast.save_pretrained(root / "model")
@@ -77,7 +85,7 @@ def bare_seconds(cfg: ExtractConfig) -> float:
     sync()
     t0 = time.perf_counter()
     for s in range(0, len(tokens), cfg.batch_size):
-        batch = tokens[s:s + cfg.batch_size].to(model.cfg.device)
+        batch = tokens[s : s + cfg.batch_size].to(model.cfg.device)
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=None if layer is None else layer + 1)
         sae.encode(cache[hook])
     sync()
@@ -105,12 +113,33 @@ def load_seconds(cfg: ExtractConfig) -> float:
 def peak_rss_mib(args: argparse.Namespace, model: str, sae: str, dataset: str, tokens: int) -> float:
     """Peak resident memory of a whole `sae-translate extract` in a fresh process."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "sae_translate", "extract", "--model", model, "--sae", sae, "--dataset", dataset,
-               "--out", out, "--tokens", str(tokens), "--ctx", str(args.ctx), "--batch-size", str(args.batch_size),
-               "--device", args.device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sae_translate",
+            "extract",
+            "--model",
+            model,
+            "--sae",
+            sae,
+            "--dataset",
+            dataset,
+            "--out",
+            out,
+            "--tokens",
+            str(tokens),
+            "--ctx",
+            str(args.ctx),
+            "--batch-size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+        ]
         # A fresh wrapper process per measurement: RUSAGE_CHILDREN is a running maximum.
-        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        probe = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
         out_kib = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout
         return int(out_kib.strip()) / 1024
 
@@ -134,9 +163,18 @@ def main() -> None:
             world = Path(args.world)
             model, sae = str(world / "model"), str(world / "sae")
             dataset = str(sorted((world / "corpus").glob("*.txt"))[0])
-        cfg = ExtractConfig(model=model, sae=sae, dataset=dataset, out=str(Path(tmp) / "run"), tokens=args.tokens,
-                            ctx=args.ctx, batch_size=args.batch_size, device=args.device, progress=False,
-                            chunk_seqs=max(256, args.batch_size * 4))
+        cfg = ExtractConfig(
+            model=model,
+            sae=sae,
+            dataset=dataset,
+            out=str(Path(tmp) / "run"),
+            tokens=args.tokens,
+            ctx=args.ctx,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=False,
+            chunk_seqs=max(256, args.batch_size * 4),
+        )
         bare_seconds(cfg)  # warm-up: caches, kernels, allocator
         bare = bare_seconds(cfg)
         load = load_seconds(cfg)
@@ -147,15 +185,23 @@ def main() -> None:
         work = total - load
         row = {
             "model": "pythia-160m shape (random)" if args.pythia_160m_shape else "demo world",
-            "device": args.device, "tokens": result.n_tokens, "ctx": args.ctx, "batch_size": args.batch_size,
-            "bare_s": round(bare, 3), "extract_s": round(work, 3), "overhead_ratio": round(work / bare, 3),
-            "fixed_s": round(fixed, 3), "per_token_overhead_ratio": round((work - fixed) / bare, 3),
-            "bare_tok_s": round(result.n_tokens / bare), "extract_tok_s": round(result.n_tokens / work),
+            "device": args.device,
+            "tokens": result.n_tokens,
+            "ctx": args.ctx,
+            "batch_size": args.batch_size,
+            "bare_s": round(bare, 3),
+            "extract_s": round(work, 3),
+            "overhead_ratio": round(work / bare, 3),
+            "fixed_s": round(fixed, 3),
+            "per_token_overhead_ratio": round((work - fixed) / bare, 3),
+            "bare_tok_s": round(result.n_tokens / bare),
+            "extract_tok_s": round(result.n_tokens / work),
             "torch_threads": torch.get_num_threads(),
         }
         if args.memory:
-            row["peak_rss_mib"] = {n: round(peak_rss_mib(args, model, sae, dataset, n), 1)
-                                   for n in (args.tokens, 4 * args.tokens)}
+            row["peak_rss_mib"] = {
+                n: round(peak_rss_mib(args, model, sae, dataset, n), 1) for n in (args.tokens, 4 * args.tokens)
+            }
     print(json.dumps(row))
 
 

@@ -69,34 +69,50 @@ def main() -> None:
     run = _existing(run_dir, args.d_sae, args.n_seq, args.ctx)
     if run is None:
         shutil.rmtree(run_dir, ignore_errors=True)
-        run = make_synthetic_run(run_dir, n_seq=args.n_seq, ctx=args.ctx, d_sae=args.d_sae,
-                                 vocab=minilm_words(args.vocab), p_fire=0.9, noise_per_token=1.0,
-                                 heldout=0.1, seed=0).run
+        run = make_synthetic_run(
+            run_dir,
+            n_seq=args.n_seq,
+            ctx=args.ctx,
+            d_sae=args.d_sae,
+            vocab=minilm_words(args.vocab),
+            p_fire=0.9,
+            noise_per_token=1.0,
+            heldout=0.1,
+            seed=0,
+        ).run
         print(f"wrote synthetic run: {time.perf_counter() - t0:.1f}s")
     n_alive = len(run.alive)
-    print(f"run: {run.d_sae} features ({n_alive} alive), {run.n_tokens:,} tokens, "
-          f"{len(run.heldout_seqs)} held-out sequences")
+    print(
+        f"run: {run.d_sae} features ({n_alive} alive), {run.n_tokens:,} tokens, "
+        f"{len(run.heldout_seqs)} held-out sequences"
+    )
     db.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "embeddings", ignore_errors=True)  # time embedding every text afresh
 
     labelled = label_run(LabelConfig(run=str(run_dir), db=str(db)))
-    print(f"label (3 baselines + examples): {labelled.seconds:.1f}s, "
-          f"{labelled.n_features / labelled.seconds:,.0f} features/s, {labelled.n_examples:,} examples")
+    print(
+        f"label (3 baselines + examples): {labelled.seconds:.1f}s, "
+        f"{labelled.n_features / labelled.seconds:,.0f} features/s, {labelled.n_examples:,} examples"
+    )
     cheap = score_run(ScoreConfig(run=str(run_dir), db=str(db), scorers=("detection", "simulation")))
     print(f"score detection + simulation: {cheap.seconds:.1f}s")
     emb = score_run(ScoreConfig(run=str(run_dir), db=str(db), scorers=("embedding",)))
     n_texts = embedded_texts(run_dir / "embeddings")
-    print(f"score embedding ({args.embedder}, incl. model load): {emb.seconds:.1f}s, "
-          f"{n_texts:,} distinct texts, {n_texts / emb.seconds:,.0f} texts/s")
+    print(
+        f"score embedding ({args.embedder}, incl. model load): {emb.seconds:.1f}s, "
+        f"{n_texts:,} distinct texts, {n_texts / emb.seconds:,.0f} texts/s"
+    )
     print(summary_table(cheap.summary + emb.summary))
 
     total = labelled.seconds + cheap.seconds + emb.seconds
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU"
-    print(f"\n| {date.today()} | {machine} | {run.d_sae} ({n_alive} alive) | {run.n_tokens:,} | "
-          f"{labelled.seconds:.1f}s ({n_alive / labelled.seconds:,.0f} features/s) | "
-          f"{cheap.seconds:.1f}s | {emb.seconds:.1f}s | {total:.1f}s "
-          f"({n_alive / total:,.0f} features/s) | {peak_gb:.1f} GB |")
+    print(
+        f"\n| {date.today()} | {machine} | {run.d_sae} ({n_alive} alive) | {run.n_tokens:,} | "
+        f"{labelled.seconds:.1f}s ({n_alive / labelled.seconds:,.0f} features/s) | "
+        f"{cheap.seconds:.1f}s | {emb.seconds:.1f}s | {total:.1f}s "
+        f"({n_alive / total:,.0f} features/s) | {peak_gb:.1f} GB |"
+    )
 
 
 if __name__ == "__main__":

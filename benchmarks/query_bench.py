@@ -29,7 +29,9 @@ QUERIES = {
     "label search (ILIKE)": "SELECT feature, label, score FROM best_labels WHERE label ILIKE '%city%' LIMIT 100",
     "one feature, all methods": "SELECT method, label FROM labels WHERE run_id = 'bench' AND feature = 123456",
     "mean score per method": "SELECT method, scorer, avg(value) FROM scores GROUP BY ALL ORDER BY ALL",
-    "label search (lower-cased column)": "SELECT feature, label, score FROM best_label_rows WHERE label_lower LIKE '%city%' LIMIT 100",
+    "label search (lower-cased column)": (
+        "SELECT feature, label, score FROM best_label_rows WHERE label_lower LIKE '%city%' LIMIT 100"
+    ),
     "top 20 best labels": "SELECT feature, label, score FROM best_labels ORDER BY score DESC LIMIT 20",
     "count best_labels": "SELECT count(*) FROM best_labels",
 }
@@ -48,12 +50,23 @@ def fill(db: Path, n_labels: int, seed: int = 0) -> float:
     t0 = time.perf_counter()
     with label_db.write_transaction(db) as con:
         label_db.delete_rows(con, "labels", "bench")
-        label_db.insert_rows(con, "labels", {"feature": features, "method": methods, "label": labels,
-                                              "rank": np.zeros(len(features), np.int32)}, run_id="bench")
-        label_db.insert_rows(con, "scores", {
-            "feature": np.repeat(features, len(SCORERS)), "method": np.repeat(methods, len(SCORERS)),
-            "scorer": np.tile(np.array(SCORERS), len(features)), "value": rng.random(len(features) * len(SCORERS)),
-        }, run_id="bench")
+        label_db.insert_rows(
+            con,
+            "labels",
+            {"feature": features, "method": methods, "label": labels, "rank": np.zeros(len(features), np.int32)},
+            run_id="bench",
+        )
+        label_db.insert_rows(
+            con,
+            "scores",
+            {
+                "feature": np.repeat(features, len(SCORERS)),
+                "method": np.repeat(methods, len(SCORERS)),
+                "scorer": np.tile(np.array(SCORERS), len(features)),
+                "value": rng.random(len(features) * len(SCORERS)),
+            },
+            run_id="bench",
+        )
         label_db.refresh_best_labels(con, "bench")  # what the label and score stages do
     return time.perf_counter() - t0
 
@@ -77,8 +90,12 @@ def timed_cli(sql: str, db: Path, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sae_translate", "query", sql, "--db", str(db)],
-                       check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        subprocess.run(
+            [sys.executable, "-m", "sae_translate", "query", sql, "--db", str(db)],
+            check=True,
+            capture_output=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -94,8 +111,10 @@ def main() -> None:
     write_s = fill(db, args.labels)
     rows = {"labels": args.labels, "write_s": round(write_s, 2), "db_mib": round(db.stat().st_size / 2**20, 1)}
     for name, sql in QUERIES.items():
-        rows[name] = {"cold_ms": round(1000 * timed(sql, db, cold=True), 1),
-                      "warm_ms": round(1000 * timed(sql, db, cold=False), 1)}
+        rows[name] = {
+            "cold_ms": round(1000 * timed(sql, db, cold=True), 1),
+            "warm_ms": round(1000 * timed(sql, db, cold=False), 1),
+        }
         if args.cli:
             rows[name]["cli_process_ms"] = round(1000 * timed_cli(sql, db))
     if args.cli:

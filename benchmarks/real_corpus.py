@@ -62,8 +62,17 @@ DB = RUN_DIR / "labels.duckdb"
 MANIFEST = "real_world.json"
 BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion")
 # The demo pipeline's translator settings (sae_translate/demo.toml), kept in step with it.
-TRAIN_SECTION_KEYS = ("steps", "dictionary_until", "batch_size", "crop", "dim", "depth", "decoder_depth",
-                      "eval_every", "checkpoint_every")
+TRAIN_SECTION_KEYS = (
+    "steps",
+    "dictionary_until",
+    "batch_size",
+    "crop",
+    "dim",
+    "depth",
+    "decoder_depth",
+    "eval_every",
+    "checkpoint_every",
+)
 # The demo's 1500 translator steps take ~25 min each on a busy 2-core CPU; 300 keep the run short.
 QUICK_STEPS = 300
 N_SAMPLE = 20
@@ -74,11 +83,11 @@ N_TOP_EXAMPLES = 3
 class RealWorldSettings:
     """What determines the built world (besides the package's text)."""
 
-    vocab: int = 8192         # tokenizer vocabulary cap, special tokens included
+    vocab: int = 8192  # tokenizer vocabulary cap, special tokens included
     # The 8k-way unembedding dominates each step's cost on CPU, so the model is narrow and
     # the batch small: ~1.2 passes over the ~0.9M-token corpus.
     d_model: int = 64
-    n_layers: int = 3         # the SAE reads the middle: blocks.1.hook_resid_post
+    n_layers: int = 3  # the SAE reads the middle: blocks.1.hook_resid_post
     n_heads: int = 4
     ctx: int = 64
     lm_steps: int = 1000
@@ -164,7 +173,7 @@ class _RReader:
             n = self._int()
             if n < 0:
                 return None
-            raw = self.data[self.pos:self.pos + n]
+            raw = self.data[self.pos : self.pos + n]
             self.pos += n
             return raw.decode("utf-8", errors="replace")
         if kind in (self.LGL, self.INT):
@@ -184,7 +193,7 @@ class _RReader:
 
 def _lazyload_object(rdb: bytes, offset: int, length: int) -> Any:
     """One object of an R lazy-load database: 4-byte length, then a compressed serialization."""
-    blob = rdb[offset + 4:offset + length]
+    blob = rdb[offset + 4 : offset + length]
     if blob[0] == 0x78:  # a bare zlib stream (compress = TRUE)
         raw = zlib.decompress(blob)
     else:  # a type byte first (compress = 2 or 3)
@@ -234,8 +243,10 @@ def load_corpus(world_dir: Path, install: bool, seed: int) -> list[str]:
         install_package(world_dir)
         data_dir = _find_data_dir(world_dir)
     if data_dir is None:
-        raise UserError(f"the corpus is not installed: apt-get install {PACKAGE}, "
-                        "or run `python benchmarks/real_corpus.py build --install`")
+        raise UserError(
+            f"the corpus is not installed: apt-get install {PACKAGE}, "
+            "or run `python benchmarks/real_corpus.py build --install`"
+        )
     docs = [p for lines in read_novels(data_dir).values() for p in paragraphs(lines)]
     random.Random(seed).shuffle(docs)
     return docs
@@ -275,12 +286,21 @@ def build(settings: RealWorldSettings, world_dir: Path, install: bool, threads: 
         n_words = sum(len(d.split()) for d in docs)
         print(f"corpus: {len(docs):,} paragraphs, {n_words:,} words", file=sys.stderr)
         tokenizer = lm.train_tokenizer(docs, lowercase=True, split_punctuation=True, max_vocab=settings.vocab)
-        cfg = WorldBuildConfig(out=world_dir, d_model=settings.d_model, n_layers=settings.n_layers,
-                               n_heads=settings.n_heads, ctx=settings.ctx, lm_steps=settings.lm_steps,
-                               lm_batch_size=settings.lm_batch_size,
-                               d_sae=settings.d_sae, sae_k=settings.sae_k,
-                               sae_training_tokens=settings.sae_training_tokens, sae_batch_size_tokens=4096,
-                               seed=settings.seed, threads=threads)
+        cfg = WorldBuildConfig(
+            out=world_dir,
+            d_model=settings.d_model,
+            n_layers=settings.n_layers,
+            n_heads=settings.n_heads,
+            ctx=settings.ctx,
+            lm_steps=settings.lm_steps,
+            lm_batch_size=settings.lm_batch_size,
+            d_sae=settings.d_sae,
+            sae_k=settings.sae_k,
+            sae_training_tokens=settings.sae_training_tokens,
+            sae_batch_size_tokens=4096,
+            seed=settings.seed,
+            threads=threads,
+        )
         trained = train_model_and_sae(tmp, corpus_file, docs, tokenizer, cfg)
         set_sae_model_name(tmp / "sae", str(world_dir / "model"))
         encoded = tokenizer.backend_tokenizer.encode_batch(docs)
@@ -290,10 +310,20 @@ def build(settings: RealWorldSettings, world_dir: Path, install: bool, threads: 
         if (world_dir / "package").is_dir():
             shutil.move(str(world_dir / "package"), str(tmp / "package"))
         manifest = {
-            "digest": digest, "package": PACKAGE, "hook": cfg.hook_name, "settings": asdict(settings),
-            "sizes": {"paragraphs": len(docs), "words": n_words, "tokens": n_tokens, "unk_share": n_unk / n_tokens,
-                      "vocab": len(tokenizer), "windows": trained["windows"]},
-            "model": trained["model"], "sae": trained["sae"],
+            "digest": digest,
+            "package": PACKAGE,
+            "hook": cfg.hook_name,
+            "settings": asdict(settings),
+            "sizes": {
+                "paragraphs": len(docs),
+                "words": n_words,
+                "tokens": n_tokens,
+                "unk_share": n_unk / n_tokens,
+                "vocab": len(tokenizer),
+                "windows": trained["windows"],
+            },
+            "model": trained["model"],
+            "sae": trained["sae"],
             "timings": {**trained["timings"], "total_s": time.perf_counter() - start},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -331,8 +361,9 @@ def applicable_methods(run_dir: Path) -> list[str]:
     return methods
 
 
-def run_pipeline_stages(world_dir: Path, run_dir: Path, db: Path, methods: list[str] | None, tokens: int,
-                        steps: int, threads: int) -> None:
+def run_pipeline_stages(
+    world_dir: Path, run_dir: Path, db: Path, methods: list[str] | None, tokens: int, steps: int, threads: int
+) -> None:
     """extract -> train (unsupervised + aligned, the demo's settings) -> label + score, through
     the same stage runners `sae-translate run` uses."""
     import torch
@@ -359,9 +390,18 @@ def run_pipeline_stages(world_dir: Path, run_dir: Path, db: Path, methods: list[
     train = {k: v for k, v in demo["train"].items() if k in TRAIN_SECTION_KEYS or k == "modes"}
     if steps:  # the anchor is still learned for the demo's first 600 steps: all of a short run
         train["steps"] = steps
-    extract = {"model": str(world_dir / "model"), "sae": str(world_dir / "sae"), "hook": manifest["hook"],
-               "dataset": str(world_dir / "corpus" / "train.txt"), "out": str(run_dir), "tokens": tokens,
-               "ctx": manifest["settings"]["ctx"], "batch_size": 64, "chunk_seqs": 512, "device": "cpu"}
+    extract = {
+        "model": str(world_dir / "model"),
+        "sae": str(world_dir / "sae"),
+        "hook": manifest["hook"],
+        "dataset": str(world_dir / "corpus" / "train.txt"),
+        "out": str(run_dir),
+        "tokens": tokens,
+        "ctx": manifest["settings"]["ctx"],
+        "batch_size": 64,
+        "chunk_seqs": 512,
+        "device": "cpu",
+    }
     state = PipelineState(PipelineConfig(name=run_dir.name, stages={"extract": extract}))
     for name, runner, section in (("extract", stage_extract, extract), ("train", stage_train, train)):
         t0 = time.perf_counter()
@@ -370,8 +410,7 @@ def run_pipeline_stages(world_dir: Path, run_dir: Path, db: Path, methods: list[
         stamp.write_text(manifest["digest"])
         print(f"   {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
     chosen = methods or applicable_methods(run_dir)
-    label = {"db": str(db), "methods": chosen, "scorers": ["embedding", "detection", "simulation"],
-             "device": "cpu"}
+    label = {"db": str(db), "methods": chosen, "scorers": ["embedding", "detection", "simulation"], "device": "cpu"}
     t0 = time.perf_counter()
     print(f"== label ({', '.join(chosen)})", flush=True)
     stage_label(state, label)
@@ -394,35 +433,60 @@ class MethodReport:
 
 
 def method_reports(con: Any, run_id: str) -> list[MethodReport]:
-    means = {(m, s): v for m, s, v in con.execute(
-        "SELECT method, scorer, mean FROM score_summary WHERE run_id = ?", [run_id]).fetchall()}
+    means = {
+        (m, s): v
+        for m, s, v in con.execute(
+            "SELECT method, scorer, mean FROM score_summary WHERE run_id = ?", [run_id]
+        ).fetchall()
+    }
     rows = con.execute(
-        "SELECT method, label FROM labels WHERE run_id = ? AND rank = 0 ORDER BY method, feature",
-        [run_id]).fetchall()
+        "SELECT method, label FROM labels WHERE run_id = ? AND rank = 0 ORDER BY method, feature", [run_id]
+    ).fetchall()
     by_method: dict[str, list[str]] = {}
     for method, label in rows:
         by_method.setdefault(method, []).append(label)
     out = []
     for method, labels in by_method.items():
         top, count = Counter(labels).most_common(1)[0]
-        out.append(MethodReport(method, means.get((method, "embedding")), means.get((method, "detection")),
-                                means.get((method, "simulation")), len(labels), len(set(labels)), top,
-                                count / len(labels)))
+        out.append(
+            MethodReport(
+                method,
+                means.get((method, "embedding")),
+                means.get((method, "detection")),
+                means.get((method, "simulation")),
+                len(labels),
+                len(set(labels)),
+                top,
+                count / len(labels),
+            )
+        )
     return out
 
 
 def feature_sample(con: Any, run_id: str, n: int, seed: int) -> list[dict[str, Any]]:
     """`n` random labelled features (fixed seed): each method's label and the top examples."""
-    features = [f for (f,) in con.execute(
-        "SELECT DISTINCT feature FROM labels WHERE run_id = ? ORDER BY feature", [run_id]).fetchall()]
+    features = [
+        f
+        for (f,) in con.execute(
+            "SELECT DISTINCT feature FROM labels WHERE run_id = ? ORDER BY feature", [run_id]
+        ).fetchall()
+    ]
     chosen = sorted(random.Random(seed).sample(features, min(n, len(features))))
     sample = []
     for f in chosen:
-        labels = dict(con.execute("SELECT method, label FROM labels WHERE run_id = ? AND feature = ? AND rank = 0 "
-                                  "ORDER BY method", [run_id, f]).fetchall())
-        examples = [t for (t,) in con.execute(
-            "SELECT text FROM examples WHERE run_id = ? AND feature = ? AND kind = 'top' ORDER BY rank LIMIT ?",
-            [run_id, f, N_TOP_EXAMPLES]).fetchall()]
+        labels = dict(
+            con.execute(
+                "SELECT method, label FROM labels WHERE run_id = ? AND feature = ? AND rank = 0 ORDER BY method",
+                [run_id, f],
+            ).fetchall()
+        )
+        examples = [
+            t
+            for (t,) in con.execute(
+                "SELECT text FROM examples WHERE run_id = ? AND feature = ? AND kind = 'top' ORDER BY rank LIMIT ?",
+                [run_id, f, N_TOP_EXAMPLES],
+            ).fetchall()
+        ]
         sample.append({"feature": f, "labels": labels, "top_examples": examples})
     return sample
 
@@ -434,13 +498,19 @@ def _fmt(value: float | None) -> str:
 def print_report(reports: list[MethodReport], sample: list[dict[str, Any]], header: str) -> None:
     print(header)
     width = max(len("method"), *(len(r.method) for r in reports))
-    print(f"{'method':<{width}}  {'embedding':>9}  {'detection':>9}  {'simulation':>10}  {'labels':>6}  "
-          f"{'distinct':>8}  {'top share':>9}  most common label")
+    print(
+        f"{'method':<{width}}  {'embedding':>9}  {'detection':>9}  {'simulation':>10}  {'labels':>6}  "
+        f"{'distinct':>8}  {'top share':>9}  most common label"
+    )
     for r in reports:
-        print(f"{r.method:<{width}}  {_fmt(r.embedding):>9}  {_fmt(r.detection):>9}  {_fmt(r.simulation):>10}  "
-              f"{r.n_features:>6}  {r.distinct_labels:>8}  {r.top_label_share:>9.1%}  {r.top_label!r}")
-    print(f"\n{len(sample)} random features (seed 0): each method's label, then the top "
-          f"{N_TOP_EXAMPLES} held-out windows («firing token»)")
+        print(
+            f"{r.method:<{width}}  {_fmt(r.embedding):>9}  {_fmt(r.detection):>9}  {_fmt(r.simulation):>10}  "
+            f"{r.n_features:>6}  {r.distinct_labels:>8}  {r.top_label_share:>9.1%}  {r.top_label!r}"
+        )
+    print(
+        f"\n{len(sample)} random features (seed 0): each method's label, then the top "
+        f"{N_TOP_EXAMPLES} held-out windows («firing token»)"
+    )
     for item in sample:
         print(f"\nfeature {item['feature']}")
         for method, label in item["labels"].items():
@@ -465,11 +535,25 @@ def report(db: Path, run_id: str, as_json: bool, seed: int) -> None:
     finally:
         con.close()
     if as_json:
-        print(json.dumps({"run_id": run_id, "n_tokens": runs[0], "d_sae": runs[1], "alive": alive,
-                          "methods": [asdict(r) for r in reports], "sample": sample}))
+        print(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "n_tokens": runs[0],
+                    "d_sae": runs[1],
+                    "alive": alive,
+                    "methods": [asdict(r) for r in reports],
+                    "sample": sample,
+                }
+            )
+        )
         return
-    print_report(reports, sample, f"run {run_id}: {runs[0]:,} tokens, {alive}/{runs[1]} features alive "
-                                  f"(held-out scores; no ground truth on real text)")
+    print_report(
+        reports,
+        sample,
+        f"run {run_id}: {runs[0]:,} tokens, {alive}/{runs[1]} features alive "
+        f"(held-out scores; no ground truth on real text)",
+    )
 
 
 # ------------------------------------------------------------------ command line
@@ -485,10 +569,18 @@ def main() -> None:
     p.add_argument("--db", type=Path, default=DB)
     p.add_argument("--methods", default="", help="comma-separated; default every registered method that applies")
     p.add_argument("--tokens", type=int, default=409_600, help="tokens extracted")
-    p.add_argument("--steps", type=int, default=QUICK_STEPS,
-                   help="translator steps, the demo's other settings (0: the demo's 1500)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; small matrices gain little from more, and lose when cores are busy")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=QUICK_STEPS,
+        help="translator steps, the demo's other settings (0: the demo's 1500)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; small matrices gain little from more, and lose when cores are busy",
+    )
     p.add_argument("--json", action="store_true", help="report: one JSON object")
     p.add_argument("--seed", type=int, default=0, help="report: the sample of features")
     args = p.parse_args()

@@ -51,9 +51,19 @@ def main() -> None:
         alive = np.flatnonzero(run.stats.count > 0)
     features, text = languages.unsupervised()
     pairs = languages.aligned() if args.mode == "aligned" else None
-    cfg = TranslatorConfig(mode=args.mode, steps=WARMUP + args.steps, batch_size=args.batch_size, crop=args.crop,
-                           dim=args.dim, depth=args.depth, decoder_depth=args.depth, device=args.device,
-                           eval_every=10**9, checkpoint_every=10**9, progress=False)
+    cfg = TranslatorConfig(
+        mode=args.mode,
+        steps=WARMUP + args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        dim=args.dim,
+        depth=args.depth,
+        decoder_depth=args.depth,
+        device=args.device,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         trainer = Trainer(cfg, features, text, tmp, pairs)
@@ -77,12 +87,24 @@ def main() -> None:
         label_s = time.perf_counter() - t0
 
     result = {
-        "run": args.run, "mode": args.mode, "device": str(trainer.device), "world_size": trainer.ranks.world_size,
-        "threads": torch.get_num_threads(), "steps": args.steps, "batch_size": cfg.batch_size, "crop": positions,
-        "dim": cfg.dim, "depth": cfg.depth, "setup_s": round(setup, 2), "s_per_step": round(train_s / args.steps, 4),
+        "run": args.run,
+        "mode": args.mode,
+        "device": str(trainer.device),
+        "world_size": trainer.ranks.world_size,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "batch_size": cfg.batch_size,
+        "crop": positions,
+        "dim": cfg.dim,
+        "depth": cfg.depth,
+        "setup_s": round(setup, 2),
+        "s_per_step": round(train_s / args.steps, 4),
         "train_tokens_per_s": round(tokens_per_step * args.steps / train_s),
-        "features": len(alive), "label_s": round(label_s, 2), "label_features_per_s": round(len(alive) / label_s, 1),
-        "machine": platform.processor() or platform.machine(), "date": str(date.today()),
+        "features": len(alive),
+        "label_s": round(label_s, 2),
+        "label_features_per_s": round(len(alive) / label_s, 1),
+        "machine": platform.processor() or platform.machine(),
+        "date": str(date.today()),
     }
     print(json.dumps(result))
 

@@ -59,7 +59,9 @@ def main() -> None:
     t0 = time.perf_counter()
     index = CategoryIndex(vocab, wn)
     build_s = time.perf_counter() - t0
-    print(f"vocabulary: {len(vocab)} tokens from {source}; {index.n_words} map to WordNet, {index.n_categories} synsets")
+    print(
+        f"vocabulary: {len(vocab)} tokens from {source}; {index.n_words} map to WordNet, {index.n_categories} synsets"
+    )
     print(f"load_wordnet: {load_s:.2f} s   CategoryIndex build: {build_s:.2f} s")
     rng = random.Random(1)
     cases = (("narrow (3-8 category words + 20 noise tokens)", 20), ("wide (+200 noise tokens)", 200))

@@ -25,8 +25,12 @@ from sae_translate.report import ReportConfig
 from sae_translate.translator.languages import LanguageConfig
 from sae_translate.translator.train import TranslatorConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Label every SAE feature by unsupervised translation between firing patterns and text.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Label every SAE feature by unsupervised translation between firing patterns and text.",
+)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks with ground truth.")
 app.add_typer(bench_app, name="bench")
 
@@ -97,8 +101,10 @@ def label(cfg: LabelConfig) -> None:
     from sae_translate.score import label_and_score, summary_table
 
     labelled, scored = label_and_score(cfg)
-    typer.echo(f"{labelled.run_id}: {labelled.n_features:,} features x {len(labelled.methods)} methods, "
-               f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {cfg.db}")
+    typer.echo(
+        f"{labelled.run_id}: {labelled.n_features:,} features x {len(labelled.methods)} methods, "
+        f"{labelled.n_examples:,} examples in {labelled.seconds:.1f}s -> {cfg.db}"
+    )
     if scored is not None:
         typer.echo(summary_table(scored.summary))
         typer.echo(f"scored in {scored.seconds:.1f}s")
@@ -106,7 +112,7 @@ def label(cfg: LabelConfig) -> None:
 
 @app.command()
 def query(
-    sql: str = typer.Argument(..., help="one SQL statement, e.g. \"SELECT * FROM best_labels LIMIT 10\""),
+    sql: str = typer.Argument(..., help='one SQL statement, e.g. "SELECT * FROM best_labels LIMIT 10"'),
     db: Path = typer.Option(Path("stores/labels.duckdb"), help="label database (opened read-only)"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
 ) -> None:
@@ -119,27 +125,41 @@ def query(
 
 
 @app.command()
-@with_configs(ConfigOptions(ReportConfig, "cfg", rename={"features": "feature"},
-                            help={"features": "(repeatable; default: up to --max-cards spread over the run)"}))
+@with_configs(
+    ConfigOptions(
+        ReportConfig,
+        "cfg",
+        rename={"features": "feature"},
+        help={"features": "(repeatable; default: up to --max-cards spread over the run)"},
+    )
+)
 def report(cfg: ReportConfig) -> None:
     """Write one self-contained HTML report (plotly, opens offline) of a run and its labels."""
     from sae_translate.report import write_report
 
     result = write_report(cfg)
-    typer.echo(f"{result.path}: {result.n_figures} figures, {result.n_cards} feature cards, "
-               f"{result.size_bytes / 1e6:.1f} MB")
+    typer.echo(
+        f"{result.path}: {result.n_figures} figures, {result.n_cards} feature cards, {result.size_bytes / 1e6:.1f} MB"
+    )
     for section, note in result.notes.items():
         typer.echo(f"  {section}: {note}")
 
 
 @bench_app.command("hmm")
-@with_configs(ConfigOptions(HMMConfig, "hmm"),
-              ConfigOptions(BenchConfig, "bench", rename={"n_train": "train_sentences", "n_test": "test_sentences",
-                                                         "out_dir": "out"}),
-              # the benchmark's own translator settings are the defaults of these three
-              ConfigOptions(TranslatorConfig, "translator", only={"steps", "batch_size", "device"},
-                            base=BenchConfig().translator,
-                            help={"steps": "translator steps", "batch_size": "sentences per language per step"}))
+@with_configs(
+    ConfigOptions(HMMConfig, "hmm"),
+    ConfigOptions(
+        BenchConfig, "bench", rename={"n_train": "train_sentences", "n_test": "test_sentences", "out_dir": "out"}
+    ),
+    # the benchmark's own translator settings are the defaults of these three
+    ConfigOptions(
+        TranslatorConfig,
+        "translator",
+        only={"steps", "batch_size", "device"},
+        base=BenchConfig().translator,
+        help={"steps": "translator steps", "batch_size": "sentences per language per step"},
+    ),
+)
 def bench_hmm(
     hmm: HMMConfig,
     bench: BenchConfig,
@@ -147,7 +167,9 @@ def bench_hmm(
     json_out: bool = typer.Option(False, "--json", help="last stdout line: one JSON object"),
     ablate: bool = typer.Option(False, help="retrain with each loss removed; write the table to --benchmarks"),
     benchmarks: Path = typer.Option(Path("BENCHMARKS.md"), help="markdown file the ablation table goes to"),
-    defaults: bool = typer.Option(False, "--defaults", help="print the benchmark's settings (after any options) and exit"),
+    defaults: bool = typer.Option(
+        False, "--defaults", help="print the benchmark's settings (after any options) and exit"
+    ),
 ) -> None:
     """Unsupervised translation between two HMM languages, scored against the ground truth. Every
     unset option takes the benchmark's default (see --defaults)."""
@@ -165,8 +187,10 @@ def bench_hmm(
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))
         for r in rows:
-            typer.echo(f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  gap closed {r['gap_closed']:.0%}  "
-                       f"round trip {r['selection_score']:.3f}")
+            typer.echo(
+                f"without {r['removed']:<17} accuracy {r['accuracy']:.3f}  gap closed {r['gap_closed']:.0%}  "
+                f"round trip {r['selection_score']:.3f}"
+            )
         typer.echo(f"table written to {benchmarks}")
         if json_out:
             typer.echo(json.dumps({"ablation": rows}))
@@ -176,26 +200,34 @@ def bench_hmm(
         typer.echo(json.dumps(result))
         return
     gap = f"per-symbol lookup {result['lookup']:.3f} -> HMM-aware ceiling {result['ceiling']:.3f}"
-    typer.echo(f"unsupervised translator {result['accuracy']:.3f} ({result['gap_closed']:.0%} of the context gap, "
-               f"{gap}) in {result['seconds']:.0f}s on {result['device']}")
+    typer.echo(
+        f"unsupervised translator {result['accuracy']:.3f} ({result['gap_closed']:.0%} of the context gap, "
+        f"{gap}) in {result['seconds']:.0f}s on {result['device']}"
+    )
     if "word_by_word_accuracy" in result:
         typer.echo(f"word-by-word anchor {result['word_by_word_accuracy']:.3f} ({result['anchor_gap_closed']:.0%})")
     if cfg.aligned:
-        typer.echo(f"aligned (true pairs) {result['aligned_accuracy']:.3f} ({result['aligned_gap_closed']:.0%}) "
-                   f"in {result['aligned_seconds']:.0f}s; unsupervised / aligned {result['unsupervised_over_aligned']:.2f}")
+        typer.echo(
+            f"aligned (true pairs) {result['aligned_accuracy']:.3f} ({result['aligned_gap_closed']:.0%}) "
+            f"in {result['aligned_seconds']:.0f}s; unsupervised / aligned {result['unsupervised_over_aligned']:.2f}"
+        )
 
 
 @app.command()
-@with_configs(ConfigOptions(TranslatorConfig, "cfg", skip={"progress"}),
-              ConfigOptions(LanguageConfig, "language", skip={"seed"}))  # the translator's seed seeds both
+@with_configs(
+    ConfigOptions(TranslatorConfig, "cfg", skip={"progress"}), ConfigOptions(LanguageConfig, "language", skip={"seed"})
+)  # the translator's seed seeds both
 def train(
     cfg: TranslatorConfig,
     language: LanguageConfig,
     run: Path = typer.Option(..., help="run directory (stores/RUN)"),
     out: Optional[Path] = typer.Option(None, help="checkpoint directory; default RUN/translator[-aligned]"),
-    losses: Optional[str] = typer.Option(None, help="only these losses, comma-separated, from: "
-                                         "denoise, back_translation, adversarial, kl, anchor "
-                                         "(default: the loss weights below)"),
+    losses: Optional[str] = typer.Option(
+        None,
+        help="only these losses, comma-separated, from: "
+        "denoise, back_translation, adversarial, kl, anchor "
+        "(default: the loss weights below)",
+    ),
 ) -> None:
     """Train the translator between a run's feature language and its text (resumes when interrupted)."""
     from sae_translate.translator.run import train_on_run

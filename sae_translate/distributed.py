@@ -17,7 +17,7 @@ class Ranks:
     local_rank: int = 0
 
     @staticmethod
-    def from_env() -> "Ranks":
+    def from_env() -> Ranks:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
             return Ranks()

@@ -142,8 +142,9 @@ class ConfigOptions:
             flag = name.replace("_", "-")
             decls = f"--{flag}/--no-{flag}" if annotation is bool else f"--{flag}"  # a True default can be unset
             option = typer.Option(default, decls, help=text or None)
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                            annotation=annotation))
+            params.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            )
         return params
 
     def build(self, values: dict[str, Any], **fixed: Any) -> Any:
@@ -174,8 +175,9 @@ def with_configs(*groups: ConfigOptions) -> Callable[[Callable[..., Any]], Calla
     calls the function with each group's built config under its `arg` keyword."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
-               if p.name not in {g.arg for g in groups}]
+        own = [
+            p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name not in {g.arg for g in groups}
+        ]
         per_group = [(g, g.parameters()) for g in groups]
         params = own + [p for _, ps in per_group for p in ps]
         names = [p.name for p in params]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sae_translate.config import PipelineConfig, build_config, load_pipeline
 from sae_translate.store.db import QueryResult, connect_readonly
@@ -39,8 +40,9 @@ def stage_world(state: PipelineState, section: dict) -> None:
     from sae_translate.world.build import WorldBuildConfig, build_world
 
     world = build_world(build_config(WorldBuildConfig, section, "world"))
-    state.defaults.update(model=str(world.model_dir), sae=str(world.sae_dir), dataset=str(world.corpus_files[0]),
-                          world=str(world.dir))
+    state.defaults.update(
+        model=str(world.model_dir), sae=str(world.sae_dir), dataset=str(world.corpus_files[0]), world=str(world.dir)
+    )
     state.results["world"] = world
 
 
@@ -86,12 +88,14 @@ def stage_label(state: PipelineState, section: dict) -> None:
         if scored.world:  # scored against a toy world's ground truth
             print(concept_kind_table(cfg.db, labelled.run_id))
     literal = "'" + labelled.run_id.replace("'", "''") + "'"  # for the command shown; the query binds the id
-    print(f"   sae-translate query \"{BEST_LABELS_SQL.replace('?', literal)}\" --db {cfg.db}")
+    print(f'   sae-translate query "{BEST_LABELS_SQL.replace("?", literal)}" --db {cfg.db}')
     print(format_result(best_labels(cfg.db, labelled.run_id)))
 
 
-BEST_LABELS_SQL = ("SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
-                   "WHERE run_id = ? ORDER BY score DESC, feature LIMIT 5")
+BEST_LABELS_SQL = (
+    "SELECT feature, method, label, round(score, 3) AS score FROM best_labels "
+    "WHERE run_id = ? ORDER BY score DESC, feature LIMIT 5"
+)
 
 
 def best_labels(db: str | Path, run_id: str) -> QueryResult:

@@ -23,8 +23,19 @@ def tiny_world_config(out: Path, **overrides) -> WorldBuildConfig:
     """The default concept world at test size: a 2-layer d_model-32 model and a 128-feature SAE,
     built in well under a minute on two cores."""
     settings = dict(
-        out=out, n_tokens=40_000, d_model=32, n_layers=2, n_heads=2, ctx=32, lm_steps=150, lm_batch_size=32,
-        d_sae=128, sae_k=4, sae_training_tokens=40_960, sae_batch_size_tokens=1024, progress=False,
+        out=out,
+        n_tokens=40_000,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        ctx=32,
+        lm_steps=150,
+        lm_batch_size=32,
+        d_sae=128,
+        sae_k=4,
+        sae_training_tokens=40_960,
+        sae_batch_size_tokens=1024,
+        progress=False,
     )
     settings.update(overrides)
     return WorldBuildConfig(**settings)
@@ -43,8 +54,17 @@ def tiny_run(tiny_world, tmp_path_factory):
     from sae_translate.store.h5 import RunStore
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
-    extract(ExtractConfig(model=str(tiny_world.model_dir), sae=str(tiny_world.sae_dir),
-                          dataset=str(tiny_world.corpus_files[0]), out=str(out), tokens=16384, ctx=32,
-                          device="cpu", world=str(tiny_world.dir)))
+    extract(
+        ExtractConfig(
+            model=str(tiny_world.model_dir),
+            sae=str(tiny_world.sae_dir),
+            dataset=str(tiny_world.corpus_files[0]),
+            out=str(out),
+            tokens=16384,
+            ctx=32,
+            device="cpu",
+            world=str(tiny_world.dir),
+        )
+    )
     with RunStore.open(out) as run:
         yield run

@@ -29,12 +29,23 @@ torch.set_num_threads(1)
 
 
 def main(out: Path) -> None:
-    data = make_data(HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=6.0, length=12, seed=0), n_train=2000,
-                     n_test=300)
+    data = make_data(
+        HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=6.0, length=12, seed=0), n_train=2000, n_test=300
+    )
     ranks = Ranks.from_env()
     for mode, steps in (("aligned", 120), ("unsupervised", 20)):
-        cfg = TranslatorConfig(mode=mode, steps=steps, batch_size=32, dim=32, heads=2, depth=1, decoder_depth=1,
-                               eval_every=steps, checkpoint_every=steps, progress=False)
+        cfg = TranslatorConfig(
+            mode=mode,
+            steps=steps,
+            batch_size=32,
+            dim=32,
+            heads=2,
+            depth=1,
+            decoder_depth=1,
+            eval_every=steps,
+            checkpoint_every=steps,
+            progress=False,
+        )
         pairs = ParallelCorpus(data.pairs_a, data.pairs_b) if mode == "aligned" else None
         trainer = Trainer(cfg, Corpus(data.train_a, 6), Corpus(data.train_b, 8), out / mode, pairs)
         trainer.fit()

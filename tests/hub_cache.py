@@ -68,5 +68,3 @@ def build_hub_cache(cache: Path, model_dir: Path, sae_dir: Path, hook: str) -> d
 
 def offline_env(cache: Path) -> dict[str, str]:
     return {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-
-

@@ -34,8 +34,14 @@ ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT),
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sae_translate", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sae_translate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def _command(path: str) -> click.Command:
@@ -59,17 +65,28 @@ COMMANDS = [
     ("label", [(LabelConfig, set(), {})]),
     ("report", [(ReportConfig, set(), {"features": "feature"})]),
     ("train", [(TranslatorConfig, {"progress"}, {}), (LanguageConfig, {"seed"}, {})]),
-    ("bench hmm", [(HMMConfig, set(), {}),
-                   (BenchConfig, {"hmm", "translator"},
-                    {"n_train": "train_sentences", "n_test": "test_sentences", "out_dir": "out"})]),
+    (
+        "bench hmm",
+        [
+            (HMMConfig, set(), {}),
+            (
+                BenchConfig,
+                {"hmm", "translator"},
+                {"n_train": "train_sentences", "n_test": "test_sentences", "out_dir": "out"},
+            ),
+        ],
+    ),
 ]
 
 
 def test_bench_translator_options_default_to_the_benchmarks_translator():
     params = {p.name: p for p in _command("bench hmm").params}
     bench = BenchConfig().translator
-    assert (params["steps"].default, params["batch_size"].default, params["device"].default) == \
-        (bench.steps, bench.batch_size, bench.device)
+    assert (params["steps"].default, params["batch_size"].default, params["device"].default) == (
+        bench.steps,
+        bench.batch_size,
+        bench.device,
+    )
     assert "lr" not in params  # only the three the benchmark exposes
 
 
@@ -190,9 +207,27 @@ def synthetic_run(tmp_path_factory):
     return syn.run.dir
 
 
-TRAIN = ["--steps", "60", "--batch-size", "8", "--dim", "16", "--depth", "1", "--decoder-depth", "1",
-         "--eval-every", "20", "--checkpoint-every", "5", "--select-sentences", "16", "--device", "cpu",
-         "--no-anchor"]  # the anchor's vocabulary alignment takes longer than this whole training
+TRAIN = [
+    "--steps",
+    "60",
+    "--batch-size",
+    "8",
+    "--dim",
+    "16",
+    "--depth",
+    "1",
+    "--decoder-depth",
+    "1",
+    "--eval-every",
+    "20",
+    "--checkpoint-every",
+    "5",
+    "--select-sentences",
+    "16",
+    "--device",
+    "cpu",
+    "--no-anchor",
+]  # the anchor's vocabulary alignment takes longer than this whole training
 
 
 def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_run, tmp_path):
@@ -211,8 +246,17 @@ def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_r
 
 
 def test_label_translator_aligned_without_a_translator_says_to_train_one(synthetic_run):
-    result = _cli("label", "--run", str(synthetic_run), "--methods", "translator-aligned", "--scorers", "",
-                  "--db", str(Path(synthetic_run).parent / "labels.duckdb"))
+    result = _cli(
+        "label",
+        "--run",
+        str(synthetic_run),
+        "--methods",
+        "translator-aligned",
+        "--scorers",
+        "",
+        "--db",
+        str(Path(synthetic_run).parent / "labels.duckdb"),
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -225,8 +269,13 @@ def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_pa
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     args = ["train", "--run", str(synthetic_run), *TRAIN]
     args[args.index("--steps") + 1] = "200"
-    proc = subprocess.Popen([sys.executable, "-m", "sae_translate", *args, "--out", str(killed)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sae_translate", *args, "--out", str(killed)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     deadline = time.time() + 240
     last = killed / "last.safetensors"
     while True:  # kill once a few checkpoints have landed, at whatever instant that is
@@ -284,11 +333,36 @@ def test_old_checkpoints_with_a_json_beside_them_still_load(synthetic_run, tmp_p
 @pytest.mark.slow
 def test_train_sae_command(tiny_world, tmp_path):
     out = tmp_path / "sae"
-    result = _cli("train-sae", "--model", str(tiny_world.model_dir), "--hook", "blocks.0.hook_resid_post",
-                  "--dataset", str(tiny_world.corpus_files[0]), "--out", str(out), "--d-sae", "32", "--k", "4",
-                  "--training-tokens", "8192", "--context-size", "32", "--batch-size-tokens", "1024",
-                  "--buffer-tokens", "4096", "--n-batches-for-norm-estimate", "2", "--eval-batches", "1",
-                  "--device", "cpu", timeout=600)
+    result = _cli(
+        "train-sae",
+        "--model",
+        str(tiny_world.model_dir),
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "--dataset",
+        str(tiny_world.corpus_files[0]),
+        "--out",
+        str(out),
+        "--d-sae",
+        "32",
+        "--k",
+        "4",
+        "--training-tokens",
+        "8192",
+        "--context-size",
+        "32",
+        "--batch-size-tokens",
+        "1024",
+        "--buffer-tokens",
+        "4096",
+        "--n-batches-for-norm-estimate",
+        "2",
+        "--eval-batches",
+        "1",
+        "--device",
+        "cpu",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert f"SAE saved to {out}" in result.stdout
     assert json.loads((out / "cfg.json").read_text())["d_sae"] == 32
@@ -335,8 +409,9 @@ max_cards = 3
     assert (run / "report.html").is_file() and db.is_file()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")) + [ROOT / "sae_translate" / "demo.toml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "pipelines").glob("*.toml")) + [ROOT / "sae_translate" / "demo.toml"], ids=lambda p: p.name
+)
 def test_pipeline_files_configure_every_stage_with_valid_keys(path):
     from sae_translate.config import build_config, load_pipeline
 
@@ -345,8 +420,11 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
     run = {"run": "stores/x"}
     build_config(LabelConfig, config.stages["label"], "label", **run)
     build_config(ReportConfig, config.stages["report"], "report", **run)
-    train = {k: v for k, v in config.stages["train"].items()
-             if k not in ("modes", "mode", "dense_threshold", "min_count", "variant")}
+    train = {
+        k: v
+        for k, v in config.stages["train"].items()
+        if k not in ("modes", "mode", "dense_threshold", "min_count", "variant")
+    }
     build_config(TranslatorConfig, train, "train").validate()
     if "world" not in config.stages:
         build_config(ExtractConfig, config.stages["extract"], "extract")

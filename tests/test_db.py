@@ -19,30 +19,53 @@ from sae_translate.store import db
 
 def _stage(n_features: int, methods=("top-tokens", "random"), tag: str = "") -> db.LabelStageRows:
     feats = np.arange(n_features, dtype=np.int32)
-    labels = {"feature": np.tile(feats, len(methods)),
-              "method": [m for m in methods for _ in feats],
-              "label": [f"{m} {tag}{f}" for m in methods for f in feats],
-              "rank": np.zeros(n_features * len(methods), dtype=np.int32)}
-    examples = {"feature": np.repeat(feats, 2), "kind": ["top", "random"] * n_features,
-                "rank": np.zeros(2 * n_features, np.int32),
-                "activation": np.tile(np.array([1.0, 0.0], np.float32), n_features),
-                "text": ["a «b» c", "a b c"] * n_features, "seq": np.zeros(2 * n_features, np.int64),
-                "start": np.zeros(2 * n_features, np.int32), "stop": np.full(2 * n_features, 3, np.int32)}
-    features = {"feature": feats, "alive": np.ones(n_features, bool),
-                "count": np.ones(n_features, np.int64), "frequency": np.full(n_features, 0.1),
-                "max_activation": np.ones(n_features, np.float32),
-                "mean_activation": np.ones(n_features, np.float32),
-                "heldout_windows": np.ones(n_features, np.int64)}
-    run = {"path": "/x", "model": "m", "hook": "h", "sae": "s", "dataset": "d", "d_sae": n_features,
-           "n_tokens": 10, "world": "", "created_at": None, "config": "{}"}
+    labels = {
+        "feature": np.tile(feats, len(methods)),
+        "method": [m for m in methods for _ in feats],
+        "label": [f"{m} {tag}{f}" for m in methods for f in feats],
+        "rank": np.zeros(n_features * len(methods), dtype=np.int32),
+    }
+    examples = {
+        "feature": np.repeat(feats, 2),
+        "kind": ["top", "random"] * n_features,
+        "rank": np.zeros(2 * n_features, np.int32),
+        "activation": np.tile(np.array([1.0, 0.0], np.float32), n_features),
+        "text": ["a «b» c", "a b c"] * n_features,
+        "seq": np.zeros(2 * n_features, np.int64),
+        "start": np.zeros(2 * n_features, np.int32),
+        "stop": np.full(2 * n_features, 3, np.int32),
+    }
+    features = {
+        "feature": feats,
+        "alive": np.ones(n_features, bool),
+        "count": np.ones(n_features, np.int64),
+        "frequency": np.full(n_features, 0.1),
+        "max_activation": np.ones(n_features, np.float32),
+        "mean_activation": np.ones(n_features, np.float32),
+        "heldout_windows": np.ones(n_features, np.int64),
+    }
+    run = {
+        "path": "/x",
+        "model": "m",
+        "hook": "h",
+        "sae": "s",
+        "dataset": "d",
+        "d_sae": n_features,
+        "n_tokens": 10,
+        "world": "",
+        "created_at": None,
+        "config": "{}",
+    }
     return db.LabelStageRows(run, features, labels, examples, methods)
 
 
 def _counts(path: Path, run_id: str) -> dict[str, int]:
     con = db.connect_readonly(path)
     try:
-        return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
-                for t in ("runs", "features", "labels", "examples")}
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
+            for t in ("runs", "features", "labels", "examples")
+        }
     finally:
         con.close()
 
@@ -70,12 +93,13 @@ def test_relabelling_one_method_keeps_the_others(tmp_path):
 def test_score_rewrite_and_best_labels(tmp_path):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(2))
-    scores = {"feature": np.array([0, 0, 1, 1, 0, 1], np.int32),
-              "method": ["top-tokens", "random", "top-tokens", "random", "top-tokens", "top-tokens"],
-              "scorer": ["embedding"] * 4 + ["detection"] * 2,
-              "value": np.array([0.9, 0.95, 0.4, 0.99, 0.1, 0.2])}
-    summary = {"method": ["top-tokens"], "scorer": ["embedding"], "mean": [0.65], "n_scored": [2],
-               "n_excluded": [0]}
+    scores = {
+        "feature": np.array([0, 0, 1, 1, 0, 1], np.int32),
+        "method": ["top-tokens", "random", "top-tokens", "random", "top-tokens", "top-tokens"],
+        "scorer": ["embedding"] * 4 + ["detection"] * 2,
+        "value": np.array([0.9, 0.95, 0.4, 0.99, 0.1, 0.2]),
+    }
+    summary = {"method": ["top-tokens"], "scorer": ["embedding"], "mean": [0.65], "n_scored": [2], "n_excluded": [0]}
     rows = db.ScoreStageRows(scores, summary, None, ("top-tokens", "random"), ("embedding", "detection"))
     db.write_score_stage(path, "a", rows)
     db.write_score_stage(path, "a", rows)
@@ -85,8 +109,7 @@ def test_score_rewrite_and_best_labels(tmp_path):
     # random never wins, even with the higher embedding score; ranking is by embedding
     assert best == [(0, "top-tokens", 0.9), (1, "top-tokens", 0.4)]
     # rescoring only detection keeps the embedding scores
-    only_det = db.ScoreStageRows({k: v[4:] for k, v in scores.items()}, summary, None,
-                                 ("top-tokens",), ("detection",))
+    only_det = db.ScoreStageRows({k: v[4:] for k, v in scores.items()}, summary, None, ("top-tokens",), ("detection",))
     db.write_score_stage(path, "a", only_det)
     got = db.run_query("SELECT scorer, count(*) FROM scores GROUP BY scorer ORDER BY scorer", path).rows
     assert got == [("detection", 2), ("embedding", 4)]
@@ -112,7 +135,9 @@ def test_formats(tmp_path):
     csv_lines = db.format_result(result, "csv").splitlines()
     assert csv_lines == ["feature,label", "0,random 0", "1,random 1"]
     assert json.loads(db.format_result(result, "json")) == [
-        {"feature": 0, "label": "random 0"}, {"feature": 1, "label": "random 1"}]
+        {"feature": 0, "label": "random 0"},
+        {"feature": 1, "label": "random 1"},
+    ]
     table = db.format_result(result, "table").splitlines()
     assert table[0].split() == ["feature", "label"] and table[-1] == "(2 rows)"
 
@@ -132,8 +157,13 @@ def test_readers_never_fail_or_see_half_a_run_during_writes(tmp_path):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(300))
     root = Path(__file__).resolve().parents[1]
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "30"], cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), "30"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = set()
     reads = 0
     try:
@@ -146,10 +176,19 @@ def test_readers_never_fail_or_see_half_a_run_during_writes(tmp_path):
             seen.add(n)
             reads += 1
         # a second reader process through the CLI code path at the end
-        out = subprocess.run([sys.executable, "-c",
-                              "from sae_translate.store import db; import sys; "
-                              "print(db.run_query('SELECT count(*) FROM labels', sys.argv[1]).rows[0][0])",
-                              str(path)], cwd=root, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from sae_translate.store import db; import sys; "
+                "print(db.run_query('SELECT count(*) FROM labels', sys.argv[1]).rows[0][0])",
+                str(path),
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         assert int(out.stdout) in (400, 600)
     finally:
@@ -169,8 +208,10 @@ def test_two_writers_serialise(tmp_path):
         for i in range(10):
             db.write_label_stage(sys.argv[1], sys.argv[2], _stage(50))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), run_id], cwd=root,
-                              stderr=subprocess.PIPE, text=True) for run_id in ("x", "y")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), run_id], cwd=root, stderr=subprocess.PIPE, text=True)
+        for run_id in ("x", "y")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -181,15 +222,22 @@ def test_two_writers_serialise(tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, "-m", "sae_translate", *args], cwd=root,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sae_translate", *args], cwd=root, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_query_command(tmp_path):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(2))
-    ok = _cli("query", "SELECT feature, label FROM labels WHERE method = 'random' ORDER BY feature",
-              "--db", str(path), "--format", "csv")
+    ok = _cli(
+        "query",
+        "SELECT feature, label FROM labels WHERE method = 'random' ORDER BY feature",
+        "--db",
+        str(path),
+        "--format",
+        "csv",
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines() == ["feature,label", "0,random 0", "1,random 1"]
     bad = _cli("query", "SELECT nope FROM labels", "--db", str(path))
@@ -201,8 +249,12 @@ def test_killed_writer_leaves_the_previous_state(tmp_path):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(10))
     root = Path(__file__).resolve().parents[1]
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.replace("200 if i % 2 else 300", "100_000"),
-                               str(path), "1"], cwd=root, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.replace("200 if i % 2 else 300", "100_000"), str(path), "1"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     # kill it once it holds the lock and is writing its private copy
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".labels.duckdb.tmp-*")) and writer.poll() is None:
@@ -233,11 +285,19 @@ def _random_scores(rng: np.random.Generator, n_features: int, methods, scorers) 
     keep = [g for g in grid if rng.random() > 0.1]  # some labels have no score at all
     # few distinct values, so that ties between methods occur and the tie-break is exercised
     values = rng.integers(0, 4, len(keep)) / 4
-    scores = {"feature": np.array([g[0] for g in keep], np.int32), "method": [g[1] for g in keep],
-              "scorer": [g[2] for g in keep], "value": values}
-    summary = {"method": list(methods), "scorer": [scorers[0]] * len(methods),
-               "mean": [0.5] * len(methods), "n_scored": [1] * len(methods),
-               "n_excluded": [0] * len(methods)}
+    scores = {
+        "feature": np.array([g[0] for g in keep], np.int32),
+        "method": [g[1] for g in keep],
+        "scorer": [g[2] for g in keep],
+        "value": values,
+    }
+    summary = {
+        "method": list(methods),
+        "scorer": [scorers[0]] * len(methods),
+        "mean": [0.5] * len(methods),
+        "n_scored": [1] * len(methods),
+        "n_excluded": [0] * len(methods),
+    }
     return db.ScoreStageRows(scores, summary, None, tuple(methods), tuple(scorers))
 
 
@@ -278,8 +338,9 @@ def test_materialised_best_labels_equal_the_ranking_view(tmp_path):
 def test_version_1_database_is_migrated_on_write(tmp_path):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(20, methods=("top-tokens", "logit-lens")))
-    db.write_score_stage(path, "a", _random_scores(np.random.default_rng(1), 20,
-                                                   ("top-tokens", "logit-lens"), ("embedding",)))
+    db.write_score_stage(
+        path, "a", _random_scores(np.random.default_rng(1), 20, ("top-tokens", "logit-lens"), ("embedding",))
+    )
     # turn it into the version 1 layout: best_labels a view, no materialised rows
     con = duckdb.connect(str(path))
     con.execute("DROP VIEW best_labels")
@@ -295,15 +356,18 @@ def test_version_1_database_is_migrated_on_write(tmp_path):
     assert version == [(str(db.SCHEMA_VERSION),)]
 
 
-@pytest.mark.parametrize("sql", [
-    "COPY (SELECT 1) TO '{out}'",
-    "SELECT * FROM read_text('/etc/passwd')",
-    "SELECT * FROM read_csv_auto('/etc/passwd')",
-    "INSTALL httpfs",
-    "ATTACH '{out}' AS other",
-    "SET enable_external_access = true",
-    "EXPORT DATABASE '{out_dir}'",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT 1) TO '{out}'",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_csv_auto('/etc/passwd')",
+        "INSTALL httpfs",
+        "ATTACH '{out}' AS other",
+        "SET enable_external_access = true",
+        "EXPORT DATABASE '{out_dir}'",
+    ],
+)
 def test_query_cannot_reach_files_extensions_or_settings(tmp_path, sql):
     path = tmp_path / "labels.duckdb"
     db.write_label_stage(path, "a", _stage(2))

@@ -18,19 +18,45 @@ pytestmark = pytest.mark.slow  # trains and extracts under torchrun
 
 
 def _extract(world, out, *launcher: str) -> None:
-    args = ["extract", "--model", str(world.model_dir), "--sae", str(world.sae_dir),
-            "--dataset", str(world.corpus_files[0]), "--out", str(out), "--tokens", "8192", "--ctx", "32",
-            "--chunk-seqs", "16", "--device", "cpu"]
+    args = [
+        "extract",
+        "--model",
+        str(world.model_dir),
+        "--sae",
+        str(world.sae_dir),
+        "--dataset",
+        str(world.corpus_files[0]),
+        "--out",
+        str(out),
+        "--tokens",
+        "8192",
+        "--ctx",
+        "32",
+        "--chunk-seqs",
+        "16",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([*launcher, "-m", "sae_translate", *args], capture_output=True, text=True, env=env,
-                            timeout=600)
+    result = subprocess.run(
+        [*launcher, "-m", "sae_translate", *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_two_rank_extract_equals_single_process(tiny_world, tmp_path):
     _extract(tiny_world, tmp_path / "single", sys.executable)
-    _extract(tiny_world, tmp_path / "sharded", sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-             "--master_port", "29533")
+    _extract(
+        tiny_world,
+        tmp_path / "sharded",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+    )
     assert (tmp_path / "sharded" / "manifest.json").exists()
     assert len(list((tmp_path / "sharded").glob("shard-*.h5"))) == 2
     with RunStore.open(tmp_path / "single") as a, RunStore.open(tmp_path / "sharded") as b:
@@ -62,8 +88,16 @@ def test_two_rank_translator_training_stays_in_sync_and_matches_single_process(t
     from safetensors.torch import load_file
 
     _train(tmp_path / "single", sys.executable)
-    _train(tmp_path / "ddp", sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29534")
+    _train(
+        tmp_path / "ddp",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29534",
+    )
     for mode in ("aligned", "unsupervised"):
         # DistributedDataParallel: both ranks end with the same weights (model and discriminator)
         r0 = load_file(str(tmp_path / "ddp" / mode / "rank-0.safetensors"))

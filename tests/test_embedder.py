@@ -7,9 +7,15 @@ import pytest
 
 from sae_translate.score import embedder
 
-TEXTS = ["red dog", "  padded text  ", "", "a much longer window of text with many words, commas "
-         "and «marks» in it, long enough to need a wide batch", "Paris, London, city", "naïve café",
-         "x"] + [f"word{i} and word{i + 1}" for i in range(40)]
+TEXTS = [
+    "red dog",
+    "  padded text  ",
+    "",
+    "a much longer window of text with many words, commas and «marks» in it, long enough to need a wide batch",
+    "Paris, London, city",
+    "naïve café",
+    "x",
+] + [f"word{i} and word{i + 1}" for i in range(40)]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,7 @@ def test_each_text_embedded_once_and_cached_on_disk(tmp_path, reference):
     emb = first(TEXTS + TEXTS[:5])
     assert first.n_embedded == len(set(TEXTS))
     np.testing.assert_allclose(emb[: len(TEXTS)], reference, atol=2e-5)
-    np.testing.assert_array_equal(emb[len(TEXTS):], emb[:5])
+    np.testing.assert_array_equal(emb[len(TEXTS) :], emb[:5])
     first(TEXTS[:3])
     assert first.n_embedded == len(set(TEXTS))  # nothing new
     shards = list((cache / "onnx").glob("shard-*.npz"))
@@ -72,7 +78,7 @@ def test_each_text_embedded_once_and_cached_on_disk(tmp_path, reference):
 def test_a_corrupt_shard_is_re_embedded(tmp_path):
     cache = tmp_path / "embeddings"
     embedder.TextEmbedder("cpu", cache_dir=cache, backend="onnx")(["red dog"])
-    shard, = (cache / "onnx").glob("shard-*.npz")
+    (shard,) = (cache / "onnx").glob("shard-*.npz")
     shard.write_bytes(b"not a zip")
     again = embedder.TextEmbedder("cpu", cache_dir=cache, backend="onnx")
     again(["red dog"])

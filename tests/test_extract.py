@@ -22,16 +22,27 @@ from tests.hub_cache import build_hub_cache, offline_env
 
 
 def _cfg(world, out: Path, **kw) -> ExtractConfig:
-    base = dict(model=str(world.model_dir), sae=str(world.sae_dir), dataset=str(world.corpus_files[0]), out=str(out),
-                tokens=6000, ctx=32, chunk_seqs=16, batch_size=8, progress=False, world=str(world.dir))
+    base = dict(
+        model=str(world.model_dir),
+        sae=str(world.sae_dir),
+        dataset=str(world.corpus_files[0]),
+        out=str(out),
+        tokens=6000,
+        ctx=32,
+        chunk_seqs=16,
+        batch_size=8,
+        progress=False,
+        world=str(world.dir),
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
 
 def _cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sae_translate", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sae_translate", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +54,19 @@ def world_run(tiny_world, tmp_path_factory):
 
 def test_layout_and_attributes(world_run, tiny_world):
     f = world_run.file
-    for name in ("tokens", "codes/indptr", "codes/feature", "codes/value", "split", "vocab", "features/count",
-                 "features/max", "features/quantiles", "features/top", "features/logit_lens_tokens"):
+    for name in (
+        "tokens",
+        "codes/indptr",
+        "codes/feature",
+        "codes/value",
+        "split",
+        "vocab",
+        "features/count",
+        "features/max",
+        "features/quantiles",
+        "features/top",
+        "features/logit_lens_tokens",
+    ):
         assert name in f, name
     assert world_run.attrs["hook"] == tiny_world.hook
     assert world_run.attrs["d_sae"] == f["features/count"].shape[0]
@@ -85,19 +107,50 @@ def test_statistics_match_a_direct_count(world_run):
 
 
 def _same_run(a: RunStore, b: RunStore) -> None:
-    for name in ("tokens", "split", "codes/indptr", "codes/feature", "codes/value", "features/count", "features/max",
-                 "features/hist", "features/top", "features/top_value", "features/logit_lens_tokens"):
+    for name in (
+        "tokens",
+        "split",
+        "codes/indptr",
+        "codes/feature",
+        "codes/value",
+        "features/count",
+        "features/max",
+        "features/hist",
+        "features/top",
+        "features/top_value",
+        "features/logit_lens_tokens",
+    ):
         assert np.array_equal(a.file[name][:], b.file[name][:]), name
 
 
 def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
-    args = ["extract", "--model", str(tiny_world.model_dir), "--sae", str(tiny_world.sae_dir),
-            "--dataset", str(tiny_world.corpus_files[0]), "--tokens", "40000", "--ctx", "32",
-            "--chunk-seqs", "8", "--batch-size", "8", "--device", "cpu"]
+    args = [
+        "extract",
+        "--model",
+        str(tiny_world.model_dir),
+        "--sae",
+        str(tiny_world.sae_dir),
+        "--dataset",
+        str(tiny_world.corpus_files[0]),
+        "--tokens",
+        "40000",
+        "--ctx",
+        "32",
+        "--chunk-seqs",
+        "8",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ]
     killed = tmp_path / "killed"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "sae_translate", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sae_translate", *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 240
     while len(list((killed / ".partial").glob("chunk-*.npz"))) < 3:
         assert proc.poll() is None, "extract ended before it could be killed"
@@ -129,8 +182,21 @@ def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, override, message):
     out = tmp_path / "out"
     cfg = _cfg(tiny_world, out)
-    args = ["extract", "--model", cfg.model, "--sae", cfg.sae, "--dataset", cfg.dataset, "--out", str(out),
-            "--tokens", "2000", "--ctx", "32"]
+    args = [
+        "extract",
+        "--model",
+        cfg.model,
+        "--sae",
+        cfg.sae,
+        "--dataset",
+        cfg.dataset,
+        "--out",
+        str(out),
+        "--tokens",
+        "2000",
+        "--ctx",
+        "32",
+    ]
     for key, value in override.items():
         flag = f"--{key}"
         if flag in args:
@@ -174,8 +240,24 @@ def test_hub_names_resolve_through_the_real_loaders(tiny_world, tmp_path):
     specs = build_hub_cache(cache, tiny_world.model_dir, tiny_world.sae_dir, tiny_world.hook)
     for sae_spec in (specs["registry_sae"], specs["sparsify_sae"]):
         out = tmp_path / sae_spec.replace("/", "_").replace(":", "_")
-        result = _cli("extract", "--model", specs["model"], "--sae", sae_spec, "--dataset", str(tiny_world.corpus_files[0]),
-                      "--out", str(out), "--tokens", "1024", "--ctx", "32", "--device", "cpu", env=offline_env(cache))
+        result = _cli(
+            "extract",
+            "--model",
+            specs["model"],
+            "--sae",
+            sae_spec,
+            "--dataset",
+            str(tiny_world.corpus_files[0]),
+            "--out",
+            str(out),
+            "--tokens",
+            "1024",
+            "--ctx",
+            "32",
+            "--device",
+            "cpu",
+            env=offline_env(cache),
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         with RunStore.open(out) as run:
             assert run.attrs["model"] == "pythia-70m-deduped"

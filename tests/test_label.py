@@ -14,8 +14,7 @@ from sae_translate.store.db import run_query
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted")
-    return make_synthetic_run(path / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95,
-                              noise_per_token=0.3, seed=1)
+    return make_synthetic_run(path / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95, noise_per_token=0.3, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,9 @@ def test_every_alive_feature_gets_a_label_from_every_method(planted, labelled):
     result, db = labelled
     alive = planted.run.alive
     assert result.n_features == len(alive)
-    counts = _rows(db, "SELECT method, count(DISTINCT feature) FROM labels WHERE rank = 0 "
-                       "GROUP BY method ORDER BY method")
+    counts = _rows(
+        db, "SELECT method, count(DISTINCT feature) FROM labels WHERE rank = 0 GROUP BY method ORDER BY method"
+    )
     assert counts == [(m, len(alive)) for m in sorted(("top-tokens", "logit-lens", "constant", "random"))]
     empty = _rows(db, "SELECT count(*) FROM labels WHERE label = ''")[0][0]
     assert empty == 0
@@ -51,8 +51,11 @@ def test_top_tokens_finds_the_planted_trigger(planted, labelled):
 
 def test_random_labels_are_other_features_labels(labelled):
     _, db = labelled
-    rows = _rows(db, "SELECT r.feature, r.label, t.label FROM labels r JOIN labels t "
-                     "USING (run_id, feature) WHERE r.method = 'random' AND t.method = 'top-tokens'")
+    rows = _rows(
+        db,
+        "SELECT r.feature, r.label, t.label FROM labels r JOIN labels t "
+        "USING (run_id, feature) WHERE r.method = 'random' AND t.method = 'top-tokens'",
+    )
     top = sorted(t for _, _, t in rows)
     assert sorted(r for _, r, _ in rows) == top  # a permutation of the top-tokens labels
     assert sum(r == t for _, r, t in rows) < len(rows) / 4
@@ -98,11 +101,17 @@ def test_rerun_does_not_duplicate(planted, tmp_path):
     db = tmp_path / "labels.duckdb"
     cfg = LabelConfig(run=str(planted.run.dir), db=str(db), methods=("top-tokens",))
     label_run(cfg)
-    before = _rows(db, "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
-                       "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)")
+    before = _rows(
+        db,
+        "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
+        "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)",
+    )
     label_run(cfg)
-    after = _rows(db, "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
-                      "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)")
+    after = _rows(
+        db,
+        "SELECT (SELECT count(*) FROM labels), (SELECT count(*) FROM examples), "
+        "(SELECT count(*) FROM runs), (SELECT count(*) FROM features)",
+    )
     assert before == after
     assert after[0][2] == 1 and after[0][3] == planted.run.d_sae
 
@@ -124,8 +133,7 @@ def test_registry_accepts_a_new_method(planted, tmp_path):
 
 def test_unknown_method_is_a_user_error(planted, tmp_path):
     with pytest.raises(UserError, match="unknown label method"):
-        label_run(LabelConfig(run=str(planted.run.dir), db=str(tmp_path / "x.duckdb"),
-                              methods=("nope",)))
+        label_run(LabelConfig(run=str(planted.run.dir), db=str(tmp_path / "x.duckdb"), methods=("nope",)))
 
 
 def test_label_command(planted, tmp_path):
@@ -137,8 +145,13 @@ def test_label_command(planted, tmp_path):
     db = tmp_path / "labels.duckdb"
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "sae_translate", "label", *args], cwd=root,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "sae_translate", "label", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     ok = cli("--run", str(planted.run.dir), "--db", str(db), "--scorers", "detection")
     assert ok.returncode == 0, ok.stderr

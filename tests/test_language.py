@@ -18,8 +18,9 @@ WORDS = "cat dog horse red blue green one two three paris london rome apple brea
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted")
-    return make_synthetic_run(path / "run", n_seq=120, ctx=16, d_sae=12, vocab=WORDS, p_fire=0.95,
-                              noise_per_token=0.4, seed=3)
+    return make_synthetic_run(
+        path / "run", n_seq=120, ctx=16, d_sae=12, vocab=WORDS, p_fire=0.95, noise_per_token=0.4, seed=3
+    )
 
 
 def naive_feature_words(run, cfg: LanguageConfig) -> np.ndarray:
@@ -77,8 +78,9 @@ def test_unsupervised_corpora_are_independently_shuffled_copies(planted):
     assert sorted(map(tuple, text.sentences)) == sorted(map(tuple, pairs.b))
     # ...but row i of one corpus is not the partner of row i of the other
     row_of_text = {tuple(t): i for i, t in enumerate(pairs.b)}
-    partners = np.array([np.array_equal(pairs.a[row_of_text[tuple(t)]], f)
-                         for f, t in zip(features.sentences, text.sentences)])
+    partners = np.array(
+        [np.array_equal(pairs.a[row_of_text[tuple(t)]], f) for f, t in zip(features.sentences, text.sentences)]
+    )
     assert partners.mean() < 0.1
 
 
@@ -92,13 +94,24 @@ def test_bad_language_settings_are_user_errors(planted):
 @pytest.mark.slow
 def test_aligned_translator_labels_planted_features_with_their_trigger_words(planted, tmp_path):
     torch.set_num_threads(1)
-    cfg = TranslatorConfig(mode="aligned", steps=200, lr=3e-3, dim=32, heads=2, depth=1, decoder_depth=1,
-                           batch_size=16, eval_every=100, progress=False)
+    cfg = TranslatorConfig(
+        mode="aligned",
+        steps=200,
+        lr=3e-3,
+        dim=32,
+        heads=2,
+        depth=1,
+        decoder_depth=1,
+        batch_size=16,
+        eval_every=100,
+        progress=False,
+    )
     checkpoint = train_on_run(planted.run.dir, cfg, out=tmp_path / "translator-aligned")
     langs = build_languages(planted.run)
     features = np.arange(planted.run.d_sae)
-    candidates = translate_features(checkpoint, langs, features, planted.run.top_positions, beam=3, contexts=4,
-                                    device="cpu")
+    candidates = translate_features(
+        checkpoint, langs, features, planted.run.top_positions, beam=3, contexts=4, device="cpu"
+    )
     assert set(candidates) == set(features.tolist())
     right = [candidates[f][0][0] == WORDS[planted.trigger[f]] for f in features]
     assert np.mean(right) > 0.8

@@ -46,18 +46,27 @@ scorers = ["ground_truth", "name_match", "embedding", "detection"]
         alive = set(np.flatnonzero(run.stats.count > 0).tolist())
     con = duckdb.connect(str(db), read_only=True)
     for method in ("translator", "translator-aligned"):
-        labelled = {f for (f,) in con.execute(
-            "SELECT feature FROM labels WHERE method = ? AND rank = 0 AND label <> ''", [method]).fetchall()}
+        labelled = {
+            f
+            for (f,) in con.execute(
+                "SELECT feature FROM labels WHERE method = ? AND rank = 0 AND label <> ''", [method]
+            ).fetchall()
+        }
         assert labelled == alive
-        scorers = {s for (s,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE method = ?", [method]).fetchall()}
+        scorers = {
+            s for (s,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE method = ?", [method]).fetchall()
+        }
         assert scorers == {"ground_truth", "name_match", "embedding", "detection"}
     # every label states a rule the scorers ran
     assert con.execute("SELECT count(*) FROM labels WHERE rank = 0 AND rule IS NULL").fetchone()[0] == 0
-    gt = dict(con.execute("SELECT method, avg(value) FROM scores WHERE scorer = 'ground_truth' GROUP BY method").fetchall())
+    gt = dict(
+        con.execute("SELECT method, avg(value) FROM scores WHERE scorer = 'ground_truth' GROUP BY method").fetchall()
+    )
     assert gt["translator-aligned"] > gt["top-tokens"] > gt["constant"] > gt["random"], gt
     contextual = con.execute(
         "SELECT avg(s.value) FROM scores s JOIN true_concepts t USING (run_id, feature) "
-        "WHERE s.method = 'translator' AND s.scorer = 'ground_truth' AND t.kind = 'contextual'").fetchone()[0]
+        "WHERE s.method = 'translator' AND s.scorer = 'ground_truth' AND t.kind = 'contextual'"
+    ).fetchone()[0]
     assert contextual > 0
     out = capsys.readouterr().out
     assert "features with a planted concept" in out and "translator-aligned" in out
@@ -77,8 +86,13 @@ def test_label_stage_binds_run_ids_that_hold_quotes(tmp_path, capsys):
     syn = make_synthetic_run(tmp_path / "o'brien", n_seq=60, ctx=16, d_sae=8, seed=1)
     syn.run.close()
     db = tmp_path / "labels.duckdb"
-    label = {"run": str(syn.run.dir), "db": str(db), "methods": ["top-tokens"], "scorers": ["embedding"],
-             "device": "cpu"}
+    label = {
+        "run": str(syn.run.dir),
+        "db": str(db),
+        "methods": ["top-tokens"],
+        "scorers": ["embedding"],
+        "device": "cpu",
+    }
     run_pipeline(PipelineConfig(name="quotes", stages={"label": label}))
     out = capsys.readouterr().out
     assert "run_id = 'o''brien'" in out  # the command shown is valid SQL too

@@ -38,16 +38,28 @@ def chromium_or_skip() -> str:
 
 
 def chromium_args(profile: Path) -> list[str]:
-    return [chromium_or_skip(), "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-            "--virtual-time-budget=30000", "--enable-logging=stderr", "--v=0"]
+    return [
+        chromium_or_skip(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=30000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
 
 
 def render(page: Path, profile: Path) -> tuple[dict, list[str], str]:
     """Load ``page`` headless; the page's own render status, console lines, and the final DOM."""
-    proc = subprocess.run([*chromium_args(profile), "--dump-dom", page.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [*chromium_args(profile), "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=180
+    )
     dom = proc.stdout
     match = re.search(r'<pre id="report-status" data-state="(\w+)"[^>]*>([^<]*)</pre>', dom)
     assert match, f"no status element in the rendered page (chromium rc {proc.returncode}): {proc.stderr[-2000:]}"
@@ -57,8 +69,12 @@ def render(page: Path, profile: Path) -> tuple[dict, list[str], str]:
 
 
 def screenshot(page: Path, profile: Path, out: Path, height: int = 5000) -> Path:
-    subprocess.run([*chromium_args(profile), f"--window-size=1280,{height}", f"--screenshot={out}",
-                    page.resolve().as_uri()], capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [*chromium_args(profile), f"--window-size=1280,{height}", f"--screenshot={out}", page.resolve().as_uri()],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     return out
 
 
@@ -71,20 +87,37 @@ def write_ground_truth(run, db: Path, trigger: np.ndarray) -> None:
     rows = run_query("SELECT feature, method, label FROM labels WHERE rank = 0", db).rows
     value = [float(label.split(", ")[0] == run.vocab[trigger[f]]) for f, _, label in rows]
     methods = sorted({m for _, m, _ in rows})
-    summary = {"method": methods, "scorer": ["ground_truth"] * len(methods),
-               "mean": [float(np.mean([v for (_, m, _), v in zip(rows, value) if m == method]))
-                        for method in methods],
-               "n_scored": [sum(m == method for _, m, _ in rows) for method in methods],
-               "n_excluded": [0] * len(methods)}
+    summary = {
+        "method": methods,
+        "scorer": ["ground_truth"] * len(methods),
+        "mean": [float(np.mean([v for (_, m, _), v in zip(rows, value) if m == method])) for method in methods],
+        "n_scored": [sum(m == method for _, m, _ in rows) for method in methods],
+        "n_excluded": [0] * len(methods),
+    }
     feats = sorted({f for f, _, _ in rows})
-    label_db.write_score_stage(db, run.dir.name, label_db.ScoreStageRows(
-        scores={"feature": np.array([f for f, _, _ in rows], np.int32), "method": [m for _, m, _ in rows],
-                "scorer": ["ground_truth"] * len(rows), "value": np.array(value)},
-        summary=summary,
-        true_concepts={"feature": np.array(feats, np.int32), "concept": [run.vocab[trigger[f]] for f in feats],
-                       "kind": ["lexical"] * len(feats), "status": ["planted"] * len(feats),
-                       "precision": np.full(len(feats), 0.9), "n_firing": np.full(len(feats), 10)},
-        methods=methods, scorers=["ground_truth"]))
+    label_db.write_score_stage(
+        db,
+        run.dir.name,
+        label_db.ScoreStageRows(
+            scores={
+                "feature": np.array([f for f, _, _ in rows], np.int32),
+                "method": [m for _, m, _ in rows],
+                "scorer": ["ground_truth"] * len(rows),
+                "value": np.array(value),
+            },
+            summary=summary,
+            true_concepts={
+                "feature": np.array(feats, np.int32),
+                "concept": [run.vocab[trigger[f]] for f in feats],
+                "kind": ["lexical"] * len(feats),
+                "status": ["planted"] * len(feats),
+                "precision": np.full(len(feats), 0.9),
+                "n_firing": np.full(len(feats), 10),
+            },
+            methods=methods,
+            scorers=["ground_truth"],
+        ),
+    )
 
 
 def write_training_log(run_dir: Path, steps: int = 300) -> Path:
@@ -95,9 +128,13 @@ def write_training_log(run_dir: Path, steps: int = 300) -> Path:
     with open(path, "w") as fh:
         for step in range(steps):
             decay = np.exp(-step / 80)
-            record = {"step": step, "loss": 3 * decay + 0.1, "losses": {
-                "dae": 2 * decay + 0.05 * rng.random(), "bt": decay + 0.05 * rng.random()},
-                "lr": 1e-3, "time": step * 0.1}
+            record = {
+                "step": step,
+                "loss": 3 * decay + 0.1,
+                "losses": {"dae": 2 * decay + 0.05 * rng.random(), "bt": decay + 0.05 * rng.random()},
+                "lr": 1e-3,
+                "time": step * 0.1,
+            }
             fh.write(json.dumps(record) + "\n")
         fh.write('{"step": 300, "loss"')  # the line a killed run leaves half-written
     return path
@@ -109,15 +146,17 @@ def shared_latents(run_dir: Path, n_per_language: int, seed: int):
     rng = np.random.default_rng(seed)
     feat = rng.normal(size=(n_per_language, 16))
     text = rng.normal(size=(n_per_language, 16)) + 3.0
-    return (np.concatenate([feat, text]), ["feature"] * n_per_language + ["text"] * n_per_language,
-            [f"sentence {i}" for i in range(2 * n_per_language)])
+    return (
+        np.concatenate([feat, text]),
+        ["feature"] * n_per_language + ["text"] * n_per_language,
+        [f"sentence {i}" for i in range(2 * n_per_language)],
+    )
 
 
 @pytest.fixture(scope="module")
 def labelled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    syn = make_synthetic_run(root / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95,
-                             noise_per_token=0.3, seed=3)
+    syn = make_synthetic_run(root / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95, noise_per_token=0.3, seed=3)
     db = root / "labels.duckdb"
     label_run(LabelConfig(run=str(syn.run.dir), db=str(db)))
     score_run(ScoreConfig(run=str(syn.run.dir), db=str(db), scorers=("detection", "simulation")))
@@ -132,8 +171,9 @@ def full_report(labelled_run, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(figures, "shared_latents", shared_latents)
     try:
-        result = write_report(ReportConfig(run=str(syn.run.dir), db=str(db),
-                                           out=str(tmp_path_factory.mktemp("out") / "report.html")))
+        result = write_report(
+            ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path_factory.mktemp("out") / "report.html"))
+        )
     finally:
         mp.undo()
     return syn, db, result
@@ -151,9 +191,15 @@ def test_every_figure_renders_with_data_in_chromium(full_report, tmp_path):
     status, console, dom = render(result.path, tmp_path / "profile")
     assert status == {"figures": result.n_figures, "drawn": result.n_figures, "empty": [], "errors": []}
     assert console == []
-    for title in ("Feature density", "Maximum activation per feature", "Label score distributions",
-                  "Ground-truth accuracy per method", "Ground-truth accuracy per true concept",
-                  "Translator training", "Translator shared latent"):
+    for title in (
+        "Feature density",
+        "Maximum activation per feature",
+        "Label score distributions",
+        "Ground-truth accuracy per method",
+        "Ground-truth accuracy per true concept",
+        "Translator training",
+        "Translator shared latent",
+    ):
         assert re.search(rf'class="gtitle"[^>]*>{re.escape(title)}', dom), title
     shot = screenshot(result.path, tmp_path / "profile", tmp_path / "report.png")
     data = shot.read_bytes()
@@ -170,7 +216,9 @@ def test_the_page_reports_empty_figures_and_script_errors(full_report, tmp_path)
         f'<div class="report-figure" id="fig-broken"></div>'
         f'<script type="application/json" id="fig-broken-spec">{empty_spec}</script>'
         "<script>undefinedFunction();</script>"
-        '<pre id="report-status"', 1)
+        '<pre id="report-status"',
+        1,
+    )
     path = tmp_path / "broken.html"
     path.write_text(broken)
     status, console, _ = render(path, tmp_path / "profile")
@@ -189,8 +237,9 @@ def test_cards_mark_the_planted_trigger_and_show_labels_and_scores(full_report):
     vocab = syn.run.vocab
     for f in range(syn.run.d_sae):
         card = page.split(f'id="feature-{f}"', 1)[1].split("</section>", 1)[0]
-        label, kind = run_query(f"SELECT label, rule_kind FROM labels WHERE feature = {f} AND method = 'top-tokens'",
-                                db).rows[0]
+        label, kind = run_query(
+            f"SELECT label, rule_kind FROM labels WHERE feature = {f} AND method = 'top-tokens'", db
+        ).rows[0]
         assert f'<td>{label} <span class="rule">{kind.replace("_", " ")}</span></td>' in card
         assert "Top activations" in card and "Across activation quantiles" in card
         fired = re.findall(r'class="tok fire"[^>]*>([^<]*)</span>', card)
@@ -200,15 +249,15 @@ def test_cards_mark_the_planted_trigger_and_show_labels_and_scores(full_report):
 
 def test_named_features_limit_the_cards(labelled_run, tmp_path):
     syn, db = labelled_run
-    result = write_report(ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "r.html"),
-                                       features=(5, 2, 5)))
+    result = write_report(
+        ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "r.html"), features=(5, 2, 5))
+    )
     page = result.path.read_text()
     assert result.n_cards == 2
     assert sorted(re.findall(r'<section class="card" id="feature-(\d+)"', page)) == ["2", "5"]
     with pytest.raises(UserError, match="out of range"):
         write_report(ReportConfig(run=str(syn.run.dir), db=str(db), features=(24,)))
-    few = write_report(ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "few.html"),
-                                    max_cards=4))
+    few = write_report(ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "few.html"), max_cards=4))
     assert few.n_cards == 4
 
 
@@ -231,8 +280,7 @@ def test_sections_without_data_say_so_in_text(tmp_path, monkeypatch):
 
 def test_size_does_not_grow_with_the_number_of_features(tmp_path):
     small = make_synthetic_run(tmp_path / "small", n_seq=64, ctx=16, d_sae=64, seed=5)
-    wide = make_synthetic_run(tmp_path / "wide", n_seq=64, ctx=16, d_sae=8192, noise_per_token=20,
-                              seed=5)
+    wide = make_synthetic_run(tmp_path / "wide", n_seq=64, ctx=16, d_sae=8192, noise_per_token=20, seed=5)
     cfg = dict(max_cards=5, max_points=300)
     a = write_report(ReportConfig(run=str(small.run.dir), out=str(tmp_path / "a.html"), **cfg))
     b = write_report(ReportConfig(run=str(wide.run.dir), out=str(tmp_path / "b.html"), **cfg))
@@ -240,7 +288,7 @@ def test_size_does_not_grow_with_the_number_of_features(tmp_path):
     plotly_js = len(get_plotlyjs())
     # 128x the features, yet the figures and cards add only tens of KB
     assert b.size_bytes - plotly_js < 2 * (a.size_bytes - plotly_js) + 50_000
-    spec = re.search(r'Frequency and maximum activation \(300 sampled of ([\d,]+)\)', b.path.read_text())
+    spec = re.search(r"Frequency and maximum activation \(300 sampled of ([\d,]+)\)", b.path.read_text())
     assert spec and int(spec.group(1).replace(",", "")) == int((wide.run.stats.count > 0).sum())
 
 
@@ -270,13 +318,35 @@ def test_pca_separates_offset_clouds():
 def test_cli_writes_the_report_and_fails_in_one_line(labelled_run, tmp_path):
     syn, db = labelled_run
     out = tmp_path / "cli.html"
-    ok = subprocess.run([sys.executable, "-m", "sae_translate", "report", "--run", str(syn.run.dir),
-                         "--db", str(db), "--out", str(out), "--feature", "3", "--feature", "7"],
-                        capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sae_translate",
+            "report",
+            "--run",
+            str(syn.run.dir),
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+            "--feature",
+            "3",
+            "--feature",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     assert str(out) in ok.stdout and out.is_file()
     assert sorted(re.findall(r'<section class="card" id="feature-(\d+)"', out.read_text())) == ["3", "7"]
-    bad = subprocess.run([sys.executable, "-m", "sae_translate", "report", "--run", str(tmp_path / "none")],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sae_translate", "report", "--run", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: no run at")

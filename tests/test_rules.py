@@ -9,8 +9,27 @@ from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.describer import Describer, DescriberConfig, Evidence, choose
 from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector
 
-VOCAB = ["<|endoftext|>", "the", "cat", "dog", "two", "three", "(", ")", "“", "”", ".", "saw", "red", "apple",
-         "pear", "banana", "plum", "horse", "!"]
+VOCAB = [
+    "<|endoftext|>",
+    "the",
+    "cat",
+    "dog",
+    "two",
+    "three",
+    "(",
+    ")",
+    "“",
+    "”",
+    ".",
+    "saw",
+    "red",
+    "apple",
+    "pear",
+    "banana",
+    "plum",
+    "horse",
+    "!",
+]
 ID = {w: i for i, w in enumerate(VOCAB)}
 
 
@@ -52,8 +71,9 @@ def test_straight_quotes_close_after_punctuation():
     q, comma = len(VOCAB), len(VOCAB) + 1
     inside = Rule(context=Context("inside", delimiters=('"', '"')))
     # red cat , " the dog . " saw " plum ! "  -- cut inside a quote: the first mark closes
-    tokens = np.array([[ID["red"], ID["cat"], comma, q, ID["the"], ID["dog"], ID["."], q, ID["saw"], q, ID["plum"],
-                        ID["!"], q]])
+    tokens = np.array(
+        [[ID["red"], ID["cat"], comma, q, ID["the"], ID["dog"], ID["."], q, ID["saw"], q, ID["plum"], ID["!"], q]]
+    )
     mask = ev.select(inside, ev.view(tokens))[0]
     assert np.flatnonzero(mask).tolist() == [0, 1, 10]
 
@@ -87,20 +107,30 @@ def test_category_selects_the_words_under_its_synset():
     assert picked(after, "apple dog pear . cat", evaluator) == ["1:dog"]
 
 
-@pytest.mark.parametrize("rule, text", [
-    (Rule.tokens(["apple", "pear"]), "apple, pear"),
-    (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
-    (Rule(context=Context("after", of=Selector(synset="number.n.02", name="number"))), "the word right after a number"),
-    (Rule(context=Context("before", of=Selector(tokens=("the",)))), 'the word right before "the"'),
-    (Rule(context=Context("after", of=Selector(tokens=("two", "three", "four")))),
-     'the word right after "two", "three" or "four"'),
-    (Rule(context=Context("inside", delimiters=("(", ")"))), "a word inside parentheses"),
-    (Rule(context=Context("inside", delimiters=("“", "”"))), "a word inside quotes"),
-    (Rule(context=Context("sentence_start")), "the first word of a sentence"),
-    (Rule(context=Context("sentence_end")), "the last word of a sentence"),
-    (Rule(Selector(synset="animal.n.01", name="animal"), Context("inside", delimiters=("(", ")"))),
-     "an animal inside parentheses"),
-])
+@pytest.mark.parametrize(
+    "rule, text",
+    [
+        (Rule.tokens(["apple", "pear"]), "apple, pear"),
+        (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
+        (
+            Rule(context=Context("after", of=Selector(synset="number.n.02", name="number"))),
+            "the word right after a number",
+        ),
+        (Rule(context=Context("before", of=Selector(tokens=("the",)))), 'the word right before "the"'),
+        (
+            Rule(context=Context("after", of=Selector(tokens=("two", "three", "four")))),
+            'the word right after "two", "three" or "four"',
+        ),
+        (Rule(context=Context("inside", delimiters=("(", ")"))), "a word inside parentheses"),
+        (Rule(context=Context("inside", delimiters=("“", "”"))), "a word inside quotes"),
+        (Rule(context=Context("sentence_start")), "the first word of a sentence"),
+        (Rule(context=Context("sentence_end")), "the last word of a sentence"),
+        (
+            Rule(Selector(synset="animal.n.01", name="animal"), Context("inside", delimiters=("(", ")"))),
+            "an animal inside parentheses",
+        ),
+    ],
+)
 def test_rendering_and_json_round_trip(rule, text):
     assert rule.text() == text
     assert Rule.from_json(rule.to_json()) == rule

@@ -12,9 +12,22 @@ from sae_translate.extract.sae_training import TrainSaeConfig, train_sae
 
 
 def _cfg(world, out, **kw) -> TrainSaeConfig:
-    base = dict(model=str(world.model_dir), hook="blocks.0.hook_resid_post", dataset=str(world.corpus_files[0]),
-                out=out, d_sae=64, k=4, training_tokens=30_720, context_size=32, batch_size_tokens=1024, lr=3e-3,
-                buffer_tokens=4096, n_batches_for_norm_estimate=4, eval_batches=2, device="cpu")
+    base = dict(
+        model=str(world.model_dir),
+        hook="blocks.0.hook_resid_post",
+        dataset=str(world.corpus_files[0]),
+        out=out,
+        d_sae=64,
+        k=4,
+        training_tokens=30_720,
+        context_size=32,
+        batch_size_tokens=1024,
+        lr=3e-3,
+        buffer_tokens=4096,
+        n_batches_for_norm_estimate=4,
+        eval_batches=2,
+        device="cpu",
+    )
     base.update(kw)
     return TrainSaeConfig(**base)
 

@@ -44,8 +44,8 @@ def test_auroc_detection_simulation_on_constructed_arrays():
     scores = np.array([[0.9, 0.8, 0.1, 0.2], [0.1, 0.2, 0.9, 0.8], [0.5, 0.5, 0.5, 0.5]])
     assert auroc(scores, positive, valid).tolist() == [1.0, 0.0, 0.5]
     pred_tokens = np.zeros((3, 4, 2), bool)
-    pred_tokens[0, :2, 0] = True          # exactly the activating windows
-    pred_tokens[1, :, 1] = True           # every window
+    pred_tokens[0, :2, 0] = True  # exactly the activating windows
+    pred_tokens[1, :, 1] = True  # every window
     assert detection_scores(pred_tokens, positive, valid).tolist() == [1.0, 0.5, 0.5]
     acts = pred_tokens[0:1].astype(np.float32) * 3.0
     same = simulation_scores(pred_tokens[0:1], acts, np.ones_like(acts, bool))
@@ -56,13 +56,13 @@ def test_auroc_detection_simulation_on_constructed_arrays():
 
 def test_label_terms_and_token_matching():
     assert label_terms("cat, dog") == {"cat", "dog"}
-    assert label_terms("the, a") == {"the", "a"}            # stopwords kept when alone
+    assert label_terms("the, a") == {"the", "a"}  # stopwords kept when alone
     assert "number" in label_terms("word after a number") and "a" not in label_terms("word after a number")
-    assert label_terms(",, .") == {",", "."}                 # punctuation tokens can be named
+    assert label_terms(",, .") == {",", "."}  # punctuation tokens can be named
     vocab = ["cat", " cats", "dog", ",", "the"]
     tokens = np.array([[[0, 1, 2, 3, 4]], [[0, 1, 2, 3, 4]]])
     m = token_matches(["cat", ","], vocab, tokens)
-    assert m[0, 0].tolist() == [True, True, False, False, False]   # plural -s and spaces ignored
+    assert m[0, 0].tolist() == [True, True, False, False, False]  # plural -s and spaces ignored
     assert m[1, 0].tolist() == [False, False, False, True, False]
 
 
@@ -70,8 +70,9 @@ def test_label_terms_and_token_matching():
 def clean_run(tmp_path_factory):
     # no background noise and p_fire = 1: a feature fires exactly on its trigger word
     path = tmp_path_factory.mktemp("clean")
-    return make_synthetic_run(path / "run", n_seq=240, ctx=32, d_sae=24, p_fire=1.0,
-                              noise_per_token=0.0, heldout=0.5, seed=3)
+    return make_synthetic_run(
+        path / "run", n_seq=240, ctx=32, d_sae=24, p_fire=1.0, noise_per_token=0.0, heldout=0.5, seed=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +129,21 @@ def test_true_concepts_on_a_world_corpus(tmp_path):
     vocab = sorted(set(words))
     ctx = 32
     n_seq = len(words) // ctx
-    tokens = np.array([vocab.index(w) for w in words[:n_seq * ctx]], np.int32).reshape(n_seq, ctx)
+    tokens = np.array([vocab.index(w) for w in words[: n_seq * ctx]], np.int32).reshape(n_seq, ctx)
     planted = ["animal", "colour", "inside_quote", "after_number"]
     rng = np.random.default_rng(0)
     dense = np.zeros((n_seq * ctx, len(planted) + 1), np.float32)
     for j, concept in enumerate(planted):
-        dense[[concept in t for t in tags[:n_seq * ctx]], j] = 1.0
+        dense[[concept in t for t in tags[: n_seq * ctx]], j] = 1.0
     dense[rng.random(len(dense)) < 0.2, len(planted)] = 0.5  # fires anywhere
-    written = write_run(tmp_path / "run", tokens=tokens, codes=Codes.from_dense(dense),
-                        split=np.ones(n_seq, np.uint8), vocab=vocab,
-                        attrs={"d_sae": dense.shape[1], "config": "{}"})
+    written = write_run(
+        tmp_path / "run",
+        tokens=tokens,
+        codes=Codes.from_dense(dense),
+        split=np.ones(n_seq, np.uint8),
+        vocab=vocab,
+        attrs={"d_sae": dense.shape[1], "config": "{}"},
+    )
     run = written if isinstance(written, RunStore) else RunStore.open(written)
     data = HeldoutSlice.load(run, run.heldout_seqs)
     names = list(cfg.concept_names)
@@ -145,8 +151,8 @@ def test_true_concepts_on_a_world_corpus(tmp_path):
     found = planted_concepts(data, member, names, np.arange(dense.shape[1]), min_precision=0.5, min_firings=5)
     # each planted feature recovers its concept; the one firing anywhere is split across concepts
     assert found.feature.tolist() == list(range(len(planted) + 1))
-    assert found.concept[:len(planted)] == planted and found.status == [PLANTED] * len(planted) + [SPLIT]
-    assert (found.precision[:len(planted)] > 0.9).all()
+    assert found.concept[: len(planted)] == planted and found.status == [PLANTED] * len(planted) + [SPLIT]
+    assert (found.precision[: len(planted)] > 0.9).all()
 
     # extensional ground truth: the rule stating the concept selects its tokens
     evaluator, _ = rule_evaluator(vocab)
@@ -166,9 +172,16 @@ def test_planted_concept_is_the_narrowest_of_equal_precision():
     """A feature on city words is a city feature, not a place feature, though every city is a
     place too; two concepts tagging exactly the same tokens are a tie."""
     member = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=bool)  # city, place, other
-    data = HeldoutSlice(seqs=np.array([0]), tokens=np.zeros((1, 4), np.int32), ctx=4, d_sae=2,
-                        token_index=np.array([0, 1, 0, 1]), feature=np.array([0, 0, 1, 1], np.int32),
-                        value=np.ones(4, np.float32), _keys=np.array([0, 1, 2, 3]))
+    data = HeldoutSlice(
+        seqs=np.array([0]),
+        tokens=np.zeros((1, 4), np.int32),
+        ctx=4,
+        d_sae=2,
+        token_index=np.array([0, 1, 0, 1]),
+        feature=np.array([0, 0, 1, 1], np.int32),
+        value=np.ones(4, np.float32),
+        _keys=np.array([0, 1, 2, 3]),
+    )
     found = planted_concepts(data, member, ["city", "place", "other"], np.array([0, 1]), 0.5, 1)
     assert found.concept[0] == "city" and found.status[0] == PLANTED
     tie = planted_concepts(data, member[:, [0, 0, 2]], ["a", "b", "other"], np.array([0]), 0.5, 1)

@@ -84,8 +84,19 @@ def test_function_words_and_punctuation_have_no_category(index):
 
 @pytest.mark.parametrize(
     "token, word",
-    [("Ġapple", "apple"), ("▁Dog", "dog"), (" Paris", "paris"), ("apple", "apple"), ("well-being", "well-being"),
-     (".", None), ("Ġthe", None), ("##ing", None), ("123", None), ("x", None), ("'s", None)],
+    [
+        ("Ġapple", "apple"),
+        ("▁Dog", "dog"),
+        (" Paris", "paris"),
+        ("apple", "apple"),
+        ("well-being", "well-being"),
+        (".", None),
+        ("Ġthe", None),
+        ("##ing", None),
+        ("123", None),
+        ("x", None),
+        ("'s", None),
+    ],
 )
 def test_normalise_token(token, word):
     assert normalise_token(token) == word

@@ -126,14 +126,20 @@ def test_json_config_round_trips(tmp_path):
         ("name = 'x'", "non-empty `concepts`"),
         ("[[concepts]]\nname = 'a'\nkind = 'lexical'\n", "needs a non-empty `words`"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[[concepts]]\nname = 'a'\nwords = ['y']\n", "duplicate"),
-        ("[[concepts]]\nname = 'a'\nwords = ['x']\n[[concepts]]\nname = 'b'\nkind = 'contextual'\n", "exactly one rule"),
+        (
+            "[[concepts]]\nname = 'a'\nwords = ['x']\n[[concepts]]\nname = 'b'\nkind = 'contextual'\n",
+            "exactly one rule",
+        ),
         ("[[concepts]]\nname = 'a'\nwords = ['x y']\n", "single whitespace-free word"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\ncolour = 'red'\n", "unknown keys"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {noun} is here']\n", "must end with"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {concept:b} .']\n", "unknown concept"),
         ("[[concepts]]\nname = 'a'\nwords = ['x']\n[grammar]\ntemplates = ['the {same} .']\n", "earlier slot"),
-        ("[[concepts]]\nname = 'a'\nafter = 'b'\n[[concepts]]\nname = 'b'\nafter = 'a'\n"
-         "[[concepts]]\nname = 'c'\nwords = ['x']\n", "cycle"),
+        (
+            "[[concepts]]\nname = 'a'\nafter = 'b'\n[[concepts]]\nname = 'b'\nafter = 'a'\n"
+            "[[concepts]]\nname = 'c'\nwords = ['x']\n",
+            "cycle",
+        ),
     ],
 )
 def test_bad_config_is_one_line_user_error(tmp_path, text, message):
@@ -249,8 +255,9 @@ def test_build_reuses_a_matching_world_and_rebuilds_a_changed_one(tiny_world, tm
     # a different concept config is a different world: it is rebuilt in place
     custom = tmp_path / "shop.toml"
     custom.write_text(CUSTOM_TOML)
-    other = build_world(tiny_world_config(out, config=str(custom), n_tokens=12_000, lm_steps=20,
-                                          sae_training_tokens=8192))
+    other = build_world(
+        tiny_world_config(out, config=str(custom), n_tokens=12_000, lm_steps=20, sae_training_tokens=8192)
+    )
     assert other.config.name == "fruit-shop"
     assert load_world(out).manifest["config_digest"] == other.config.digest() != tiny_world.config.digest()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.toml", "world"]

@@ -21,13 +21,14 @@ DEFAULT_WORDS = (
     "white one two three four five six seven eight nine ten paris london berlin rome madrid "
     "tokyo apple bread cheese rice soup cake milk coffee tea car train boat plane bike bus "
     "river mountain forest ocean desert island doctor teacher farmer pilot singer lawyer "
-    "happy sad angry calm tired proud").split()
+    "happy sad angry calm tired proud"
+).split()
 
 
 @dataclass
 class SyntheticRun:
     run: RunStore
-    trigger: np.ndarray   # int64 [d_sae]: the token id each feature fires on
+    trigger: np.ndarray  # int64 [d_sae]: the token id each feature fires on
 
 
 def minilm_words(n: int) -> list[str]:
@@ -43,17 +44,30 @@ def minilm_words(n: int) -> list[str]:
     return words
 
 
-def make_synthetic_run(path: str | Path, *, n_seq: int = 200, ctx: int = 32, d_sae: int = 16,
-                       vocab: list[str] | None = None, p_fire: float = 0.9,
-                       noise_per_token: float = 0.5, heldout: float = 0.25, seed: int = 0,
-                       logit_lens_k: int = 5, attrs: dict | None = None) -> SyntheticRun:
+def make_synthetic_run(
+    path: str | Path,
+    *,
+    n_seq: int = 200,
+    ctx: int = 32,
+    d_sae: int = 16,
+    vocab: list[str] | None = None,
+    p_fire: float = 0.9,
+    noise_per_token: float = 0.5,
+    heldout: float = 0.25,
+    seed: int = 0,
+    logit_lens_k: int = 5,
+    attrs: dict | None = None,
+) -> SyntheticRun:
     """Write a planted-feature run to ``path`` (a run directory) and open it."""
     rng = np.random.default_rng(seed)
     vocab = list(vocab or DEFAULT_WORDS)
     v = len(vocab)
     tokens = rng.integers(0, v, size=(n_seq, ctx), dtype=np.int32)
-    trigger = rng.permutation(np.resize(np.arange(v), d_sae)).astype(np.int64) if d_sae > v \
+    trigger = (
+        rng.permutation(np.resize(np.arange(v), d_sae)).astype(np.int64)
+        if d_sae > v
         else rng.choice(v, size=d_sae, replace=False).astype(np.int64)
+    )
 
     flat = tokens.reshape(-1).astype(np.int64)
     n_tok = len(flat)
@@ -91,12 +105,30 @@ def make_synthetic_run(path: str | Path, *, n_seq: int = 200, ctx: int = 32, d_s
     lens_tokens = rng.integers(0, v, size=(d_sae, logit_lens_k)).astype(np.int32)
     lens_tokens[:, 0] = trigger
     lens_values = np.sort(rng.random((d_sae, logit_lens_k)).astype(np.float32), axis=1)[:, ::-1]
-    run_attrs = {"model": "synthetic", "hook": "none", "sae": "planted", "d_model": 0,
-                 "d_sae": d_sae, "dataset": "synthetic", "ctx": ctx, "seed": seed,
-                 "version": "synthetic", "config": "{}", "world": ""}
+    run_attrs = {
+        "model": "synthetic",
+        "hook": "none",
+        "sae": "planted",
+        "d_model": 0,
+        "d_sae": d_sae,
+        "dataset": "synthetic",
+        "ctx": ctx,
+        "seed": seed,
+        "version": "synthetic",
+        "config": "{}",
+        "world": "",
+    }
     run_attrs.update(attrs or {})
-    written = write_run(Path(path), tokens=tokens, codes=codes, split=split, vocab=vocab,
-                        attrs=run_attrs, logit_lens_tokens=lens_tokens,
-                        logit_lens_values=np.ascontiguousarray(lens_values), d_sae=d_sae)
+    written = write_run(
+        Path(path),
+        tokens=tokens,
+        codes=codes,
+        split=split,
+        vocab=vocab,
+        attrs=run_attrs,
+        logit_lens_tokens=lens_tokens,
+        logit_lens_values=np.ascontiguousarray(lens_values),
+        d_sae=d_sae,
+    )
     run = written if isinstance(written, RunStore) else RunStore.open(written)
     return SyntheticRun(run, trigger)

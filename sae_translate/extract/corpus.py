@@ -5,8 +5,8 @@ from __future__ import annotations
 import glob
 import queue
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -27,13 +27,21 @@ def local_files(spec: str) -> list[str] | None:
     if any(ch in spec for ch in "*?[") or path.suffix in BUILDERS or path.exists():
         files = sorted(glob.glob(spec)) if any(ch in spec for ch in "*?[") else ([spec] if path.exists() else [])
         if not files:
-            raise UserError(f"dataset file {spec!r} not found; pass an existing file, directory or glob, or a hub dataset name")
+            raise UserError(
+                f"dataset file {spec!r} not found; pass an existing file, directory or glob, or a hub dataset name"
+            )
         return files
     return None
 
 
-def iter_documents(spec: str, *, text_column: str = "text", split: str = "train", name: str | None = None,
-                   line_per_document: bool = True) -> Iterator[str]:
+def iter_documents(
+    spec: str,
+    *,
+    text_column: str = "text",
+    split: str = "train",
+    name: str | None = None,
+    line_per_document: bool = True,
+) -> Iterator[str]:
     """Stream the documents of a hub dataset or of local text / jsonl / parquet / csv files."""
     from datasets import load_dataset
 
@@ -50,7 +58,9 @@ def iter_documents(spec: str, *, text_column: str = "text", split: str = "train"
             ds = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
         for row in ds:
             if text_column not in row:
-                raise UserError(f"dataset rows have no {text_column!r} column (columns: {', '.join(row)}); pass --text-column")
+                raise UserError(
+                    f"dataset rows have no {text_column!r} column (columns: {', '.join(row)}); pass --text-column"
+                )
             text = row[text_column]
             if text and text.strip():
                 yield text
@@ -78,7 +88,7 @@ def pack_windows(documents: Iterable[str], tokenizer, ctx: int, batch_docs: int 
         n_full = len(buffer) // ctx
         if n_full:
             arr = np.asarray(buffer[: n_full * ctx], dtype=np.int32).reshape(n_full, ctx)
-            buffer = buffer[n_full * ctx:]
+            buffer = buffer[n_full * ctx :]
             yield from arr
 
     for doc in documents:

@@ -133,13 +133,22 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
 
     # Every rank reads the same token stream and encodes only its own chunks, so the
     # sequences (and the held-out split) are exactly those of a single-process run.
-    windows = prefetch(pack_windows(
-        iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
-        model.tokenizer, cfg.ctx,
-    ), depth=2 * cfg.chunk_seqs)
+    windows = prefetch(
+        pack_windows(
+            iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name),
+            model.tokenizer,
+            cfg.ctx,
+        ),
+        depth=2 * cfg.chunk_seqs,
+    )
     writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
-    bar = progress(total=n_seq_max * cfg.ctx, unit="tok", unit_scale=True, desc="extract",
-               disable=not cfg.progress or ranks.rank != 0)
+    bar = progress(
+        total=n_seq_max * cfg.ctx,
+        unit="tok",
+        unit_scale=True,
+        desc="extract",
+        disable=not cfg.progress or ranks.rank != 0,
+    )
     n_seq, resumed, mine = 0, 0, []
     try:
         for chunk_idx in range((n_seq_max + cfg.chunk_seqs - 1) // cfg.chunk_seqs):
@@ -195,7 +204,7 @@ def encode_chunk(model, sae, hook: str, tokens: np.ndarray, cfg: ExtractConfig) 
     stop = layer + 1 if layer is not None else None
     parts = []
     for s in range(0, len(tokens), cfg.batch_size):
-        batch = torch.as_tensor(tokens[s:s + cfg.batch_size], dtype=torch.long, device=model.cfg.device)
+        batch = torch.as_tensor(tokens[s : s + cfg.batch_size], dtype=torch.long, device=model.cfg.device)
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=stop)
         acts = cache[hook].to(sae.dtype)
         feats = sae.encode(acts).flatten(0, -2)  # [tokens, d_sae]
@@ -216,7 +225,7 @@ def logit_lens(model, sae, k: int, block: int = 1024) -> tuple[np.ndarray, np.nd
     W_U = model.W_U.to(sae.W_dec.dtype)
     tokens, values = [], []
     for s in range(0, sae.W_dec.shape[0], block):
-        logits = sae.W_dec[s:s + block].to(W_U.device) @ W_U
+        logits = sae.W_dec[s : s + block].to(W_U.device) @ W_U
         top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
         tokens.append(top.indices.int().cpu().numpy())
         values.append(top.values.float().cpu().numpy())
@@ -236,20 +245,43 @@ def token_strings(tokenizer, d_vocab: int) -> list[str]:
 
 def _run_attrs(cfg: ExtractConfig, model, sae, hook: str) -> dict:
     return {
-        "model": cfg.model, "hook": hook, "sae": cfg.sae, "dataset": cfg.dataset,
-        "d_model": model.cfg.d_model, "d_sae": sae.cfg.d_sae, "d_vocab": model.cfg.d_vocab,
-        "seed": cfg.seed, "heldout": cfg.heldout, "version": __version__, "config": cfg.identity(),
-        "digest": cfg.digest(), "world": cfg.world, "top_k_codes": cfg.top_k_codes or 0,
+        "model": cfg.model,
+        "hook": hook,
+        "sae": cfg.sae,
+        "dataset": cfg.dataset,
+        "d_model": model.cfg.d_model,
+        "d_sae": sae.cfg.d_sae,
+        "d_vocab": model.cfg.d_vocab,
+        "seed": cfg.seed,
+        "heldout": cfg.heldout,
+        "version": __version__,
+        "config": cfg.identity(),
+        "digest": cfg.digest(),
+        "world": cfg.world,
+        "top_k_codes": cfg.top_k_codes or 0,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
-def _assemble(partial: Path, path: Path, chunks: list[int], cfg: ExtractConfig, model, attrs: dict,
-              lens: tuple[np.ndarray, np.ndarray]) -> Path:
+def _assemble(
+    partial: Path,
+    path: Path,
+    chunks: list[int],
+    cfg: ExtractConfig,
+    model,
+    attrs: dict,
+    lens: tuple[np.ndarray, np.ndarray],
+) -> Path:
     """Stream finished chunks into one HDF5 file, which appears atomically."""
-    writer = RunWriter(path, ctx=cfg.ctx, d_sae=int(attrs["d_sae"]),
-                       vocab=token_strings(model.tokenizer, model.cfg.d_vocab), attrs=attrs, n_top=cfg.n_top,
-                       value_dtype=cfg.value_dtype)
+    writer = RunWriter(
+        path,
+        ctx=cfg.ctx,
+        d_sae=int(attrs["d_sae"]),
+        vocab=token_strings(model.tokenizer, model.cfg.d_vocab),
+        attrs=attrs,
+        n_top=cfg.n_top,
+        value_dtype=cfg.value_dtype,
+    )
     try:
         for idx in chunks:
             with np.load(partial / f"chunk-{idx:06d}.npz") as z:
@@ -307,7 +339,13 @@ class _ChunkWriter:
             idx, tokens, codes = item
             tmp = self.path(idx).with_suffix(".tmp.npz")
             try:
-                np.savez(tmp, tokens=tokens, indptr=codes.indptr, feature=codes.feature, value=codes.value.astype(self.value_dtype))
+                np.savez(
+                    tmp,
+                    tokens=tokens,
+                    indptr=codes.indptr,
+                    feature=codes.feature,
+                    value=codes.value.astype(self.value_dtype),
+                )
                 tmp.replace(self.path(idx))
             except BaseException as e:  # reported on the main thread
                 tmp.unlink(missing_ok=True)
@@ -350,7 +388,9 @@ def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | Non
     if run is not None:
         run.close()
         if not cfg.force:
-            raise UserError(f"{out} holds a run made with other settings; pass --force to replace it or choose another --out")
+            raise UserError(
+                f"{out} holds a run made with other settings; pass --force to replace it or choose another --out"
+            )
     ranks.barrier()  # every rank has looked before rank 0 removes anything
     if ranks.rank == 0:
         for old in [out / FILENAME, out / MANIFEST, *out.glob("shard-*.h5")]:
@@ -384,4 +424,7 @@ def _check_width(model, sae, hook: str) -> None:
     _, cache = model.run_with_cache(probe, names_filter=[hook], stop_at_layer=layer + 1 if layer is not None else None)
     width = cache[hook].shape[-1]
     if width != sae.cfg.d_in:
-        raise UserError(f"SAE input width {sae.cfg.d_in} does not match {hook} width {width}; pick the SAE trained on this model and hook")
+        raise UserError(
+            f"SAE input width {sae.cfg.d_in} does not match {hook} width {width}; "
+            "pick the SAE trained on this model and hook"
+        )

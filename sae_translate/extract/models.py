@@ -31,8 +31,9 @@ def hooked_transformer_api() -> Iterator[None]:
     HookedTransformer API, pin TransformerLens below 4 in pyproject.toml, and hide only this warning.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"HookedTransformer(\.\w+)? is deprecated",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"HookedTransformer(\.\w+)? is deprecated", category=DeprecationWarning
+        )
         yield
 
 
@@ -57,13 +58,19 @@ def load_tokenizer(spec: str):
     try:
         return AutoTokenizer.from_pretrained(loading.get_official_model_name(spec))
     except ValueError as e:
-        raise UserError(f"unknown model {spec!r}: not a TransformerLens model name nor a local checkpoint directory") from e
+        raise UserError(
+            f"unknown model {spec!r}: not a TransformerLens model name nor a local checkpoint directory"
+        ) from e
 
 
 # TransformerLens's weight processing; an SAE must see the residual stream it was trained on,
 # so callers pass the SAE's own `model_from_pretrained_kwargs` (see saes.model_kwargs_for).
-PROCESSING_DEFAULTS = {"fold_ln": True, "center_writing_weights": True, "center_unembed": True,
-                       "fold_value_biases": True}
+PROCESSING_DEFAULTS = {
+    "fold_ln": True,
+    "center_writing_weights": True,
+    "center_unembed": True,
+    "fold_value_biases": True,
+}
 
 
 def load_model(spec: str, device: str = "auto", dtype: str = "float32", processing: dict | None = None):
@@ -83,13 +90,16 @@ def load_model(spec: str, device: str = "auto", dtype: str = "float32", processi
         loading.get_official_model_name(spec)
     except ValueError as e:
         raise UserError(
-            f"unknown model {spec!r}: use a TransformerLens model name (e.g. pythia-160m) or a local checkpoint directory"
+            f"unknown model {spec!r}: use a TransformerLens model name (e.g. pythia-160m) "
+            "or a local checkpoint directory"
         ) from e
     try:
         with quiet, hooked_transformer_api():
             model = HookedTransformer.from_pretrained(spec, device=device, dtype=torch_dtype, **options)
     except OSError as e:
-        raise UserError(f"could not load model {spec!r} ({_first_line(e)}); check the network or the Hugging Face cache") from e
+        raise UserError(
+            f"could not load model {spec!r} ({_first_line(e)}); check the network or the Hugging Face cache"
+        ) from e
     model.eval()
     return model
 

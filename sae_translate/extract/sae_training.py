@@ -14,9 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sae_translate.errors import UserError
 
@@ -138,7 +139,8 @@ def _validate(cfg: TrainSaeConfig) -> None:
         raise UserError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if cfg.training_tokens < cfg.batch_size_tokens:
         raise UserError(
-            f"training tokens ({cfg.training_tokens}) must be at least one batch ({cfg.batch_size_tokens}); raise --training-tokens"
+            f"training tokens ({cfg.training_tokens}) must be at least one batch ({cfg.batch_size_tokens}); "
+            "raise --training-tokens"
         )
     if cfg.k < 1 or (cfg.d_sae is not None and cfg.d_sae < 1) or cfg.expansion < 1 or cfg.context_size < 2:
         raise UserError("k, d_sae and expansion must be positive and the context size at least 2")
@@ -174,8 +176,9 @@ def _sae_config(cfg: TrainSaeConfig, d_in: int, d_sae: int, device: str) -> Any:
         TopKTrainingSAEConfig,
     )
 
-    common = dict(d_in=d_in, d_sae=d_sae, device=device, dtype="float32",
-                  normalize_activations=cfg.normalize_activations)
+    common = dict(
+        d_in=d_in, d_sae=d_sae, device=device, dtype="float32", normalize_activations=cfg.normalize_activations
+    )
     if cfg.architecture == "topk":
         return TopKTrainingSAEConfig(k=cfg.k, **common)
     if cfg.architecture == "batchtopk":
@@ -191,14 +194,17 @@ def _token_windows(cfg: TrainSaeConfig, tokenizer: Any) -> Any:
     from sae_translate.extract.corpus import iter_documents, pack_windows
 
     def rows() -> Iterator[dict[str, list[int]]]:
-        documents = iter_documents(cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split,
-                                   name=cfg.dataset_name)
+        documents = iter_documents(
+            cfg.dataset, text_column=cfg.text_column, split=cfg.dataset_split, name=cfg.dataset_name
+        )
         for window in pack_windows(documents, tokenizer, cfg.context_size):
             yield {"tokens": window.tolist()}
 
     first = next(rows(), None)  # fail here, with a clear message, rather than inside sae-lens
     if first is None:
-        raise UserError(f"dataset {cfg.dataset!r} holds fewer than {cfg.context_size} tokens; add text or lower --context-size")
+        raise UserError(
+            f"dataset {cfg.dataset!r} holds fewer than {cfg.context_size} tokens; add text or lower --context-size"
+        )
     return IterableDataset.from_generator(rows)
 
 
@@ -219,8 +225,9 @@ def _evaluate(runner: Any, sae_dir: Path, cfg: TrainSaeConfig, device: str) -> d
         compute_featurewise_density_statistics=True,
     )
     with _quiet_sae_lens():
-        metrics, features = run_evals(sae, runner.activations_store, runner.model, ActivationScaler(),
-                                      eval_cfg, exclude_special_tokens=True)
+        metrics, features = run_evals(
+            sae, runner.activations_store, runner.model, ActivationScaler(), eval_cfg, exclude_special_tokens=True
+        )
     density = features["feature_density"]
     return {
         "d_sae": sae.cfg.d_sae,

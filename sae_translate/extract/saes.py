@@ -41,7 +41,10 @@ def parse_sae_spec(spec: str) -> SaeSpec:
         rest = spec.removeprefix("sparsify:")
         repo, _, layer = rest.rpartition("/")
         if not repo or "/" not in repo or not layer:
-            raise UserError(f"bad sparsify spec {spec!r}: use sparsify:OWNER/REPO/LAYER, e.g. sparsify:EleutherAI/sae-pythia-160m-32k/layers.6")
+            raise UserError(
+                f"bad sparsify spec {spec!r}: use sparsify:OWNER/REPO/LAYER, "
+                "e.g. sparsify:EleutherAI/sae-pythia-160m-32k/layers.6"
+            )
         return SaeSpec("sparsify", repo, layer)
     release, _, sae_id = spec.partition("/")
     if not sae_id:
@@ -86,7 +89,8 @@ def _check_registry(spec: SaeSpec) -> None:
     directory = get_pretrained_saes_directory()
     if spec.source not in directory:
         raise UserError(
-            f"unknown SAE release {spec.source!r}: use a sae-lens registry release, sparsify:REPO/LAYER, or a local directory"
+            f"unknown SAE release {spec.source!r}: use a sae-lens registry release, sparsify:REPO/LAYER, "
+            "or a local directory"
         )
     ids = list(directory[spec.source].saes_map)
     if spec.sae_id not in ids:
@@ -110,7 +114,9 @@ def check_sae_fits_model(sae, model, hook: str | None) -> str:
     if hook not in model.hook_dict:
         raise UserError(f"model has no hook {hook!r}; hooks look like blocks.3.hook_resid_post")
     if sae_hook and hook != sae_hook:
-        raise UserError(f"--hook {hook} does not match the SAE's own hook {sae_hook}; drop --hook or pick the matching SAE")
+        raise UserError(
+            f"--hook {hook} does not match the SAE's own hook {sae_hook}; drop --hook or pick the matching SAE"
+        )
     d_model = model.cfg.d_model
     if "resid" in hook and sae.cfg.d_in != d_model:
         raise UserError(f"SAE input width {sae.cfg.d_in} does not match the model's d_model {d_model} at {hook}")

@@ -6,16 +6,25 @@ Importing the package registers every method, so ``LABELERS`` is complete in a f
 
 from sae_translate.label import baselines, describe, translator  # noqa: F401  (they register their methods)
 from sae_translate.label.base import (
-                                      BASELINES,
-                                      LABELERS,
-                                      Label,
-                                      LabelConfig,
-                                      LabelContext,
-                                      LabelResult,
-                                      get_labeler,
-                                      register_labeler,
+    BASELINES,
+    LABELERS,
+    Label,
+    LabelConfig,
+    LabelContext,
+    LabelResult,
+    get_labeler,
+    register_labeler,
 )
 from sae_translate.label.stage import label_run
 
-__all__ = ["BASELINES", "LABELERS", "Label", "LabelConfig", "LabelContext", "LabelResult", "get_labeler", "label_run",
-           "register_labeler"]
+__all__ = [
+    "BASELINES",
+    "LABELERS",
+    "Label",
+    "LabelConfig",
+    "LabelContext",
+    "LabelResult",
+    "get_labeler",
+    "label_run",
+    "register_labeler",
+]

@@ -27,9 +27,9 @@ class LabelConfig:
     run: str
     db: str = str(label_db.DEFAULT_DB)
     methods: tuple[str, ...] = BASELINES
-    run_id: str | None = None          # defaults to the run directory's name
-    label_tokens: int = 3              # tokens named by a baseline label
-    window: int = 16                   # tokens per example window
+    run_id: str | None = None  # defaults to the run directory's name
+    label_tokens: int = 3  # tokens named by a baseline label
+    window: int = 16  # tokens per example window
     n_top_examples: int = 5
     n_quantiles: int = 5
     n_per_quantile: int = 2
@@ -38,13 +38,18 @@ class LabelConfig:
     device: str = "auto"
     # scorers run right after labelling by score.label_and_score (empty: label only)
     scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
-    world: str = ""                    # toy-world dir for ground truth; "" = the run's own
+    world: str = ""  # toy-world dir for ground truth; "" = the run's own
 
     @property
     def example_config(self) -> ExampleConfig:
-        return ExampleConfig(window=self.window, n_top=self.n_top_examples,
-                             n_quantiles=self.n_quantiles, n_per_quantile=self.n_per_quantile,
-                             max_heldout_tokens=self.max_heldout_tokens, seed=self.seed)
+        return ExampleConfig(
+            window=self.window,
+            n_top=self.n_top_examples,
+            n_quantiles=self.n_quantiles,
+            n_per_quantile=self.n_per_quantile,
+            max_heldout_tokens=self.max_heldout_tokens,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -52,7 +57,7 @@ class LabelResult:
     run_id: str
     db: str
     methods: tuple[str, ...]
-    n_features: int                    # alive features labelled
+    n_features: int  # alive features labelled
     n_labels: int
     n_examples: int
     seconds: float
@@ -72,7 +77,7 @@ class LabelContext:
     what one method built that others reuse (the describer)."""
 
     run: RunStore
-    features: np.ndarray               # int64 alive features, ascending
+    features: np.ndarray  # int64 alive features, ascending
     cfg: LabelConfig
     rng: np.random.Generator
     labels: dict[str, list[list[Label]]] = field(default_factory=dict)
@@ -85,9 +90,11 @@ LABELERS: dict[str, Labeler] = {}
 
 def register_labeler(name: str) -> Callable[[Labeler], Labeler]:
     """Decorator: make ``fn(ctx) -> candidates per feature`` available as method ``name``."""
+
     def add(fn: Labeler) -> Labeler:
         LABELERS[name] = fn
         return fn
+
     return add
 
 

@@ -73,10 +73,11 @@ def logit_lens_labels(ctx: LabelContext) -> list[list[Label]]:
     """Top tokens of W_dec[f] @ W_U, as stored in the run."""
     lens = ctx.run.logit_lens_tokens
     if lens is None:
-        raise UserError(f"{ctx.run.path} has no logit-lens tokens; drop logit-lens from --methods "
-                        "or re-extract the run")
+        raise UserError(
+            f"{ctx.run.path} has no logit-lens tokens; drop logit-lens from --methods or re-extract the run"
+        )
     vocab = ctx.run.vocab
-    rows = np.asarray(lens[ctx.features, :ctx.cfg.label_tokens]).tolist()
+    rows = np.asarray(lens[ctx.features, : ctx.cfg.label_tokens]).tolist()
     return [[token_set_label([vocab[t] for t in row if 0 <= t < len(vocab)])] for row in rows]
 
 

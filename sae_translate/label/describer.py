@@ -59,8 +59,9 @@ class Evidence:
     weights: list[np.ndarray]
 
     @staticmethod
-    def from_distributions(ids: Sequence[np.ndarray], probs: Sequence[np.ndarray], base: Sequence[np.ndarray],
-                           max_words: int = 64) -> Evidence:
+    def from_distributions(
+        ids: Sequence[np.ndarray], probs: Sequence[np.ndarray], base: Sequence[np.ndarray], max_words: int = 64
+    ) -> Evidence:
         """PMI contrast of distributions ``probs[d]`` over ``ids[d]`` to base rates ``base[d]``
         (dense over the vocabulary)."""
         out_ids, out_w = [], []
@@ -117,8 +118,9 @@ class TrainSample:
         seqs = np.concatenate([sample, extra])
         self.seqs = seqs  # run sequence of each view row
         # the store returns rows in ascending sequence order: read the two sorted parts apart
-        tokens = np.concatenate([np.asarray(run.tokens(part), dtype=np.int64).reshape(len(part), run.ctx)
-                                 for part in (sample, extra)])
+        tokens = np.concatenate(
+            [np.asarray(run.tokens(part), dtype=np.int64).reshape(len(part), run.ctx) for part in (sample, extra)]
+        )
         self.view = evaluator.view(tokens)
         self.n_sample_rows = len(sample)
         row_of = {int(s): i for i, s in enumerate(seqs.tolist())}
@@ -129,8 +131,9 @@ class TrainSample:
         self.positions = positions
         self._counts(run.ctx)
 
-    def _firing_positions(self, run: RunStore, sample: np.ndarray, features: np.ndarray, cfg: DescriberConfig,
-                          rng: np.random.Generator) -> dict[int, np.ndarray]:
+    def _firing_positions(
+        self, run: RunStore, sample: np.ndarray, features: np.ndarray, cfg: DescriberConfig, rng: np.random.Generator
+    ) -> dict[int, np.ndarray]:
         """Up to ``firing_sample`` random firing positions (flat indices into the sample) per feature."""
         want = np.zeros(run.d_sae, dtype=bool)
         want[features] = True
@@ -149,7 +152,7 @@ class TrainSample:
         f, flat = f[order], flat[order]
         starts = np.searchsorted(f, features)
         ends = np.searchsorted(f, features, side="right")
-        return {int(x): np.sort(flat[a:min(b, a + cfg.firing_sample)]) for x, a, b in zip(features, starts, ends)}
+        return {int(x): np.sort(flat[a : min(b, a + cfg.firing_sample)]) for x, a, b in zip(features, starts, ends)}
 
     def _counts(self, ctx: int) -> None:
         """Counts over the random sample rows only (top sequences are not a random sample)."""
@@ -158,8 +161,10 @@ class TrainSample:
         valid = tok >= 0
         word = self.evaluator.is_word[np.where(valid, tok, v)]
         self.unigram = np.bincount(tok[valid], minlength=v).astype(np.float64)
-        self.flag_hist = {k: np.bincount(tok[flag[:n].reshape(-1)], minlength=v).astype(np.float64)
-                          for k, flag in self.view.flags.items()}
+        self.flag_hist = {
+            k: np.bincount(tok[flag[:n].reshape(-1)], minlength=v).astype(np.float64)
+            for k, flag in self.view.flags.items()
+        }
         self.neighbour: dict[str, np.ndarray] = {}
         self.bigram: dict[str, sp.csr_matrix] = {}
         for kind, other in (("after", prev), ("before", nxt)):
@@ -267,8 +272,8 @@ class Describer:
 
         scored = {r: fid(feature, r) for r in self.candidates(evidence)}
         # targets in contexts: the best few of each, together
-        best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[:self.cfg.n_combined]
-        best_contexts = sorted((r for r in scored if r.target is None), key=lambda r: -scored[r])[:self.cfg.n_combined]
+        best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[: self.cfg.n_combined]
+        best_contexts = sorted((r for r in scored if r.target is None), key=lambda r: -scored[r])[: self.cfg.n_combined]
         for t in best_targets:
             for c in best_contexts:
                 if scored[t] > 0 and scored[c] > 0:

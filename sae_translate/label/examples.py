@@ -26,10 +26,10 @@ KIND_TOP, KIND_QUANTILE, KIND_RANDOM = 0, 1, 2
 
 @dataclass
 class ExampleConfig:
-    window: int = 16                  # tokens per example window
+    window: int = 16  # tokens per example window
     n_top: int = 5
     n_quantiles: int = 5
-    n_per_quantile: int = 2           # n_quantiles * n_per_quantile activating windows to score
+    n_per_quantile: int = 2  # n_quantiles * n_per_quantile activating windows to score
     max_heldout_tokens: int = 262_144  # bound on held-out tokens read (first held-out sequences)
     seed: int = 0
 
@@ -59,14 +59,14 @@ class RunLike(Protocol):
 class HeldoutSlice:
     """Tokens and codes of some held-out sequences, with fast (token, feature) lookups."""
 
-    seqs: np.ndarray        # int64 [n] run sequence ids, sorted
-    tokens: np.ndarray      # int32 [n, ctx]
+    seqs: np.ndarray  # int64 [n] run sequence ids, sorted
+    tokens: np.ndarray  # int32 [n, ctx]
     ctx: int
     d_sae: int
     token_index: np.ndarray  # int64 [nnz] local token index of each code (row of the CSR)
-    feature: np.ndarray     # int32 [nnz]
-    value: np.ndarray       # float32 [nnz]
-    _keys: np.ndarray       # int64 [nnz] token_index * d_sae + feature, sorted
+    feature: np.ndarray  # int32 [nnz]
+    value: np.ndarray  # float32 [nnz]
+    _keys: np.ndarray  # int64 [nnz] token_index * d_sae + feature, sorted
 
     @classmethod
     def load(cls, run: RunLike, seqs: np.ndarray) -> HeldoutSlice:
@@ -79,8 +79,7 @@ class HeldoutSlice:
         value = np.asarray(codes.value, dtype=np.float32)
         keys = token_index * run.d_sae + feature
         order = np.argsort(keys, kind="stable")
-        return cls(seqs, tokens, run.ctx, run.d_sae, token_index[order], feature[order],
-                   value[order], keys[order])
+        return cls(seqs, tokens, run.ctx, run.d_sae, token_index[order], feature[order], value[order], keys[order])
 
     @property
     def n_tokens(self) -> int:
@@ -89,8 +88,7 @@ class HeldoutSlice:
     def local_tokens(self, seq: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
         """Local token indices [n, width] of windows (run seq, start); -1 past the sequence end."""
         local_seq = np.searchsorted(self.seqs, seq)
-        if np.any(local_seq >= len(self.seqs)) or np.any(self.seqs[np.minimum(
-                local_seq, len(self.seqs) - 1)] != seq):
+        if np.any(local_seq >= len(self.seqs)) or np.any(self.seqs[np.minimum(local_seq, len(self.seqs) - 1)] != seq):
             raise ValueError("window sequence not in this held-out slice")
         pos = np.asarray(start, dtype=np.int64)[:, None] + np.arange(width, dtype=np.int64)
         index = local_seq[:, None].astype(np.int64) * self.ctx + pos
@@ -117,12 +115,12 @@ class HeldoutSlice:
 class ExampleSet:
     """Sampled example windows, one row per (feature, kind, rank)."""
 
-    feature: np.ndarray     # int32 [n]
-    kind: np.ndarray        # int8 [n]: KIND_TOP / KIND_QUANTILE / KIND_RANDOM
-    rank: np.ndarray        # int32 [n]: order within (feature, kind)
-    seq: np.ndarray         # int64 [n] run sequence id
-    start: np.ndarray       # int32 [n] first token position of the window
-    stop: np.ndarray        # int32 [n] one past the last position
+    feature: np.ndarray  # int32 [n]
+    kind: np.ndarray  # int8 [n]: KIND_TOP / KIND_QUANTILE / KIND_RANDOM
+    rank: np.ndarray  # int32 [n]: order within (feature, kind)
+    seq: np.ndarray  # int64 [n] run sequence id
+    start: np.ndarray  # int32 [n] first token position of the window
+    stop: np.ndarray  # int32 [n] one past the last position
     activation: np.ndarray  # float32 [n]: the feature's max activation in the window
     heldout_windows: np.ndarray  # int64 [d_sae]: activating held-out windows per feature
 
@@ -183,22 +181,41 @@ def sample_examples(data: HeldoutSlice, features: np.ndarray, cfg: ExampleConfig
     qrank = np.arange(len(qfeat)) - np.searchsorted(qfeat, qfeat, side="left")
     parts.append((qfeat, np.full(len(qfeat), KIND_QUANTILE), qrank, wwin[chosen], wval[chosen]))
 
-    parts.append(_sample_silent(np.asarray(features, dtype=np.int64), wfeat * n_windows + wwin,
-                                heldout_windows, n_windows, cfg.n_random, rng))
+    parts.append(
+        _sample_silent(
+            np.asarray(features, dtype=np.int64),
+            wfeat * n_windows + wwin,
+            heldout_windows,
+            n_windows,
+            cfg.n_random,
+            rng,
+        )
+    )
 
     feat, kind, rk, w, act = (np.concatenate(c) for c in zip(*parts))
     order = np.lexsort((rk, kind, feat))
     feat, kind, rk, w, act = feat[order], kind[order], rk[order], w[order], act[order]
     start = (w % per_seq) * cfg.window
     return ExampleSet(
-        feature=feat.astype(np.int32), kind=kind.astype(np.int8), rank=rk.astype(np.int32),
-        seq=data.seqs[w // per_seq], start=start.astype(np.int32),
+        feature=feat.astype(np.int32),
+        kind=kind.astype(np.int8),
+        rank=rk.astype(np.int32),
+        seq=data.seqs[w // per_seq],
+        start=start.astype(np.int32),
         stop=np.minimum(start + cfg.window, data.ctx).astype(np.int32),
-        activation=act.astype(np.float32), heldout_windows=heldout_windows)
+        activation=act.astype(np.float32),
+        heldout_windows=heldout_windows,
+    )
 
 
-def _sample_silent(features: np.ndarray, active_keys: np.ndarray, active_count: np.ndarray,
-                   n_windows: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def _sample_silent(
+    features: np.ndarray,
+    active_keys: np.ndarray,
+    active_count: np.ndarray,
+    n_windows: int,
+    n: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, ...]:
     """``n`` distinct random windows per feature where the feature never fires."""
     active_keys = np.sort(active_keys)
     out_f: list[np.ndarray] = []
@@ -251,8 +268,9 @@ def joiner_for(vocab: list[str]) -> str:
     return "" if any(v[:1].isspace() for v in vocab) else " "
 
 
-def render_windows(vocab: list[str], token_ids: np.ndarray, acts: np.ndarray | None = None,
-                   mark: str = "«»") -> list[str]:
+def render_windows(
+    vocab: list[str], token_ids: np.ndarray, acts: np.ndarray | None = None, mark: str = "«»"
+) -> list[str]:
     """Window text from token ids [n, W] (-1 = padding); tokens with act > 0 marked «token»."""
     joiner = joiner_for(vocab)
     open_m, close_m = mark[0], mark[1]

@@ -139,7 +139,7 @@ class Context:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Context:
-        (kind, value), = d.items()
+        ((kind, value),) = d.items()
         if kind in ("after", "before"):
             return Context(kind, of=Selector.from_dict(value))
         if kind == "inside":
@@ -232,8 +232,10 @@ class RuleEvaluator:
         self.closing_punctuation = self._ids((*SENTENCE_END, ",", ";", ":", "—", "-"))
         self.boundary = np.array([i for i, t in enumerate(self.vocab) if _BOUNDARY.match(t.strip())], dtype=np.int64)
         # punctuation, boundaries and the like are not words: no context rule selects them
-        self.is_word = np.array([any(c.isalnum() for c in t) and not _BOUNDARY.match(v.strip())
-                                 for t, v in zip(self.text, self.vocab)] + [False])
+        self.is_word = np.array(
+            [any(c.isalnum() for c in t) and not _BOUNDARY.match(v.strip()) for t, v in zip(self.text, self.vocab)]
+            + [False]
+        )
         self.delimiters = [pair for pair in DELIMITERS if all(p in self._ids_of_text for p in pair)]
         self._selector_cache: dict[Selector, np.ndarray] = {}
 
@@ -301,8 +303,12 @@ class RuleEvaluator:
     @staticmethod
     def cells(view: TokenView, rows: np.ndarray, cols: np.ndarray) -> TokenView:
         """The view at some positions only (any shape): rules then run on those alone."""
-        return TokenView(view.tokens[rows, cols], view.prev[rows, cols], view.next[rows, cols],
-                         {k: v[rows, cols] for k, v in view.flags.items()})
+        return TokenView(
+            view.tokens[rows, cols],
+            view.prev[rows, cols],
+            view.next[rows, cols],
+            {k: v[rows, cols] for k, v in view.flags.items()},
+        )
 
     def context_flag(self, context: Context, view: TokenView) -> np.ndarray:
         if context.kind in ("after", "before"):
@@ -316,8 +322,9 @@ class RuleEvaluator:
             return np.zeros(np.shape(view.tokens), dtype=bool)
         return flag
 
-    def select(self, rule: Rule, view: TokenView, rows: np.ndarray | None = None,
-               cols: np.ndarray | None = None) -> np.ndarray:
+    def select(
+        self, rule: Rule, view: TokenView, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+    ) -> np.ndarray:
         """Which tokens the rule selects: at ``view[rows, cols]`` when given, else everywhere."""
         if rows is not None and cols is not None:
             view = self.cells(view, rows, cols)

@@ -33,20 +33,31 @@ from sae_translate.store.h5 import RunStore
 
 def _run_row(run: RunStore) -> dict:
     a = run.attrs
-    return {"path": str(run.dir.resolve()), "model": str(a.get("model", "")),
-            "hook": str(a.get("hook", "")), "sae": str(a.get("sae", "")),
-            "dataset": str(a.get("dataset", "")), "d_sae": run.d_sae, "n_tokens": run.n_tokens,
-            "world": str(a.get("world", "") or ""),
-            "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
-            "config": str(a.get("config", "{}"))}
+    return {
+        "path": str(run.dir.resolve()),
+        "model": str(a.get("model", "")),
+        "hook": str(a.get("hook", "")),
+        "sae": str(a.get("sae", "")),
+        "dataset": str(a.get("dataset", "")),
+        "d_sae": run.d_sae,
+        "n_tokens": run.n_tokens,
+        "world": str(a.get("world", "") or ""),
+        "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "config": str(a.get("config", "{}")),
+    }
 
 
 def _feature_rows(run: RunStore, heldout_windows: np.ndarray) -> dict[str, np.ndarray]:
     stats = run.stats
-    return {"feature": np.arange(run.d_sae, dtype=np.int32), "alive": stats.count > 0,
-            "count": stats.count.astype(np.int64), "frequency": stats.frequency.astype(np.float64),
-            "max_activation": stats.max.astype(np.float32),
-            "mean_activation": stats.mean.astype(np.float32), "heldout_windows": heldout_windows}
+    return {
+        "feature": np.arange(run.d_sae, dtype=np.int32),
+        "alive": stats.count > 0,
+        "count": stats.count.astype(np.int64),
+        "frequency": stats.frequency.astype(np.float64),
+        "max_activation": stats.max.astype(np.float32),
+        "mean_activation": stats.mean.astype(np.float32),
+        "heldout_windows": heldout_windows,
+    }
 
 
 def example_rows(run: RunStore, data: HeldoutSlice, ex: ExampleSet, window: int) -> dict:
@@ -55,9 +66,16 @@ def example_rows(run: RunStore, data: HeldoutSlice, ex: ExampleSet, window: int)
     grid = np.where(np.arange(window)[None, :] < (ex.stop - ex.start)[:, None], grid, -1)
     acts = data.activations(grid, ex.feature[:, None])
     text = render_windows(run.vocab, data.token_ids(grid), acts)
-    return {"feature": ex.feature, "kind": np.array(KINDS, dtype=object)[ex.kind],
-            "rank": ex.rank, "activation": ex.activation, "text": text, "seq": ex.seq,
-            "start": ex.start, "stop": ex.stop}
+    return {
+        "feature": ex.feature,
+        "kind": np.array(KINDS, dtype=object)[ex.kind],
+        "rank": ex.rank,
+        "activation": ex.activation,
+        "text": text,
+        "seq": ex.seq,
+        "start": ex.start,
+        "stop": ex.stop,
+    }
 
 
 def label_rows(features: np.ndarray, labels: dict[str, list[list[Label]]]) -> dict[str, list]:
@@ -99,10 +117,19 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     data = HeldoutSlice.load(run, heldout_seqs_for(run, ecfg.max_heldout_tokens))
     examples = sample_examples(data, features, ecfg)
     rows = label_db.LabelStageRows(
-        run=_run_row(run), features=_feature_rows(run, examples.heldout_windows),
-        labels=label_rows(features, labels), examples=example_rows(run, data, examples, ecfg.window),
-        methods=tuple(labels))
+        run=_run_row(run),
+        features=_feature_rows(run, examples.heldout_windows),
+        labels=label_rows(features, labels),
+        examples=example_rows(run, data, examples, ecfg.window),
+        methods=tuple(labels),
+    )
     label_db.write_label_stage(cfg.db, run_id, rows)
-    return LabelResult(run_id=run_id, db=str(cfg.db), methods=tuple(labels),
-                       n_features=len(features), n_labels=len(rows.labels["label"]),
-                       n_examples=len(examples), seconds=time.perf_counter() - t0)
+    return LabelResult(
+        run_id=run_id,
+        db=str(cfg.db),
+        methods=tuple(labels),
+        n_features=len(features),
+        n_labels=len(rows.labels["label"]),
+        n_examples=len(examples),
+        seconds=time.perf_counter() - t0,
+    )

@@ -29,8 +29,9 @@ def translator_evidence(ctx: LabelContext, mode: str) -> list[Evidence]:
         flag = "" if mode == "unsupervised" else f" --mode {mode}"
         raise UserError(f"no translator in {directory}; train one with `sae-translate train --run {ctx.run.dir}{flag}`")
     languages = load_languages(ctx.run, directory)
-    ids, probs, marginal = context_distributions(checkpoint, languages, ctx.features, ctx.run.top_positions,
-                                                 OFFSETS, device=ctx.cfg.device)
+    ids, probs, marginal = context_distributions(
+        checkpoint, languages, ctx.features, ctx.run.top_positions, OFFSETS, device=ctx.cfg.device
+    )
     sample = describer_for(ctx).sample
     unigram = sample.unigram / max(sample.unigram.sum(), 1.0)
     to_run = languages.token_ids  # text word id -> run token id
@@ -39,8 +40,9 @@ def translator_evidence(ctx: LabelContext, mode: str) -> list[Evidence]:
         own = np.zeros(len(unigram))
         np.add.at(own, to_run, marginal[o])
         base.append(0.5 * own + 0.5 * unigram)
-    return [Evidence.from_distributions([to_run[i] for i in ids[f]], list(probs[f]), base)
-            for f in range(len(ctx.features))]
+    return [
+        Evidence.from_distributions([to_run[i] for i in ids[f]], list(probs[f]), base) for f in range(len(ctx.features))
+    ]
 
 
 @register_labeler("translator")

@@ -195,7 +195,7 @@ def _lemma_counts(wn: WordNetCorpusReader) -> dict[str, int]:
 
 def _display_name(synset: Synset, counts: Mapping[str, int] | None = None) -> str:
     lemmas = synset.lemmas()
-    used = [counts.get(l.key(), 0) if counts is not None else l.count() for l in lemmas]
+    used = [counts.get(lemma.key(), 0) if counts is not None else lemma.count() for lemma in lemmas]
     # WordNet's head word, unless nobody uses it and another lemma is used
     # (calendar_month -> "month", metallic_element -> "metal", but consume.v.02 stays "consume")
     best = 0 if used[0] > 0 or max(used) == 0 else used.index(max(used))
@@ -301,8 +301,8 @@ class CategoryIndex:
             forms = [word] + [f for f in self.wn._morphy(word, pos) if f != word and len(f) > 1]
             for form in forms:
                 for rank, synset in enumerate(self._exact(form, pos), 1):
-                    named = [l for l in synset.lemmas() if l.name().lower() == form]
-                    count = max((self._counts.get(l.key(), 0) for l in named), default=0)
+                    named = [lemma for lemma in synset.lemmas() if lemma.name().lower() == form]
+                    count = max((self._counts.get(lemma.key(), 0) for lemma in named), default=0)
                     weights[synset] = max(weights.get(synset, 0.0), count + 1.0 / rank)
         total = sum(weights.values())
         return {s: w / total for s, w in weights.items()}
@@ -326,8 +326,11 @@ class CategoryIndex:
         parents = heads + synset.attributes()
         for lemma in synset.lemmas():
             name = lemma.name().lower()
-            parents += [d.synset() for d in lemma.derivationally_related_forms()
-                        if d.synset().pos() == "n" and d.name().lower() == name]
+            parents += [
+                d.synset()
+                for d in lemma.derivationally_related_forms()
+                if d.synset().pos() == "n" and d.name().lower() == name
+            ]
             if attributes:  # an adjective valuing an attribute: its quality named by the same word
                 parents += [n for n in self._exact(name, "n") if n.lexname() == "noun.attribute"]
         return parents
@@ -370,7 +373,7 @@ class CategoryIndex:
         self._names: dict[int, str] = {}
 
     def _familiarity(self, synset: Synset) -> int:
-        return max((self._counts.get(l.key(), 0) for l in synset.lemmas()), default=0)
+        return max((self._counts.get(lemma.key(), 0) for lemma in synset.lemmas()), default=0)
 
     # -- public ---------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GROUND_TRUTH = "ground_truth"
 TRANSLATOR_LOG_GLOB = "translator*/log.jsonl"
 # Keys of a training-log record that index it rather than measure it.
@@ -24,18 +23,18 @@ NOT_PLOTTED = frozenset(STEP_KEYS) | {"time", "seconds", "elapsed", "wall", "epo
 
 @dataclass
 class ReportConfig:
-    run: str                           # run directory (stores/RUN)
-    out: str | None = None             # default: RUN/report.html
-    db: str | None = None              # default: stores/labels.duckdb (optional unless given)
-    run_id: str | None = None          # defaults to the run directory's name, as label does
-    features: tuple[int, ...] = ()     # cards for exactly these features
-    max_cards: int = 50                # cards drawn when no features are named
-    max_points: int = 5000             # points per scatter plot, sampled beyond this
-    n_top_windows: int = 8             # windows per card and kind
-    latent_sentences: int = 400        # sentences per language in the latent view
-    max_log_points: int = 1000         # points per training curve (bucket means beyond)
+    run: str  # run directory (stores/RUN)
+    out: str | None = None  # default: RUN/report.html
+    db: str | None = None  # default: stores/labels.duckdb (optional unless given)
+    run_id: str | None = None  # defaults to the run directory's name, as label does
+    features: tuple[int, ...] = ()  # cards for exactly these features
+    max_cards: int = 50  # cards drawn when no features are named
+    max_points: int = 5000  # points per scatter plot, sampled beyond this
+    n_top_windows: int = 8  # windows per card and kind
+    latent_sentences: int = 400  # sentences per language in the latent view
+    max_log_points: int = 1000  # points per training curve (bucket means beyond)
     seed: int = 0
-    title: str | None = None           # page title; default: "sae-translate report: RUN_ID"
+    title: str | None = None  # page title; default: "sae-translate report: RUN_ID"
 
 
 @dataclass
@@ -61,8 +60,7 @@ def _count(values: Any) -> int:
 
 def figure_has_data(fig: go.Figure) -> bool:
     """True when at least one trace has points (x, y, z or values)."""
-    return any(max(_count(getattr(t, k, None)) for k in ("x", "y", "z", "values")) > 0
-               for t in fig.data)
+    return any(max(_count(getattr(t, k, None)) for k in ("x", "y", "z", "values")) > 0 for t in fig.data)
 
 
 class Page:
@@ -74,14 +72,15 @@ class Page:
     def figure(self, fig: go.Figure, height: int = 360) -> str:
         if not figure_has_data(fig):
             raise ValueError("a report figure must have data; give a note instead")
-        fig.update_layout(height=height, margin=dict(l=60, r=20, t=50, b=50),
-                          template="plotly_white")
+        fig.update_layout(height=height, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white")
         fid = f"fig-{self.n_figures}"
         self.n_figures += 1
         # "</" inside a JSON string would end the script element early; "<\/" is the same JSON.
         spec = pio.to_json(fig, validate=False).replace("</", "<\\/")
-        return (f'<div class="report-figure" id="{fid}"></div>'
-                f'<script type="application/json" id="{fid}-spec">{spec}</script>')
+        return (
+            f'<div class="report-figure" id="{fid}"></div>'
+            f'<script type="application/json" id="{fid}-spec">{spec}</script>'
+        )
 
 
 def _note(text: str) -> str:
@@ -89,8 +88,11 @@ def _note(text: str) -> str:
 
 
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], cls: str = "table") -> str:
-    head = "" if header is None else (
-        "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
+    head = (
+        ""
+        if header is None
+        else ("<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
+    )
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f'<table class="{cls}">{head}<tbody>{body}</tbody></table>'
 
@@ -101,5 +103,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return "–" if not math.isfinite(value) else f"{value:.3g}"
     return html.escape(str(value))
-
-

@@ -31,8 +31,9 @@ from sae_translate.store.h5 import HIST_BINS, HIST_BINS_PER_DECADE, HIST_LO, Run
 from sae_translate.translator.run import shared_latents
 
 
-def _histogram(values: np.ndarray, bins: int, lo: float | None = None,
-               hi: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def _histogram(
+    values: np.ndarray, bins: int, lo: float | None = None, hi: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Bin centres, counts and bin width (the counts, not the values, go into the file)."""
     values = values[np.isfinite(values)]
     lo = float(values.min()) if lo is None else lo
@@ -56,12 +57,12 @@ class LabelTables:
 
     db: Path
     run_id: str
-    scores: dict[str, np.ndarray]                         # feature, method, scorer, value
+    scores: dict[str, np.ndarray]  # feature, method, scorer, value
     summary: list[tuple[str, str, float | None, int, int]]  # method, scorer, mean, n, excluded
-    concepts: dict[int, tuple[str, float]]                # feature -> (true concept, precision)
-    best: dict[int, tuple[str, str, float]]               # feature -> (method, label, score)
+    concepts: dict[int, tuple[str, float]]  # feature -> (true concept, precision)
+    best: dict[int, tuple[str, str, float]]  # feature -> (method, label, score)
     labels: dict[int, dict[str, list[tuple[str, str | None]]]]  # card feature -> method -> (label, rule kind)
-    examples: dict[str, np.ndarray]                       # card windows: feature, kind, rank, ...
+    examples: dict[str, np.ndarray]  # card windows: feature, kind, rank, ...
 
     @property
     def methods(self) -> list[str]:
@@ -73,13 +74,17 @@ def resolve_db(cfg: ReportConfig) -> tuple[Path | None, str]:
     if cfg.db is not None:
         path = Path(cfg.db)
         if not path.is_file():
-            raise UserError(f"no label database at {path}; run `sae-translate label --run "
-                            f"{cfg.run} --db {path}` first or leave out --db")
+            raise UserError(
+                f"no label database at {path}; run `sae-translate label --run "
+                f"{cfg.run} --db {path}` first or leave out --db"
+            )
         return path, ""
     if label_db.DEFAULT_DB.is_file():
         return label_db.DEFAULT_DB, ""
-    return None, (f"no label database at {label_db.DEFAULT_DB}; run `sae-translate label --run "
-                  f"{cfg.run}` to add labels and scores")
+    return None, (
+        f"no label database at {label_db.DEFAULT_DB}; run `sae-translate label --run "
+        f"{cfg.run}` to add labels and scores"
+    )
 
 
 def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> LabelTables | None:
@@ -92,22 +97,33 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
         n_labels = con.execute("SELECT count(*) FROM labels WHERE run_id = ?", [run_id]).fetchone()[0]
         if n_labels == 0:
             return None
-        scores = con.execute("SELECT feature, method, scorer, value FROM scores WHERE run_id = ? "
-                             "ORDER BY method, scorer, feature", [run_id]).fetchnumpy()
-        summary = con.execute("SELECT method, scorer, mean, n_scored, n_excluded FROM score_summary "
-                              "WHERE run_id = ? ORDER BY method, scorer", [run_id]).fetchall()
-        concepts = con.execute("SELECT feature, concept, precision FROM true_concepts "
-                               "WHERE run_id = ? AND status = 'planted'", [run_id]).fetchall()
-        best = con.execute("SELECT feature, method, label, score FROM best_labels WHERE run_id = ?",
-                           [run_id]).fetchall()
+        scores = con.execute(
+            "SELECT feature, method, scorer, value FROM scores WHERE run_id = ? ORDER BY method, scorer, feature",
+            [run_id],
+        ).fetchnumpy()
+        summary = con.execute(
+            "SELECT method, scorer, mean, n_scored, n_excluded FROM score_summary "
+            "WHERE run_id = ? ORDER BY method, scorer",
+            [run_id],
+        ).fetchall()
+        concepts = con.execute(
+            "SELECT feature, concept, precision FROM true_concepts WHERE run_id = ? AND status = 'planted'", [run_id]
+        ).fetchall()
+        best = con.execute(
+            "SELECT feature, method, label, score FROM best_labels WHERE run_id = ?", [run_id]
+        ).fetchall()
         feats = [int(f) for f in card_features]
         label_rows = con.execute(
             "SELECT feature, method, label, rule_kind FROM labels WHERE run_id = ? AND feature IN "
-            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, method, rank", [run_id, feats]).fetchall()
+            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, method, rank",
+            [run_id, feats],
+        ).fetchall()
         examples = con.execute(
             "SELECT feature, kind, rank, activation, seq, start, stop FROM examples "
             "WHERE run_id = ? AND kind IN ('top', 'quantile') AND feature IN "
-            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, kind, rank", [run_id, feats]).fetchnumpy()
+            "(SELECT unnest(?::INTEGER[])) ORDER BY feature, kind, rank",
+            [run_id, feats],
+        ).fetchnumpy()
     except label_db.duckdb.Error as e:
         raise UserError(f"cannot read {db}: {str(e).splitlines()[0]}; is it a label database?") from e
     finally:
@@ -116,7 +132,8 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
     for f, method, text, kind in label_rows:
         labels.setdefault(int(f), {}).setdefault(method, []).append((text, kind))
     return LabelTables(
-        db=db, run_id=run_id,
+        db=db,
+        run_id=run_id,
         scores={k: np.asarray(v) for k, v in scores.items()},
         summary=[tuple(r) for r in summary],
         concepts={int(f): (c, float(p)) for f, c, p in concepts},
@@ -135,52 +152,101 @@ def features_section(page: Page, run: RunStore, tables: LabelTables | None, cfg:
     freq, fmax = stats.frequency, stats.max
     parts = []
     n_dense = int((freq > 0.1).sum())
-    parts.append(f"<p>{len(alive):,} of {run.d_sae:,} features fire on the train split "
-                 f"({run.d_sae - len(alive):,} dead, {n_dense:,} denser than 10% of tokens).</p>")
+    parts.append(
+        f"<p>{len(alive):,} of {run.d_sae:,} features fire on the train split "
+        f"({run.d_sae - len(alive):,} dead, {n_dense:,} denser than 10% of tokens).</p>"
+    )
     if len(alive) == 0:
         return "".join(parts) + _note("No feature fires on the train split: nothing to plot.")
 
     x, y, width = _histogram(np.log10(freq[alive]), bins=50)
-    fig = go.Figure(go.Bar(x=x, y=y, width=width, marker_color=PALETTE[0], name="features",
-                           hovertemplate="log10 frequency %{x:.2f}<br>%{y} features<extra></extra>"))
-    fig.update_layout(title="Feature density", xaxis_title="log10 firing frequency (share of train tokens)",
-                      yaxis_title="features", bargap=0)
+    fig = go.Figure(
+        go.Bar(
+            x=x,
+            y=y,
+            width=width,
+            marker_color=PALETTE[0],
+            name="features",
+            hovertemplate="log10 frequency %{x:.2f}<br>%{y} features<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Feature density",
+        xaxis_title="log10 firing frequency (share of train tokens)",
+        yaxis_title="features",
+        bargap=0,
+    )
     parts.append(page.figure(fig))
 
     x, y, width = _histogram(np.log10(np.maximum(fmax[alive], 1e-12)), bins=50)
-    fig = go.Figure(go.Bar(x=x, y=y, width=width, marker_color=PALETTE[1], name="features",
-                           hovertemplate="log10 max %{x:.2f}<br>%{y} features<extra></extra>"))
-    fig.update_layout(title="Maximum activation per feature", xaxis_title="log10 maximum activation",
-                      yaxis_title="features", bargap=0)
+    fig = go.Figure(
+        go.Bar(
+            x=x,
+            y=y,
+            width=width,
+            marker_color=PALETTE[1],
+            name="features",
+            hovertemplate="log10 max %{x:.2f}<br>%{y} features<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Maximum activation per feature", xaxis_title="log10 maximum activation", yaxis_title="features", bargap=0
+    )
     parts.append(page.figure(fig))
 
     rng = np.random.default_rng(cfg.seed)
     shown = alive if len(alive) <= cfg.max_points else np.sort(rng.choice(alive, cfg.max_points, replace=False))
     best = tables.best if tables else {}
-    hover = np.array([f"feature {f}" + (f": {best[f][1]} ({best[f][0]}, {label_db.RANKING_SCORER} "
-                                        f"{best[f][2]:.2f})" if f in best else "")
-                      for f in shown.tolist()], dtype=object)
+    hover = np.array(
+        [
+            f"feature {f}"
+            + (f": {best[f][1]} ({best[f][0]}, {label_db.RANKING_SCORER} {best[f][2]:.2f})" if f in best else "")
+            for f in shown.tolist()
+        ],
+        dtype=object,
+    )
     scored = np.array([best[f][2] if f in best else np.nan for f in shown.tolist()])
     has = np.isfinite(scored)
     fig = go.Figure()
     if has.any():  # coloured by the score of the best label
-        fig.add_trace(go.Scatter(
-            x=np.log10(freq[shown[has]]), y=fmax[shown[has]], mode="markers", name="best label score",
-            marker=dict(size=5, opacity=0.7, color=scored[has], colorscale="Viridis",
-                        colorbar=dict(title=label_db.RANKING_SCORER)),
-            text=hover[has], hovertemplate="%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=np.log10(freq[shown[has]]),
+                y=fmax[shown[has]],
+                mode="markers",
+                name="best label score",
+                marker=dict(
+                    size=5,
+                    opacity=0.7,
+                    color=scored[has],
+                    colorscale="Viridis",
+                    colorbar=dict(title=label_db.RANKING_SCORER),
+                ),
+                text=hover[has],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     if (~has).any():
-        fig.add_trace(go.Scatter(
-            x=np.log10(freq[shown[~has]]), y=fmax[shown[~has]], mode="markers", name="no scored label",
-            marker=dict(size=5, opacity=0.5, color="#999" if has.any() else PALETTE[0]),
-            text=hover[~has], hovertemplate="%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=np.log10(freq[shown[~has]]),
+                y=fmax[shown[~has]],
+                mode="markers",
+                name="no scored label",
+                marker=dict(size=5, opacity=0.5, color="#999" if has.any() else PALETTE[0]),
+                text=hover[~has],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     # the colour bar takes the right side: the legend goes under the plot
-    fig.update_layout(showlegend=bool(has.any() and (~has).any()),
-                      legend=dict(orientation="h", x=0, y=-0.22))
+    fig.update_layout(showlegend=bool(has.any() and (~has).any()), legend=dict(orientation="h", x=0, y=-0.22))
     sampled = f" ({len(shown):,} sampled of {len(alive):,})" if len(shown) < len(alive) else ""
-    fig.update_layout(title=f"Frequency and maximum activation{sampled}",
-                      xaxis_title="log10 firing frequency", yaxis_title="maximum activation",
-                      yaxis_type="log")
+    fig.update_layout(
+        title=f"Frequency and maximum activation{sampled}",
+        xaxis_title="log10 firing frequency",
+        yaxis_title="maximum activation",
+        yaxis_type="log",
+    )
     parts.append(page.figure(fig, height=460))
     return "".join(parts)
 
@@ -194,12 +260,13 @@ def scores_section(page: Page, tables: LabelTables | None, reason: str) -> str:
         scorers = sorted({r[1] for r in tables.summary})
         means = {(m, sc): mean for m, sc, mean, _, _ in tables.summary}
         methods = sorted({r[0] for r in tables.summary})
-        parts.append(_table(["method", *scorers],
-                            [[m, *[means.get((m, sc)) for sc in scorers]] for m in methods]))
+        parts.append(_table(["method", *scorers], [[m, *[means.get((m, sc)) for sc in scorers]] for m in methods]))
     scorers = [sc for sc in sorted(set(s["scorer"])) if sc != GROUND_TRUTH]
     if not scorers:
-        return "".join(parts) + _note(f"Run {tables.run_id!r} has labels but no scores yet; "
-                                      "rerun `sae-translate label` on it without `--scorers ''` to score them.")
+        return "".join(parts) + _note(
+            f"Run {tables.run_id!r} has labels but no scores yet; "
+            "rerun `sae-translate label` on it without `--scorers ''` to score them."
+        )
     colors = _method_colors(sorted(set(s["method"])))
     fig = make_subplots(rows=1, cols=len(scorers), subplot_titles=scorers, shared_yaxes=True)
     for col, scorer in enumerate(scorers, start=1):
@@ -211,12 +278,21 @@ def scores_section(page: Page, tables: LabelTables | None, reason: str) -> str:
             counts, edges = np.histogram(values[np.isfinite(values)], bins=20, range=(lo, hi))
             share = counts / max(counts.sum(), 1)
             # a step outline over the bin edges: overlaid methods stay readable, unlike bars
-            fig.add_trace(go.Scatter(
-                x=edges, y=np.r_[share, share[-1]], mode="lines", line_shape="hv", name=method,
-                legendgroup=method,
-                showlegend=col == 1, line=dict(color=colors[method], width=2),
-                hovertemplate=f"{method}<br>{scorer} from %{{x:.2f}}<br>%{{y:.1%}} of features<extra></extra>"),
-                row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=edges,
+                    y=np.r_[share, share[-1]],
+                    mode="lines",
+                    line_shape="hv",
+                    name=method,
+                    legendgroup=method,
+                    showlegend=col == 1,
+                    line=dict(color=colors[method], width=2),
+                    hovertemplate=f"{method}<br>{scorer} from %{{x:.2f}}<br>%{{y:.1%}} of features<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(range=[lo, hi], row=1, col=col)
     fig.update_yaxes(title_text="share of features", row=1, col=1)
     fig.update_layout(title="Label score distributions per method and scorer")
@@ -231,18 +307,31 @@ def ground_truth_section(page: Page, tables: LabelTables | None, run: RunStore, 
     gt = s["scorer"] == GROUND_TRUTH
     if not gt.any():
         world = run.attrs.get("world")
-        why = ("the run has no toy world, so features have no true concept" if not world
-               else "the run was not scored with ground_truth")
+        why = (
+            "the run has no toy world, so features have no true concept"
+            if not world
+            else "the run was not scored with ground_truth"
+        )
         return _note(f"No ground-truth accuracy: {why}.")
     methods = sorted(set(s["method"][gt]))
     acc = [float(s["value"][gt & (s["method"] == m)].mean()) for m in methods]
     n = [int((gt & (s["method"] == m)).sum()) for m in methods]
     colors = _method_colors(sorted(set(s["method"])))
-    fig = go.Figure(go.Bar(x=methods, y=acc, marker_color=[colors[m] for m in methods],
-                           text=[f"{a:.2f} (n={k})" for a, k in zip(acc, n)], textposition="outside",
-                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_layout(title="Ground-truth accuracy per method (label names the feature's true concept)",
-                      yaxis_title="accuracy", yaxis_range=[0, 1.1])
+    fig = go.Figure(
+        go.Bar(
+            x=methods,
+            y=acc,
+            marker_color=[colors[m] for m in methods],
+            text=[f"{a:.2f} (n={k})" for a, k in zip(acc, n)],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Ground-truth accuracy per method (label names the feature's true concept)",
+        yaxis_title="accuracy",
+        yaxis_range=[0, 1.1],
+    )
     parts = [page.figure(fig)]
 
     if tables.concepts:
@@ -258,10 +347,19 @@ def ground_truth_section(page: Page, tables: LabelTables | None, run: RunStore, 
                 if sel.any():
                     z[i, j], counts[i, j] = float(values[sel].mean()), int(sel.sum())
         if concepts:
-            fig = go.Figure(go.Heatmap(
-                z=z, x=methods, y=concepts, zmin=0, zmax=1, colorscale="Blues",
-                customdata=counts, colorbar=dict(title="accuracy"),
-                hovertemplate="%{y} / %{x}: %{z:.2f} over %{customdata} features<extra></extra>"))
+            fig = go.Figure(
+                go.Heatmap(
+                    z=z,
+                    x=methods,
+                    y=concepts,
+                    zmin=0,
+                    zmax=1,
+                    colorscale="Blues",
+                    customdata=counts,
+                    colorbar=dict(title="accuracy"),
+                    hovertemplate="%{y} / %{x}: %{z:.2f} over %{customdata} features<extra></extra>",
+                )
+            )
             fig.update_layout(title="Ground-truth accuracy per true concept", yaxis_autorange="reversed")
             parts.append(page.figure(fig, height=max(360, 22 * len(concepts) + 120)))
     return "".join(parts)
@@ -325,13 +423,20 @@ def translator_section(page: Page, run: RunStore, cfg: ReportConfig) -> tuple[st
         losses = [k for k in names if "loss" in k.lower()] or names
         others = [k for k in names if k not in losses]
         rows = 2 if others else 1
-        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                            subplot_titles=["losses", "other logged values"][:rows])
+        fig = make_subplots(
+            rows=rows,
+            cols=1,
+            shared_xaxes=True,
+            vertical_spacing=0.08,
+            subplot_titles=["losses", "other logged values"][:rows],
+        )
         for i, name in enumerate(losses + others):
             x, y = _bucket_means(series["step"], series[name], cfg.max_log_points)
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
-                                     line=dict(color=PALETTE[i % len(PALETTE)])),
-                          row=1 if name in losses else 2, col=1)
+            fig.add_trace(
+                go.Scatter(x=x, y=y, mode="lines", name=name, line=dict(color=PALETTE[i % len(PALETTE)])),
+                row=1 if name in losses else 2,
+                col=1,
+            )
         fig.update_xaxes(title_text="step", row=rows, col=1)
         rel = path.relative_to(run.dir)
         fig.update_layout(title=f"Translator training ({rel})")
@@ -341,8 +446,8 @@ def translator_section(page: Page, run: RunStore, cfg: ReportConfig) -> tuple[st
 
 @dataclass
 class LatentSample:
-    vectors: np.ndarray        # float [n, d]: one pooled shared-latent vector per sentence
-    language: list[str]        # language of each row ("feature", "text", ...)
+    vectors: np.ndarray  # float [n, d]: one pooled shared-latent vector per sentence
+    language: list[str]  # language of each row ("feature", "text", ...)
     text: list[str] | None = None  # the sentence of each row, for hover
 
 
@@ -365,7 +470,7 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coords = x @ vt[:k].T
     if k < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - k)))
-    var = sing ** 2
+    var = sing**2
     share = var[:2] / max(var.sum(), 1e-30)
     return coords, np.pad(share, (0, 2 - len(share)))
 
@@ -383,13 +488,22 @@ def latent_section(page: Page, run: RunStore, cfg: ReportConfig) -> tuple[str, s
         sel = np.flatnonzero(language == lang)
         if len(sel) > cfg.max_points:
             sel = np.sort(np.random.default_rng(cfg.seed).choice(sel, cfg.max_points, replace=False))
-        fig.add_trace(go.Scatter(x=coords[sel, 0], y=coords[sel, 1], mode="markers", name=lang,
-                                 marker=dict(size=6, opacity=0.6, color=PALETTE[i % len(PALETTE)]),
-                                 text=[str(t)[:120] for t in text[sel]],
-                                 hovertemplate=f"{lang}<br>%{{text}}<extra></extra>"))
-    fig.update_layout(title="Translator shared latent (PCA), coloured by language",
-                      xaxis_title=f"PC1 ({share[0]:.0%} of variance)",
-                      yaxis_title=f"PC2 ({share[1]:.0%} of variance)")
+        fig.add_trace(
+            go.Scatter(
+                x=coords[sel, 0],
+                y=coords[sel, 1],
+                mode="markers",
+                name=lang,
+                marker=dict(size=6, opacity=0.6, color=PALETTE[i % len(PALETTE)]),
+                text=[str(t)[:120] for t in text[sel]],
+                hovertemplate=f"{lang}<br>%{{text}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="Translator shared latent (PCA), coloured by language",
+        xaxis_title=f"PC1 ({share[0]:.0%} of variance)",
+        yaxis_title=f"PC2 ({share[1]:.0%} of variance)",
+    )
     return page.figure(fig, height=480), ""
 
 
@@ -419,55 +533,73 @@ def select_card_features(run: RunStore, cfg: ReportConfig) -> np.ndarray:
 class Windows:
     """Example windows of card features, with every token's activation of its feature."""
 
-    feature: np.ndarray     # int64 [n]
-    kind: np.ndarray        # object [n]: "top" / "quantile"
+    feature: np.ndarray  # int64 [n]
+    kind: np.ndarray  # object [n]: "top" / "quantile"
     activation: np.ndarray  # float32 [n]: max activation in the window
-    token_ids: np.ndarray   # int32 [n, width], -1 padding
-    acts: np.ndarray        # float32 [n, width]
+    token_ids: np.ndarray  # int32 [n, width], -1 padding
+    acts: np.ndarray  # float32 [n, width]
 
 
-def _window_arrays(run: RunStore, feature: np.ndarray, kind: np.ndarray, activation: np.ndarray,
-                   seq: np.ndarray, start: np.ndarray, stop: np.ndarray) -> Windows:
+def _window_arrays(
+    run: RunStore,
+    feature: np.ndarray,
+    kind: np.ndarray,
+    activation: np.ndarray,
+    seq: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+) -> Windows:
     if len(feature) == 0:
-        return Windows(feature.astype(np.int64), kind, activation, np.zeros((0, 0), np.int32),
-                       np.zeros((0, 0), np.float32))
+        return Windows(
+            feature.astype(np.int64), kind, activation, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32)
+        )
     data = HeldoutSlice.load(run, np.unique(seq))  # any sequences: gives (token, feature) lookups
     width = int((stop - start).max())
     grid = data.local_tokens(seq.astype(np.int64), start.astype(np.int64), width)
     grid = np.where(np.arange(width)[None, :] < (stop - start)[:, None], grid, -1)
-    return Windows(feature.astype(np.int64), kind, activation.astype(np.float32), data.token_ids(grid),
-                   data.activations(grid, feature.astype(np.int64)[:, None]))
+    return Windows(
+        feature.astype(np.int64),
+        kind,
+        activation.astype(np.float32),
+        data.token_ids(grid),
+        data.activations(grid, feature.astype(np.int64)[:, None]),
+    )
 
 
-def card_windows(run: RunStore, features: np.ndarray, tables: LabelTables | None,
-                 cfg: ReportConfig) -> tuple[Windows, str]:
+def card_windows(
+    run: RunStore, features: np.ndarray, tables: LabelTables | None, cfg: ReportConfig
+) -> tuple[Windows, str]:
     """Held-out windows from the label database, or else windows around the top train
     activations stored in the run; with a line saying where they come from."""
     ex = tables.examples if tables is not None else {}
     if ex and len(ex.get("feature", ())):
         keep = ex["rank"] < cfg.n_top_windows
         cols = {k: v[keep] for k, v in ex.items()}
-        return (_window_arrays(run, cols["feature"], cols["kind"], cols["activation"], cols["seq"],
-                               cols["start"], cols["stop"]),
-                "Windows are held-out examples sampled by the label stage.")
-    positions = run.top_positions[features][:, :cfg.n_top_windows]
-    values = run.top_values[features][:, :cfg.n_top_windows]
+        return (
+            _window_arrays(
+                run, cols["feature"], cols["kind"], cols["activation"], cols["seq"], cols["start"], cols["stop"]
+            ),
+            "Windows are held-out examples sampled by the label stage.",
+        )
+    positions = run.top_positions[features][:, : cfg.n_top_windows]
+    values = run.top_values[features][:, : cfg.n_top_windows]
     row, col = np.nonzero(positions >= 0)
     pos = positions[row, col]
     seq, p = pos // run.ctx, pos % run.ctx
     start = np.clip(p - 11, 0, max(run.ctx - 16, 0))  # mostly left context, as it is causal
     stop = np.minimum(start + 16, run.ctx)
     kind = np.full(len(row), "top", dtype=object)
-    return (_window_arrays(run, features[row], kind, values[row, col], seq, start, stop),
-            "No label database examples: windows are the top train activations stored in the run.")
+    return (
+        _window_arrays(run, features[row], kind, values[row, col], seq, start, stop),
+        "No label database examples: windows are the top train activations stored in the run.",
+    )
 
 
 def _display_token(token: str) -> str:
     return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
 
 
-def window_html(vocab: list[str], token_ids: np.ndarray, acts: np.ndarray, scale: float,
-                joiner: str) -> str:
+def window_html(vocab: list[str], token_ids: np.ndarray, acts: np.ndarray, scale: float, joiner: str) -> str:
     """One window as spans, firing tokens shaded by activation / the feature's maximum."""
     pieces = []
     for t, a in zip(token_ids.tolist(), acts.tolist()):
@@ -476,8 +608,9 @@ def window_html(vocab: list[str], token_ids: np.ndarray, acts: np.ndarray, scale
         text = html.escape(_display_token(vocab[t]) if t < len(vocab) else f"<{t}>")
         if a > 0:
             alpha = min(1.0, 0.15 + 0.85 * a / scale) if scale > 0 else 1.0
-            pieces.append(f'<span class="tok fire" style="background:rgba(230,85,13,{alpha:.2f})" '
-                          f'title="{a:.3g}">{text}</span>')
+            pieces.append(
+                f'<span class="tok fire" style="background:rgba(230,85,13,{alpha:.2f})" title="{a:.3g}">{text}</span>'
+            )
         else:
             pieces.append(f'<span class="tok">{text}</span>')
     return joiner.join(pieces)
@@ -492,11 +625,24 @@ def activation_histogram(run: RunStore, feature: int) -> go.Figure | None:
     lo, hi = int(nz[0]), int(nz[-1]) + 1
     edges = 10.0 ** (HIST_LO + np.arange(HIST_BINS + 1) / HIST_BINS_PER_DECADE)
     # A filled step line over the bin edges: bars on a log axis get uneven widths.
-    fig = go.Figure(go.Scatter(x=edges[lo:hi + 1], y=np.r_[hist[lo:hi], hist[hi - 1]], mode="lines",
-                               line_shape="hv", fill="tozeroy", line=dict(color=PALETTE[1]),
-                               hovertemplate="from %{x:.3g}: %{y} tokens<extra></extra>"))
-    fig.update_layout(title="Activation histogram (train)", xaxis_title="activation", xaxis_type="log",
-                      yaxis_title="tokens", showlegend=False)
+    fig = go.Figure(
+        go.Scatter(
+            x=edges[lo : hi + 1],
+            y=np.r_[hist[lo:hi], hist[hi - 1]],
+            mode="lines",
+            line_shape="hv",
+            fill="tozeroy",
+            line=dict(color=PALETTE[1]),
+            hovertemplate="from %{x:.3g}: %{y} tokens<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Activation histogram (train)",
+        xaxis_title="activation",
+        xaxis_type="log",
+        yaxis_title="tokens",
+        showlegend=False,
+    )
     return fig
 
 
@@ -506,21 +652,22 @@ def _label_html(text: str, kind: str | None) -> str:
     return html.escape(text) + badge
 
 
-def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | None,
-              windows: Windows, joiner: str) -> str:
+def card_html(
+    page: Page, run: RunStore, feature: int, tables: LabelTables | None, windows: Windows, joiner: str
+) -> str:
     stats = run.stats
     count, freq = int(stats.count[feature]), float(stats.frequency[feature])
     fmax, mean = float(stats.max[feature]), float(stats.mean[feature])
     labels = tables.labels.get(feature, {}) if tables else {}
     search = " ".join([str(feature)] + [lab for cands in labels.values() for lab, _ in cands[:1]])
-    parts = [f'<section class="card" id="feature-{feature}" data-search="{html.escape(search.lower())}">',
-             f"<h3>Feature {feature}</h3>",
-             f'<p class="meta">{count:,} firings · frequency {freq:.3g} · max {fmax:.3g} · '
-             f"mean {mean:.3g}</p>"]
+    parts = [
+        f'<section class="card" id="feature-{feature}" data-search="{html.escape(search.lower())}">',
+        f"<h3>Feature {feature}</h3>",
+        f'<p class="meta">{count:,} firings · frequency {freq:.3g} · max {fmax:.3g} · mean {mean:.3g}</p>',
+    ]
     if tables and feature in tables.concepts:
         concept, precision = tables.concepts[feature]
-        parts.append(f'<p class="meta">true concept: <b>{html.escape(concept)}</b> '
-                     f"(precision {precision:.2f})</p>")
+        parts.append(f'<p class="meta">true concept: <b>{html.escape(concept)}</b> (precision {precision:.2f})</p>')
     left = []
     if labels:
         s = tables.scores
@@ -529,8 +676,7 @@ def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | Non
         rows = []
         for method in sorted(labels):
             cands = labels[method]
-            label = _label_html(*cands[0]) + "".join(
-                f'<div class="alt">{_label_html(*c)}</div>' for c in cands[1:4])
+            label = _label_html(*cands[0]) + "".join(f'<div class="alt">{_label_html(*c)}</div>' for c in cands[1:4])
             vals = [s["value"][mine & (s["method"] == method) & (s["scorer"] == sc)] for sc in scorers]
             rows.append([method, label, *[_cell(float(v[0])) if len(v) else "–" for v in vals]])
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["method", "label", *scorers])
@@ -540,8 +686,10 @@ def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | Non
         left.append(_note("No labels for this feature."))
     fig = activation_histogram(run, feature)
     right = page.figure(fig, height=260) if fig is not None else _note("Never fires on the train split.")
-    parts.append(f'<div class="card-body"><div class="card-left">{"".join(left)}</div>'
-                 f'<div class="card-right">{right}</div></div>')
+    parts.append(
+        f'<div class="card-body"><div class="card-left">{"".join(left)}</div>'
+        f'<div class="card-right">{right}</div></div>'
+    )
     mine = windows.feature == feature
     if not mine.any():
         parts.append(_note("No example window: the feature does not fire in the windows sampled."))
@@ -549,30 +697,38 @@ def card_html(page: Page, run: RunStore, feature: int, tables: LabelTables | Non
         idx = np.flatnonzero(mine & (windows.kind == kind))
         if len(idx) == 0:
             continue
-        rows = "".join(f'<div class="window"><span class="act">{windows.activation[i]:.3g}</span>'
-                       f'<span class="text">{window_html(run.vocab, windows.token_ids[i], windows.acts[i], fmax, joiner)}</span></div>'
-                       for i in idx)
+        rows = "".join(
+            f'<div class="window"><span class="act">{windows.activation[i]:.3g}</span>'
+            '<span class="text">'
+            + window_html(run.vocab, windows.token_ids[i], windows.acts[i], fmax, joiner)
+            + "</span></div>"
+            for i in idx
+        )
         parts.append(f"<h4>{title}</h4>{rows}")
     parts.append("</section>")
     return "".join(parts)
 
 
-def cards_section(page: Page, run: RunStore, features: np.ndarray, tables: LabelTables | None,
-                  cfg: ReportConfig) -> str:
+def cards_section(
+    page: Page, run: RunStore, features: np.ndarray, tables: LabelTables | None, cfg: ReportConfig
+) -> str:
     if len(features) == 0:
         return _note("No feature cards: the run has no alive feature, or --max-cards is 0.")
     windows, source = card_windows(run, features, tables, cfg)
     joiner = joiner_for(run.vocab)
-    which = ("the features named" if cfg.features else
-             f"{len(features)} alive features spread from densest to rarest (name others with --feature)")
-    parts = [f"<p>Cards for {which}. {html.escape(source)} Shading: activation relative to the "
-             "feature's maximum; hover a token for its value.</p>",
-             '<input id="card-filter" type="search" placeholder="filter cards by feature number or label">',
-             '<p class="index">' + " ".join(f'<a href="#feature-{f}">{f}</a>' for f in features.tolist()) + "</p>"]
+    which = (
+        "the features named"
+        if cfg.features
+        else f"{len(features)} alive features spread from densest to rarest (name others with --feature)"
+    )
+    parts = [
+        f"<p>Cards for {which}. {html.escape(source)} Shading: activation relative to the "
+        "feature's maximum; hover a token for its value.</p>",
+        '<input id="card-filter" type="search" placeholder="filter cards by feature number or label">',
+        '<p class="index">' + " ".join(f'<a href="#feature-{f}">{f}</a>' for f in features.tolist()) + "</p>",
+    ]
     parts.extend(card_html(page, run, int(f), tables, windows, joiner) for f in features.tolist())
     return "".join(parts)
 
 
 # ------------------------------------------------------------------ the page
-
-

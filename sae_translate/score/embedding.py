@@ -18,6 +18,6 @@ def embedding_scores(label_emb: np.ndarray, data: ScoringSet, window_emb: np.nda
     """
     sims = np.zeros(data.window_id.shape, dtype=np.float32)
     for s in range(0, len(label_emb), 8192):
-        we = window_emb[np.maximum(data.window_id[s:s + 8192], 0)]
-        sims[s:s + 8192] = np.einsum("fd,fkd->fk", label_emb[s:s + 8192], we)
+        we = window_emb[np.maximum(data.window_id[s : s + 8192], 0)]
+        sims[s : s + 8192] = np.einsum("fd,fkd->fk", label_emb[s : s + 8192], we)
     return auroc(sims, data.activating, data.valid)

@@ -29,8 +29,9 @@ PLANTED, TIE, SPLIT = "planted", "tie", "split"
 Tagger = Callable[[Sequence[str]], list[frozenset[str]]]
 
 
-def concept_membership(data: HeldoutSlice, vocab: list[str], concept_names: Sequence[str],
-                       tagger: Tagger) -> np.ndarray:
+def concept_membership(
+    data: HeldoutSlice, vocab: list[str], concept_names: Sequence[str], tagger: Tagger
+) -> np.ndarray:
     """bool [tokens of ``data``, concepts]: the world's tags of every held-out token. Each sequence
     is tagged whole, so contextual concepts see their neighbours."""
     column = {n: i for i, n in enumerate(concept_names)}
@@ -55,8 +56,14 @@ class PlantedConcepts:
         return {int(f): c for f, c, s in zip(self.feature, self.concept, self.status) if s == PLANTED}
 
 
-def planted_concepts(data: HeldoutSlice, member: np.ndarray, concept_names: Sequence[str], features: np.ndarray,
-                     min_precision: float, min_firings: int) -> PlantedConcepts:
+def planted_concepts(
+    data: HeldoutSlice,
+    member: np.ndarray,
+    concept_names: Sequence[str],
+    features: np.ndarray,
+    min_precision: float,
+    min_firings: int,
+) -> PlantedConcepts:
     firing = data.value > 0
     feat, tok = data.feature[firing].astype(np.int64), data.token_index[firing]
     n_firing = np.bincount(feat, minlength=data.d_sae)
@@ -78,8 +85,11 @@ def planted_concepts(data: HeldoutSlice, member: np.ndarray, concept_names: Sequ
             continue
         top = np.flatnonzero(precision >= best - 1e-12)
         narrowest = top[size[top] == size[top].min()]
-        out.concept.append(concept_names[int(narrowest[0])] if len(narrowest) == 1 else
-                           " | ".join(concept_names[int(c)] for c in narrowest))
+        out.concept.append(
+            concept_names[int(narrowest[0])]
+            if len(narrowest) == 1
+            else " | ".join(concept_names[int(c)] for c in narrowest)
+        )
         out.status.append(PLANTED if len(narrowest) == 1 else TIE)
     return out
 
@@ -90,8 +100,9 @@ def f1(selected: np.ndarray, truth: np.ndarray) -> float:
     return 2 * tp / (n_sel + n_true) if n_sel + n_true > 0 else 0.0
 
 
-def name_match(label_emb: np.ndarray, phrase_emb: np.ndarray, phrase_concept: np.ndarray,
-               planted: np.ndarray) -> np.ndarray:
+def name_match(
+    label_emb: np.ndarray, phrase_emb: np.ndarray, phrase_concept: np.ndarray, planted: np.ndarray
+) -> np.ndarray:
     """1.0 where the nearest concept phrase (name or alias) to each label belongs to its planted
     concept. ``phrase_concept`` and ``planted`` index the same concept list."""
     if len(label_emb) == 0:

@@ -19,7 +19,8 @@ from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
 
 STOPWORDS = frozenset(
     "a an the of and or in on at to for with by from is are was were be as it its this that "
-    "these those word words token tokens".split())
+    "these those word words token tokens".split()
+)
 _WORD = re.compile(r"\w+")
 
 
@@ -81,7 +82,6 @@ def token_matches(labels: list[str], vocab: list[str], tokens: np.ndarray) -> np
     return (keys[pos] == query) & (tokens >= 0)
 
 
-
 def detection_scores(matches: np.ndarray, activating: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Balanced accuracy of 'window fires iff it contains a named token'."""
     pred = matches.any(axis=-1)
@@ -107,8 +107,14 @@ def simulation_scores(matches: np.ndarray, acts: np.ndarray, token_valid: np.nda
     return np.where((vx > 1e-12) & (vy > 1e-12), np.clip(r, -1, 1), 0.0)
 
 
-def rule_matches(rules: list[Rule | None], texts: list[str], evaluator: RuleEvaluator, view: TokenView,
-                 cells: np.ndarray, vocab: list[str]) -> np.ndarray:
+def rule_matches(
+    rules: list[Rule | None],
+    texts: list[str],
+    evaluator: RuleEvaluator,
+    view: TokenView,
+    cells: np.ndarray,
+    vocab: list[str],
+) -> np.ndarray:
     """bool [F, K, W]: the tokens each feature's label selects in its windows. ``cells`` holds the
     windows' token indices into ``view`` (-1 = padding). A label with a rule runs it over the whole
     sequence (so context from before the window counts); one without matches its words."""

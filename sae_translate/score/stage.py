@@ -49,13 +49,13 @@ class ScoreConfig:
     run: str
     db: str = str(label_db.DEFAULT_DB)
     scorers: tuple[str, ...] = SCORERS
-    methods: tuple[str, ...] | None = None   # None: every method labelled for the run
-    run_id: str | None = None                # defaults to the run directory's name
+    methods: tuple[str, ...] | None = None  # None: every method labelled for the run
+    run_id: str | None = None  # defaults to the run directory's name
     device: str = "auto"
     min_concept_precision: float = 0.5
     min_concept_firings: int = 5
-    max_heldout_tokens: int = 262_144        # held-out tokens used to find true concepts
-    world: str = ""                          # toy-world dir for ground truth; "" = the run's own
+    max_heldout_tokens: int = 262_144  # held-out tokens used to find true concepts
+    world: str = ""  # toy-world dir for ground truth; "" = the run's own
 
 
 @dataclass
@@ -76,7 +76,6 @@ class ScoreResult:
     world: str = ""  # the toy world ground truth came from ("" when not scored against one)
 
 
-
 @dataclass(frozen=True)
 class StoredLabel:
     text: str
@@ -87,19 +86,20 @@ def _read_stage_inputs(cfg: ScoreConfig, run_id: str) -> tuple[dict[str, dict[in
     con = label_db.connect_readonly(cfg.db)
     try:
         labels = con.execute(
-            "SELECT method, feature, label, rule FROM labels WHERE run_id = ? AND rank = 0 "
-            "ORDER BY method, feature", [run_id]).fetchall()
+            "SELECT method, feature, label, rule FROM labels WHERE run_id = ? AND rank = 0 ORDER BY method, feature",
+            [run_id],
+        ).fetchall()
         ex = con.execute(
-            "SELECT feature, kind, seq, start, stop FROM examples "
-            "WHERE run_id = ? AND kind IN ('quantile', 'random')", [run_id]).fetchnumpy()
+            "SELECT feature, kind, seq, start, stop FROM examples WHERE run_id = ? AND kind IN ('quantile', 'random')",
+            [run_id],
+        ).fetchnumpy()
     finally:
         con.close()
     by_method: dict[str, dict[int, StoredLabel]] = {}
     for method, feature, label, rule in labels:
         by_method.setdefault(method, {})[feature] = StoredLabel(label, Rule.from_json(rule) if rule else None)
     if not by_method:
-        raise UserError(f"no labels for run {run_id!r} in {cfg.db}; run "
-                        f"`sae-translate label --run {cfg.run}` first")
+        raise UserError(f"no labels for run {run_id!r} in {cfg.db}; run `sae-translate label --run {cfg.run}` first")
     rows = {k: np.asarray(v) for k, v in ex.items()}
     return by_method, rows
 
@@ -149,8 +149,9 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
     needs_rules = bool(scorers & {"detection", "simulation"}) or world is not None
     evaluator = rule_evaluator(run.vocab)[0] if needs_rules else None
     view = evaluator.view(data.tokens) if evaluator is not None else None
-    embeddings = (TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings")
-                  if scorers & {"embedding", "name_match"} else None)
+    embeddings = (
+        TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings") if scorers & {"embedding", "name_match"} else None
+    )
     window_emb = None
     if "embedding" in scorers and embeddings is not None:
         embeddings.add([by_method[m][int(f)].text for m in methods for f in sset.features if int(f) in by_method[m]])
@@ -184,51 +185,91 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
             assert evaluator is not None and view is not None
             matches = rule_matches([x.rule for x in stored], texts, evaluator, view, sset.cells, run.vocab)
             if "detection" in scorers:
-                add(method, "detection", sset.features,
-                    detection_scores(matches, sset.activating, sset.valid), n_labelled)
+                add(
+                    method,
+                    "detection",
+                    sset.features,
+                    detection_scores(matches, sset.activating, sset.valid),
+                    n_labelled,
+                )
             if "simulation" in scorers:
                 token_valid = (sset.tokens >= 0) & sset.valid[:, :, None]
-                add(method, "simulation", sset.features,
-                    simulation_scores(matches, sset.acts, token_valid), n_labelled)
+                add(method, "simulation", sset.features, simulation_scores(matches, sset.acts, token_valid), n_labelled)
         if "embedding" in scorers and embeddings is not None and window_emb is not None:
-            add(method, "embedding", sset.features,
-                embedding_scores(embeddings(texts), sset, window_emb), n_labelled)
+            add(method, "embedding", sset.features, embedding_scores(embeddings(texts), sset, window_emb), n_labelled)
         if truth is not None:
             planted = {f: c for f, c in truth.planted.planted().items() if f in labels}
             feats = np.array(sorted(planted), dtype=np.int64)
             if "ground_truth" in scorers:
                 assert evaluator is not None and view is not None
-                values = extensional_f1([labels[f] for f in feats.tolist()], [truth.column[planted[f]] for f in feats.tolist()],
-                                        truth.member, evaluator, view, run.vocab)
+                values = extensional_f1(
+                    [labels[f] for f in feats.tolist()],
+                    [truth.column[planted[f]] for f in feats.tolist()],
+                    truth.member,
+                    evaluator,
+                    view,
+                    run.vocab,
+                )
                 add(method, "ground_truth", feats, values, n_labelled)
             if "name_match" in scorers and embeddings is not None:
                 phrases, owner = concept_phrases(truth.world.config.concepts)
-                values = name_match(embeddings([labels[f].text for f in feats.tolist()]), embeddings(phrases), owner,
-                                    np.array([truth.column[planted[f]] for f in feats.tolist()], dtype=np.int64))
+                values = name_match(
+                    embeddings([labels[f].text for f in feats.tolist()]),
+                    embeddings(phrases),
+                    owner,
+                    np.array([truth.column[planted[f]] for f in feats.tolist()], dtype=np.int64),
+                )
                 add(method, "name_match", feats, values, n_labelled)
 
     concept_rows = None
     if truth is not None:
         kinds = {c.name: c.kind for c in truth.world.config.concepts}
         p = truth.planted
-        concept_rows = {"feature": p.feature.astype(np.int32), "concept": p.concept,
-                        "kind": [kinds.get(c, "") for c in p.concept], "status": p.status,
-                        "precision": p.precision, "n_firing": p.n_firing}
-    summary_rows = {"method": [s.method for s in summary], "scorer": [s.scorer for s in summary],
-                    "mean": [s.mean for s in summary], "n_scored": [s.n_scored for s in summary],
-                    "n_excluded": [s.n_excluded for s in summary]}
-    score_table = {"feature": np.array(score_cols["feature"], dtype=np.int32),
-                   "method": score_cols["method"], "scorer": score_cols["scorer"],
-                   "value": np.array(score_cols["value"], dtype=np.float64)}
-    label_db.write_score_stage(cfg.db, run_id, label_db.ScoreStageRows(
-        scores=score_table, summary=summary_rows, true_concepts=concept_rows, methods=methods,
-        scorers=list(cfg.scorers)))
-    return ScoreResult(run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0,
-                       world_dir if world is not None else "")
+        concept_rows = {
+            "feature": p.feature.astype(np.int32),
+            "concept": p.concept,
+            "kind": [kinds.get(c, "") for c in p.concept],
+            "status": p.status,
+            "precision": p.precision,
+            "n_firing": p.n_firing,
+        }
+    summary_rows = {
+        "method": [s.method for s in summary],
+        "scorer": [s.scorer for s in summary],
+        "mean": [s.mean for s in summary],
+        "n_scored": [s.n_scored for s in summary],
+        "n_excluded": [s.n_excluded for s in summary],
+    }
+    score_table = {
+        "feature": np.array(score_cols["feature"], dtype=np.int32),
+        "method": score_cols["method"],
+        "scorer": score_cols["scorer"],
+        "value": np.array(score_cols["value"], dtype=np.float64),
+    }
+    label_db.write_score_stage(
+        cfg.db,
+        run_id,
+        label_db.ScoreStageRows(
+            scores=score_table,
+            summary=summary_rows,
+            true_concepts=concept_rows,
+            methods=methods,
+            scorers=list(cfg.scorers),
+        ),
+    )
+    return ScoreResult(
+        run_id, summary, len(score_cols["feature"]), time.perf_counter() - t0, world_dir if world is not None else ""
+    )
 
 
-def extensional_f1(labels: list[StoredLabel], concepts: list[int], member: np.ndarray, evaluator: RuleEvaluator,
-                   view: TokenView, vocab: list[str]) -> np.ndarray:
+def extensional_f1(
+    labels: list[StoredLabel],
+    concepts: list[int],
+    member: np.ndarray,
+    evaluator: RuleEvaluator,
+    view: TokenView,
+    vocab: list[str],
+) -> np.ndarray:
     """F1 of each label's selection over the whole held-out slice against its concept's tokens."""
     cache: dict[str, np.ndarray] = {}
     out = np.zeros(len(labels))
@@ -248,10 +289,18 @@ def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
     labelled = label_run(cfg)
     if not cfg.scorers:
         return labelled, None
-    scored = score_run(ScoreConfig(run=cfg.run, db=cfg.db, scorers=tuple(cfg.scorers),
-                                   methods=labelled.methods, run_id=labelled.run_id,
-                                   device=cfg.device, max_heldout_tokens=cfg.max_heldout_tokens,
-                                   world=cfg.world))
+    scored = score_run(
+        ScoreConfig(
+            run=cfg.run,
+            db=cfg.db,
+            scorers=tuple(cfg.scorers),
+            methods=labelled.methods,
+            run_id=labelled.run_id,
+            device=cfg.device,
+            max_heldout_tokens=cfg.max_heldout_tokens,
+            world=cfg.world,
+        )
+    )
     return labelled, scored
 
 
@@ -263,8 +312,7 @@ def summary_table(summary: list[ScoreSummary]) -> str:
     width = max([len("method")] + [len(m) for m in methods])
     lines = ["  ".join(["method".ljust(width)] + [s.rjust(12) for s in scorers])]
     for m in methods:
-        cells = [("n/a" if means.get((m, s)) is None else f"{means[m, s]:.3f}").rjust(12)
-                 for s in scorers]
+        cells = [("n/a" if means.get((m, s)) is None else f"{means[m, s]:.3f}").rjust(12) for s in scorers]
         lines.append("  ".join([m.ljust(width)] + cells))
     return "\n".join(lines)
 
@@ -283,9 +331,11 @@ def concept_kind_table(db: str | Path, run_id: str) -> str:
             "SELECT s.method, 'all', s.scorer, avg(s.value), count(*) FROM scores s JOIN true_concepts t "
             "ON s.run_id = t.run_id AND s.feature = t.feature AND t.status = 'planted' "
             "WHERE s.run_id = ? AND s.scorer IN ('ground_truth', 'name_match', 'embedding') GROUP BY ALL",
-            [run_id, run_id]).fetchall()
-        status = dict(con.execute("SELECT status, count(*) FROM true_concepts WHERE run_id = ? GROUP BY ALL",
-                                  [run_id]).fetchall())
+            [run_id, run_id],
+        ).fetchall()
+        status = dict(
+            con.execute("SELECT status, count(*) FROM true_concepts WHERE run_id = ? GROUP BY ALL", [run_id]).fetchall()
+        )
     finally:
         con.close()
     cells = {(m, k, sc): (v, n) for m, k, sc, v, n in rows}
@@ -293,12 +343,16 @@ def concept_kind_table(db: str | Path, run_id: str) -> str:
     short = {"ground_truth": "gt", "name_match": "name", "embedding": "emb"}
     columns = [(k, sc) for k in ("all", "lexical", "contextual") for sc in ("ground_truth", "name_match", "embedding")]
     width = max([len("method")] + [len(m) for m in methods])
-    n = {k: max([cells.get((m, k, "ground_truth"), (0, 0))[1] for m in methods], default=0)
-         for k in ("all", "lexical", "contextual")}
-    lines = [f"   features with a planted concept: {n['all']} ({n['lexical']} lexical, {n['contextual']} contextual); "
-             f"{status.get('tie', 0)} tied between concepts and {status.get('split', 0)} split across concepts "
-             "are not scored",
-             "  ".join(["method".ljust(width)] + [f"{k[:4]} {short[sc]}".rjust(9) for k, sc in columns])]
+    n = {
+        k: max([cells.get((m, k, "ground_truth"), (0, 0))[1] for m in methods], default=0)
+        for k in ("all", "lexical", "contextual")
+    }
+    lines = [
+        f"   features with a planted concept: {n['all']} ({n['lexical']} lexical, {n['contextual']} contextual); "
+        f"{status.get('tie', 0)} tied between concepts and {status.get('split', 0)} split across concepts "
+        "are not scored",
+        "  ".join(["method".ljust(width)] + [f"{k[:4]} {short[sc]}".rjust(9) for k, sc in columns]),
+    ]
     for m in methods:
         vals = [cells.get((m, k, sc)) for k, sc in columns]
         lines.append("  ".join([m.ljust(width)] + [("n/a" if v is None else f"{v[0]:.3f}").rjust(9) for v in vals]))

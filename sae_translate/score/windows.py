@@ -14,31 +14,29 @@ from sae_translate.store.h5 import RunStore
 class ScoringSet:
     """Scored windows per feature, padded to K windows of W tokens."""
 
-    features: np.ndarray      # int64 [F]
-    tokens: np.ndarray        # int32 [F, K, W], -1 = padding
-    acts: np.ndarray          # float32 [F, K, W]: true activation of the feature
-    activating: np.ndarray    # bool [F, K]: window from the quantile sample (else silent)
-    valid: np.ndarray         # bool [F, K]
-    window_id: np.ndarray     # int64 [F, K]: index into window_texts (-1 = padding)
-    window_texts: list[str]   # unique windows as plain text
-    cells: np.ndarray         # int64 [F, K, W]: token index in the held-out slice (-1 = padding)
+    features: np.ndarray  # int64 [F]
+    tokens: np.ndarray  # int32 [F, K, W], -1 = padding
+    acts: np.ndarray  # float32 [F, K, W]: true activation of the feature
+    activating: np.ndarray  # bool [F, K]: window from the quantile sample (else silent)
+    valid: np.ndarray  # bool [F, K]
+    window_id: np.ndarray  # int64 [F, K]: index into window_texts (-1 = padding)
+    window_texts: list[str]  # unique windows as plain text
+    cells: np.ndarray  # int64 [F, K, W]: token index in the held-out slice (-1 = padding)
 
 
-def auroc(scores: np.ndarray, positive: np.ndarray, valid: np.ndarray,
-          block: int = 4096) -> np.ndarray:
+def auroc(scores: np.ndarray, positive: np.ndarray, valid: np.ndarray, block: int = 4096) -> np.ndarray:
     """Per row: P(score of a positive > score of a negative), ties count half; NaN if undefined."""
     out = np.full(len(scores), np.nan)
     for s in range(0, len(scores), block):
-        sc, pos, val = scores[s:s + block], positive[s:s + block], valid[s:s + block]
+        sc, pos, val = scores[s : s + block], positive[s : s + block], valid[s : s + block]
         p, n = pos & val, ~pos & val
         pair = p[:, :, None] & n[:, None, :]
         diff = sc[:, :, None] - sc[:, None, :]
         wins = ((diff > 0) + 0.5 * (diff == 0)) * pair
         count = pair.sum(axis=(1, 2))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[s:s + block] = np.where(count > 0, wins.sum(axis=(1, 2)) / count, np.nan)
+            out[s : s + block] = np.where(count > 0, wins.sum(axis=(1, 2)) / count, np.nan)
     return out
-
 
 
 def load_scoring_set(run: RunStore, data: HeldoutSlice, rows: dict[str, np.ndarray]) -> ScoringSet:
@@ -68,10 +66,16 @@ def load_scoring_set(run: RunStore, data: HeldoutSlice, rows: dict[str, np.ndarr
     window_texts = render_windows(run.vocab, ids[first_w])
 
     F = len(features)
-    out = ScoringSet(features, np.full((F, k_max, width), -1, np.int32),
-                     np.zeros((F, k_max, width), np.float32), np.zeros((F, k_max), bool),
-                     np.zeros((F, k_max), bool), np.full((F, k_max), -1, np.int64), window_texts,
-                     np.full((F, k_max, width), -1, np.int64))
+    out = ScoringSet(
+        features,
+        np.full((F, k_max, width), -1, np.int32),
+        np.zeros((F, k_max, width), np.float32),
+        np.zeros((F, k_max), bool),
+        np.zeros((F, k_max), bool),
+        np.full((F, k_max), -1, np.int64),
+        window_texts,
+        np.full((F, k_max, width), -1, np.int64),
+    )
     out.cells[f_idx, slot] = grid
     out.tokens[f_idx, slot] = ids
     out.acts[f_idx, slot] = acts

@@ -91,13 +91,19 @@ BEST_LABELS_SQL = f"""
 
 # Column order of each table, for building inserts by name.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "runs": ("run_id", "path", "model", "hook", "sae", "dataset", "d_sae", "n_tokens", "world",
-             "created_at", "config"),
-    "features": ("run_id", "feature", "alive", "count", "frequency", "max_activation",
-                 "mean_activation", "heldout_windows"),
+    "runs": ("run_id", "path", "model", "hook", "sae", "dataset", "d_sae", "n_tokens", "world", "created_at", "config"),
+    "features": (
+        "run_id",
+        "feature",
+        "alive",
+        "count",
+        "frequency",
+        "max_activation",
+        "mean_activation",
+        "heldout_windows",
+    ),
     "labels": ("run_id", "feature", "method", "label", "rank", "rule_kind", "rule"),
-    "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start",
-                 "stop"),
+    "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start", "stop"),
     "scores": ("run_id", "feature", "method", "scorer", "value"),
     "score_summary": ("run_id", "method", "scorer", "mean", "n_scored", "n_excluded"),
     "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing"),
@@ -124,7 +130,8 @@ def _writer_lock(db: Path, timeout_s: float) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise UserError(
                         f"another process has been writing {db} for over {timeout_s:.0f}s; "
-                        "wait for it to finish and retry") from None
+                        "wait for it to finish and retry"
+                    ) from None
                 time.sleep(0.05)
         yield
     finally:
@@ -136,14 +143,19 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
     so the live file changes only when the whole write succeeds)."""
     version = _schema_version(con)
     if version is not None and version not in (SCHEMA_VERSION, MIGRATES_FROM):
-        raise UserError(f"{db} has label schema version {version}, this package writes "
-                        f"{SCHEMA_VERSION}; write to a new --db file")
+        raise UserError(
+            f"{db} has label schema version {version}, this package writes {SCHEMA_VERSION}; write to a new --db file"
+        )
     con.execute(SCHEMA_SQL)
     if version is None:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     elif version == MIGRATES_FROM:
-        for table, column, kind in (("labels", "rule_kind", "VARCHAR"), ("labels", "rule", "JSON"),
-                                    ("true_concepts", "kind", "VARCHAR"), ("true_concepts", "status", "VARCHAR")):
+        for table, column, kind in (
+            ("labels", "rule_kind", "VARCHAR"),
+            ("labels", "rule", "JSON"),
+            ("true_concepts", "kind", "VARCHAR"),
+            ("true_concepts", "status", "VARCHAR"),
+        ):
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         con.execute("DELETE FROM best_label_rows")
         _insert_best_labels(con, "TRUE", [])
@@ -151,8 +163,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    has_meta = con.execute("SELECT count(*) FROM information_schema.tables "
-                           "WHERE table_name = 'meta'").fetchone()[0]
+    has_meta = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
     if not has_meta:
         return None
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -162,8 +173,11 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
 def _insert_best_labels(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> None:
     # Sorted so that a plain scan of best_labels returns features in order; label_lower lets a
     # search use LIKE on a lower-cased copy instead of lower-casing every label per query.
-    con.execute(f"INSERT INTO best_label_rows SELECT *, lower(label) "
-                f"FROM ({BEST_LABELS_SQL.format(where=where)}) ORDER BY run_id, feature", params)
+    con.execute(
+        f"INSERT INTO best_label_rows SELECT *, lower(label) "
+        f"FROM ({BEST_LABELS_SQL.format(where=where)}) ORDER BY run_id, feature",
+        params,
+    )
 
 
 def refresh_best_labels(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
@@ -177,8 +191,7 @@ def refresh_best_labels(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 
 
 @contextmanager
-def write_transaction(db: str | Path = DEFAULT_DB,
-                      timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def write_transaction(db: str | Path = DEFAULT_DB, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open a private copy of ``db`` inside one transaction; on success it replaces ``db``.
 
     Readers keep seeing the previous complete state until the atomic rename.
@@ -215,8 +228,7 @@ def write_transaction(db: str | Path = DEFAULT_DB,
         except duckdb.Error as e:
             raise UserError(f"cannot write {db}: {str(e).splitlines()[0]}") from e
         except OSError as e:
-            raise UserError(f"cannot write {db}: {e.strerror or e}; check the disk and "
-                            "permissions") from e
+            raise UserError(f"cannot write {db}: {e.strerror or e}; check the disk and permissions") from e
         finally:
             _remove_db_files(tmp)
 
@@ -237,8 +249,7 @@ def _fsync_dir(path: Path) -> None:
 def _as_arrow(rows: Rows) -> pa.Table:
     if isinstance(rows, pa.Table):
         return rows
-    return pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v))
-                     for k, v in rows.items()})
+    return pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in rows.items()})
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Rows, **constants: Any) -> int:
@@ -260,25 +271,28 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Rows, **consta
     return data.num_rows
 
 
-def delete_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str,
-                column: str | None = None, values: Sequence[str] = ()) -> None:
+def delete_rows(
+    con: duckdb.DuckDBPyConnection, table: str, run_id: str, column: str | None = None, values: Sequence[str] = ()
+) -> None:
     """Delete a run's rows of ``table``, optionally only where ``column`` is in ``values``."""
     if column is None:
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     elif values:
-        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND {column} IN "
-                    f"(SELECT unnest(?::VARCHAR[]))", [run_id, list(values)])
+        con.execute(
+            f"DELETE FROM {table} WHERE run_id = ? AND {column} IN (SELECT unnest(?::VARCHAR[]))",
+            [run_id, list(values)],
+        )
 
 
 @dataclass
 class LabelStageRows:
     """Everything the label stage writes for one run."""
 
-    run: Mapping[str, Any]            # one row of ``runs`` (without run_id)
+    run: Mapping[str, Any]  # one row of ``runs`` (without run_id)
     features: Rows
     labels: Rows
     examples: Rows
-    methods: Sequence[str]            # label methods produced by this write
+    methods: Sequence[str]  # label methods produced by this write
 
 
 def write_label_stage(db: str | Path, run_id: str, rows: LabelStageRows) -> None:
@@ -304,9 +318,9 @@ class ScoreStageRows:
 
     scores: Rows
     summary: Rows
-    true_concepts: Rows | None        # None when the run has no toy world
-    methods: Sequence[str]            # label methods that were scored
-    scorers: Sequence[str]            # scorers that were run
+    true_concepts: Rows | None  # None when the run has no toy world
+    methods: Sequence[str]  # label methods that were scored
+    scorers: Sequence[str]  # scorers that were run
 
 
 def write_score_stage(db: str | Path, run_id: str, rows: ScoreStageRows) -> None:
@@ -314,9 +328,11 @@ def write_score_stage(db: str | Path, run_id: str, rows: ScoreStageRows) -> None
     (and its true concepts when given)."""
     with write_transaction(db) as con:
         for table in ("scores", "score_summary"):
-            con.execute(f"DELETE FROM {table} WHERE run_id = ? AND method IN "
-                        "(SELECT unnest(?::VARCHAR[])) AND scorer IN (SELECT unnest(?::VARCHAR[]))",
-                        [run_id, list(rows.methods), list(rows.scorers)])
+            con.execute(
+                f"DELETE FROM {table} WHERE run_id = ? AND method IN "
+                "(SELECT unnest(?::VARCHAR[])) AND scorer IN (SELECT unnest(?::VARCHAR[]))",
+                [run_id, list(rows.methods), list(rows.scorers)],
+            )
         insert_rows(con, "scores", rows.scores, run_id=run_id)
         insert_rows(con, "score_summary", rows.summary, run_id=run_id)
         if rows.true_concepts is not None:
@@ -339,8 +355,7 @@ def connect_readonly(db: str | Path = DEFAULT_DB) -> duckdb.DuckDBPyConnection:
     """A sandboxed read-only connection to the live database (never blocks on a writer)."""
     db = Path(db)
     if not db.is_file():
-        raise UserError(f"no label database at {db}; run `sae-translate label --run stores/RUN` "
-                        "first or pass --db")
+        raise UserError(f"no label database at {db}; run `sae-translate label --run stores/RUN` first or pass --db")
     try:
         return duckdb.connect(str(db), read_only=True, config=dict(SANDBOX_CONFIG))
     except duckdb.Error as e:
@@ -403,8 +418,7 @@ def _text_table(result: QueryResult) -> str:
 
     cells = [[show(v) for v in row] for row in result.rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
     return "\n".join(lines)

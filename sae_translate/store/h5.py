@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -63,18 +63,20 @@ class Codes:
         return dense
 
     @staticmethod
-    def from_dense(dense: np.ndarray) -> "Codes":
+    def from_dense(dense: np.ndarray) -> Codes:
         rows, cols = np.nonzero(dense)
         indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
         return Codes(indptr, cols.astype(np.int32), dense[rows, cols].astype(np.float32))
 
     @staticmethod
-    def concat(parts: list["Codes"]) -> "Codes":
+    def concat(parts: list[Codes]) -> Codes:
         if not parts:
             return Codes(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
         offsets = np.cumsum([0] + [len(p.feature) for p in parts[:-1]])
-        indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] - p.indptr[0] + o for p, o in zip(parts, offsets)])
+        indptr = np.concatenate(
+            [parts[0].indptr[:1]] + [p.indptr[1:] - p.indptr[0] + o for p, o in zip(parts, offsets)]
+        )
         return Codes(
             indptr.astype(np.int64),
             np.concatenate([p.feature for p in parts]).astype(np.int32),
@@ -103,9 +105,11 @@ class FeatureStats:
     quantile_levels: np.ndarray = field(default_factory=lambda: QUANTILE_LEVELS.copy())
 
     @staticmethod
-    def zeros(d_sae: int) -> "FeatureStats":
+    def zeros(d_sae: int) -> FeatureStats:
         return FeatureStats(
-            np.zeros(d_sae, np.int64), np.zeros(d_sae, np.float64), np.zeros(d_sae, np.float32),
+            np.zeros(d_sae, np.int64),
+            np.zeros(d_sae, np.float64),
+            np.zeros(d_sae, np.float32),
             np.zeros((d_sae, HIST_BINS), np.int64),
         )
 
@@ -120,7 +124,7 @@ class FeatureStats:
         flat = feature.astype(np.int64) * HIST_BINS + _hist_bin(value)
         self.hist += np.bincount(flat, minlength=d_sae * HIST_BINS).reshape(d_sae, HIST_BINS)
 
-    def merge(self, other: "FeatureStats") -> None:
+    def merge(self, other: FeatureStats) -> None:
         self.count += other.count
         self.sum += other.sum
         np.maximum(self.max, other.max, out=self.max)
@@ -177,7 +181,7 @@ class TopK:
         cand_p[f_sorted[keep], rank[keep]] = position[order][keep]
         self._merge(cand_v, cand_p)
 
-    def merge(self, other: "TopK") -> None:
+    def merge(self, other: TopK) -> None:
         self._merge(other.values, other.positions)
 
     def _merge(self, values: np.ndarray, positions: np.ndarray) -> None:
@@ -198,8 +202,17 @@ class TopK:
 class RunWriter:
     """Streams sequences and their codes into `<path>.tmp`, then renames it into place."""
 
-    def __init__(self, path: Path, *, ctx: int, d_sae: int, vocab: list[str], attrs: dict, n_top: int = 32,
-                 value_dtype: str = "float16"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ctx: int,
+        d_sae: int,
+        vocab: list[str],
+        attrs: dict,
+        n_top: int = 32,
+        value_dtype: str = "float16",
+    ):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.ctx, self.d_sae = ctx, d_sae
@@ -271,8 +284,9 @@ class RunWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def write_feature_tables(f: h5py.File, stats: FeatureStats, top: TopK,
-                         logit_lens: tuple[np.ndarray, np.ndarray] | None) -> None:
+def write_feature_tables(
+    f: h5py.File, stats: FeatureStats, top: TopK, logit_lens: tuple[np.ndarray, np.ndarray] | None
+) -> None:
     g = f.require_group("features")
     for name in list(g):
         del g[name]
@@ -297,9 +311,19 @@ def _extend(ds: h5py.Dataset, data: np.ndarray) -> None:
     ds[start:] = data
 
 
-def write_run(path: Path, *, tokens: np.ndarray, codes: Codes, split: np.ndarray, vocab: list[str], attrs: dict,
-              logit_lens_tokens: np.ndarray | None = None, logit_lens_values: np.ndarray | None = None,
-              d_sae: int | None = None, n_top: int = 32) -> "RunStore":
+def write_run(
+    path: Path,
+    *,
+    tokens: np.ndarray,
+    codes: Codes,
+    split: np.ndarray,
+    vocab: list[str],
+    attrs: dict,
+    logit_lens_tokens: np.ndarray | None = None,
+    logit_lens_values: np.ndarray | None = None,
+    d_sae: int | None = None,
+    n_top: int = 32,
+) -> RunStore:
     """Write a whole run from memory (tests, benchmarks, synthetic runs)."""
     path = Path(path)
     if path.suffix != ".h5":
@@ -312,7 +336,9 @@ def write_run(path: Path, *, tokens: np.ndarray, codes: Codes, split: np.ndarray
         n = len(tokens[block])
         lo, hi = s * tokens.shape[1], (s + n) * tokens.shape[1]
         a, b = codes.indptr[lo], codes.indptr[hi]
-        writer.append(tokens[block], split[block], Codes(codes.indptr[lo:hi + 1] - a, codes.feature[a:b], codes.value[a:b]))
+        writer.append(
+            tokens[block], split[block], Codes(codes.indptr[lo : hi + 1] - a, codes.feature[a:b], codes.value[a:b])
+        )
     lens = None if logit_lens_tokens is None else (logit_lens_tokens, logit_lens_values)
     return RunStore.open(writer.close(lens))
 
@@ -364,7 +390,7 @@ class RunStore:
             self._local_of[ids] = np.arange(len(ids))
 
     @staticmethod
-    def open(path: str | Path) -> "RunStore":
+    def open(path: str | Path) -> RunStore:
         path = Path(path)
         if path.is_dir() and (path / MANIFEST).exists():
             try:
@@ -389,7 +415,7 @@ class RunStore:
         for f in self.files:
             f.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -470,7 +496,7 @@ class RunStore:
         """Codes of the given sequences (sorted), batch by batch; each shard read in contiguous spans."""
         seqs = self._seqs(seqs)
         for start in range(0, len(seqs), batch_seqs):
-            batch = seqs[start:start + batch_seqs]
+            batch = seqs[start : start + batch_seqs]
             per_seq: list[Codes | None] = [None] * len(batch)
             for f, where, local in self._by_shard(batch):
                 for w, codes in zip(where, _read_local_codes(f, local, self.ctx)):
@@ -491,8 +517,12 @@ class RunStore:
         for f in self.files:
             g = f["features"]
             part = FeatureStats(
-                count=g["count"][:], sum=g["sum"][:].astype(np.float64), max=g["max"][:], hist=g["hist"][:],
-                n_tokens=int(g.attrs["n_train_tokens"]), quantile_levels=g["quantiles"].attrs["levels"][:],
+                count=g["count"][:],
+                sum=g["sum"][:].astype(np.float64),
+                max=g["max"][:],
+                hist=g["hist"][:],
+                n_tokens=int(g.attrs["n_train_tokens"]),
+                quantile_levels=g["quantiles"].attrs["levels"][:],
             )
             if total is None:
                 total = part
@@ -538,11 +568,11 @@ class RunStore:
 def _read_local_codes(f: h5py.File, local: np.ndarray, ctx: int) -> list[Codes]:
     """Codes of each local sequence (in the given order), reading one contiguous span."""
     lo, hi = int(local.min()), int(local.max()) + 1
-    indptr = f["codes/indptr"][lo * ctx: hi * ctx + 1]
+    indptr = f["codes/indptr"][lo * ctx : hi * ctx + 1]
     a, b = int(indptr[0]), int(indptr[-1])
     feature, value = f["codes/feature"][a:b], f["codes/value"][a:b].astype(np.float32)
     out = []
     for s in local:
-        p = indptr[(s - lo) * ctx:(s - lo + 1) * ctx + 1] - a
-        out.append(Codes(p - p[0], feature[p[0]:p[-1]], value[p[0]:p[-1]]))
+        p = indptr[(s - lo) * ctx : (s - lo + 1) * ctx + 1] - a
+        out.append(Codes(p - p[0], feature[p[0] : p[-1]], value[p[0] : p[-1]]))
     return out

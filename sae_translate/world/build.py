@@ -138,7 +138,9 @@ def build_world(cfg: WorldBuildConfig) -> World:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     except OSError as err:
-        raise UserError(f"cannot write the toy world under {out.parent}: {err.strerror}; pick a writable --out") from err
+        raise UserError(
+            f"cannot write the toy world under {out.parent}: {err.strerror}; pick a writable --out"
+        ) from err
     import torch
 
     threads = torch.get_num_threads()
@@ -158,7 +160,9 @@ def build_world(cfg: WorldBuildConfig) -> World:
     return world
 
 
-def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identity: dict[str, Any], digest: str) -> dict[str, Any]:
+def _build_into(
+    tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identity: dict[str, Any], digest: str
+) -> dict[str, Any]:
     from sae_translate.world import lm
 
     start = time.perf_counter()
@@ -185,8 +189,14 @@ def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identi
         "hook": cfg.hook_name,
         "paths": {"model": "model", "sae": "sae", "corpus": ["corpus/train.txt"], "config": CONFIG_COPY},
         "sizes": {
-            "documents": len(documents), "words": n_words, "windows": trained["windows"], "vocab": len(tokenizer),
-            "d_model": cfg.d_model, "n_layers": cfg.n_layers, "ctx": cfg.ctx, "d_sae": trained["sae"]["d_sae"],
+            "documents": len(documents),
+            "words": n_words,
+            "windows": trained["windows"],
+            "vocab": len(tokenizer),
+            "d_model": cfg.d_model,
+            "n_layers": cfg.n_layers,
+            "ctx": cfg.ctx,
+            "d_sae": trained["sae"]["d_sae"],
             "concepts": len(world_cfg.concepts),
         },
         "model": trained["model"],
@@ -198,8 +208,9 @@ def _build_into(tmp: Path, cfg: WorldBuildConfig, world_cfg: WorldConfig, identi
     return manifest
 
 
-def train_model_and_sae(out: Path, corpus_file: Path, texts: Sequence[str], tokenizer: Any,
-                        cfg: WorldBuildConfig) -> dict[str, Any]:
+def train_model_and_sae(
+    out: Path, corpus_file: Path, texts: Sequence[str], tokenizer: Any, cfg: WorldBuildConfig
+) -> dict[str, Any]:
     """Train the language model on `texts` into `out/model` and an SAE on its `cfg.hook_name`
     into `out/sae`, reading the corpus from `corpus_file` (the same texts, one per line) as
     `extract` will. Used by the toy world and by worlds built on real text.
@@ -215,32 +226,57 @@ def train_model_and_sae(out: Path, corpus_file: Path, texts: Sequence[str], toke
     ids = tokenizer.backend_tokenizer.encode_batch(list(texts))
     windows = lm.pack_token_windows((e.ids for e in ids), eos_id, cfg.ctx)
     lm_cfg = lm.LanguageModelConfig(
-        d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ctx=cfg.ctx,
-        steps=cfg.lm_steps, batch_size=cfg.lm_batch_size, lr=cfg.lm_lr, seed=cfg.seed,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        ctx=cfg.ctx,
+        steps=cfg.lm_steps,
+        batch_size=cfg.lm_batch_size,
+        lr=cfg.lm_lr,
+        seed=cfg.seed,
     )
     model = lm.build_model(lm_cfg, len(tokenizer), eos_id, tokenizer.pad_token_id)
     losses = lm.train_language_model(model, windows, lm_cfg, progress=cfg.progress)
     lm.save_checkpoint(model, tokenizer, out / "model")
     model_s = time.perf_counter() - t
-    _say(cfg, f"world model: {sum(p.numel() for p in model.parameters()):,} parameters, "
-              f"vocab {len(tokenizer)}, val loss {losses['val_loss']:.3f}")
+    _say(
+        cfg,
+        f"world model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"vocab {len(tokenizer)}, val loss {losses['val_loss']:.3f}",
+    )
     del model
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     sae_cfg = TrainSaeConfig(
-        model=str(out / "model"), hook=cfg.hook_name, dataset=str(corpus_file), out=out / "sae",
-        architecture=cfg.sae_architecture, d_sae=cfg.d_sae, k=cfg.sae_k, training_tokens=cfg.sae_training_tokens,
-        context_size=cfg.ctx, batch_size_tokens=cfg.sae_batch_size_tokens, lr=cfg.sae_lr, device=cfg.device,
+        model=str(out / "model"),
+        hook=cfg.hook_name,
+        dataset=str(corpus_file),
+        out=out / "sae",
+        architecture=cfg.sae_architecture,
+        d_sae=cfg.d_sae,
+        k=cfg.sae_k,
+        training_tokens=cfg.sae_training_tokens,
+        context_size=cfg.ctx,
+        batch_size_tokens=cfg.sae_batch_size_tokens,
+        lr=cfg.sae_lr,
+        device=cfg.device,
         seed=cfg.seed,
     )
     train_sae(sae_cfg)
     sae_eval = json.loads((out / "sae" / "eval.json").read_text())
     sae_s = time.perf_counter() - t
-    _say(cfg, f"world SAE: {sae_eval['alive_features']}/{sae_eval['d_sae']} features alive, "
-              f"L0 {sae_eval['l0']:.1f}, explained variance {sae_eval['explained_variance']:.3f}")
-    return {"model": losses, "sae": sae_eval, "windows": int(len(windows)),
-            "timings": {"model_s": model_s, "sae_s": sae_s}}
+    _say(
+        cfg,
+        f"world SAE: {sae_eval['alive_features']}/{sae_eval['d_sae']} features alive, "
+        f"L0 {sae_eval['l0']:.1f}, explained variance {sae_eval['explained_variance']:.3f}",
+    )
+    return {
+        "model": losses,
+        "sae": sae_eval,
+        "windows": int(len(windows)),
+        "timings": {"model_s": model_s, "sae_s": sae_s},
+    }
 
 
 def set_sae_model_name(sae_dir: Path, model_name: str) -> None:

@@ -174,7 +174,7 @@ def load_world_config(path: str | Path | None = None) -> WorldConfig:
         else:
             raw = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UserError(f"world config {source} is not valid {source.suffix[1:] or 'TOML'}: {err}")
+        raise UserError(f"world config {source} is not valid {source.suffix[1:] or 'TOML'}: {err}") from err
     if not isinstance(raw, dict):
         raise UserError(f"world config {source} must be a table with a `concepts` list")
     try:
@@ -226,9 +226,7 @@ def _resolve_includes(concepts: tuple[Concept, ...]) -> tuple[Concept, ...]:
         resolved[name] = tuple(dict.fromkeys(words))
         return resolved[name]
 
-    return tuple(
-        replace(c, words=words_of(c.name, [])) if c.kind == "lexical" and c.includes else c for c in concepts
-    )
+    return tuple(replace(c, words=words_of(c.name, [])) if c.kind == "lexical" and c.includes else c for c in concepts)
 
 
 def _words(value: Any, what: str) -> tuple[str, ...]:
@@ -306,8 +304,7 @@ def _delimiters(value: Any, name: str, grammar: Grammar) -> tuple[str, str]:
     pair = _words(value, f"concept {name!r} inside")
     if len(pair) != 2:
         raise UserError(
-            f"concept {name!r}: inside must be 'quote', one of {sorted(NAMED_DELIMITERS)}, "
-            "or a pair [open, close]"
+            f"concept {name!r}: inside must be 'quote', one of {sorted(NAMED_DELIMITERS)}, or a pair [open, close]"
         )
     return (pair[0], pair[1])
 
@@ -334,7 +331,9 @@ def _parse_grammar(raw: Any) -> Grammar:
         quote = (pair[0], pair[1])
     spd = raw.get("sentences_per_document", list(base.sentences_per_document))
     if (
-        not isinstance(spd, list) or len(spd) != 2 or not all(isinstance(v, int) for v in spd)
+        not isinstance(spd, list)
+        or len(spd) != 2
+        or not all(isinstance(v, int) for v in spd)
         or not 1 <= spd[0] <= spd[1]
     ):
         raise UserError("grammar.sentences_per_document must be [min, max] with 1 <= min <= max")
@@ -444,4 +443,3 @@ def contextual_order(cfg: WorldConfig) -> list[Concept]:
     for concept in contextual.values():
         visit(concept, [concept.name])
     return order
-

@@ -58,14 +58,18 @@ def _apply_neighbour_rules(
     n = len(words)
     if concept.after:
         hits = [
-            i for i in range(1, n)
-            if words[i] != EOT and words[i - 1] != EOT
+            i
+            for i in range(1, n)
+            if words[i] != EOT
+            and words[i - 1] != EOT
             and any(_refers_to(r, i - 1, words, tags, names) for r in concept.after)
         ]
     elif concept.before:
         hits = [
-            i for i in range(n - 1)
-            if words[i] != EOT and words[i + 1] != EOT
+            i
+            for i in range(n - 1)
+            if words[i] != EOT
+            and words[i + 1] != EOT
             and any(_refers_to(r, i + 1, words, tags, names) for r in concept.before)
         ]
     else:

@@ -32,8 +32,14 @@ class LanguageModelConfig:
     seed: int = 0
 
 
-def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = (), *, lowercase: bool = False,
-                    split_punctuation: bool = False, max_vocab: int | None = None):
+def train_tokenizer(
+    texts: Iterable[str],
+    extra_words: Sequence[str] = (),
+    *,
+    lowercase: bool = False,
+    split_punctuation: bool = False,
+    max_vocab: int | None = None,
+):
     """A WordLevel tokenizer over whitespace-separated words; `<|endoftext|>` is BOS and EOS.
     `extra_words` (e.g. every concept member) enter the vocabulary even if the corpus lacks them.
 
@@ -56,12 +62,14 @@ def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = (), *, lo
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if split_punctuation:
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")])
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+        )
     # A WordPiece decoder without continuation pieces joins words with single spaces.
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     size = {} if max_vocab is None else {"vocab_size": max_vocab}
-    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False,
-                                        **size)
+    trainer = trainers.WordLevelTrainer(
+        special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False, **size
+    )
 
     def corpus() -> Iterable[str]:
         yield from texts
@@ -69,7 +77,11 @@ def train_tokenizer(texts: Iterable[str], extra_words: Sequence[str] = (), *, lo
 
     tokenizer.train_from_iterator(corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT, unk_token=UNK, pad_token=PAD,
+        tokenizer_object=tokenizer,
+        bos_token=EOT,
+        eos_token=EOT,
+        unk_token=UNK,
+        pad_token=PAD,
         clean_up_tokenization_spaces=False,
     )
 
@@ -111,7 +123,9 @@ def build_model(cfg: LanguageModelConfig, vocab_size: int, eos_id: int, pad_id: 
     return GPTNeoXForCausalLM(config)
 
 
-def train_language_model(model, windows: np.ndarray, cfg: LanguageModelConfig, progress: bool = True) -> dict[str, float]:
+def train_language_model(
+    model, windows: np.ndarray, cfg: LanguageModelConfig, progress: bool = True
+) -> dict[str, float]:
     """Next-token training on shuffled windows (AdamW, warmup then cosine decay); the last 5%
     of windows are held out for a validation loss. Returns the final train and validation loss."""
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -124,7 +138,8 @@ def train_language_model(model, windows: np.ndarray, cfg: LanguageModelConfig, p
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
     warmup = max(1, int(cfg.steps * cfg.warmup_fraction))
 
