@@ -6,8 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sae_translate.bench.hmm import (BenchConfig, HMMConfig, both_ways, counterpart_accuracy, gap_closed, make_data,
-                                     make_hmm)
+from sae_translate.bench.hmm import (
+    BenchConfig,
+    HMMConfig,
+    both_ways,
+    counterpart_accuracy,
+    gap_closed,
+    make_data,
+    make_hmm,
+)
 from sae_translate.errors import UserError
 from sae_translate.translator.anchor import induce_dictionary
 
@@ -100,8 +107,14 @@ def test_bigram_statistics_tell_a_right_mapping_from_a_consistently_wrong_one():
     joint = hmm.emission_a.T @ (hmm.initial[:, None] * hmm.emission_b)  # [Va, Vb] up to row scale
     right = joint / joint.sum(1, keepdims=True)
     wrong = right[:, rng.permutation(right.shape[1])]  # a consistent mapping: it round-trips just as well
-    sample = lambda table: torch.as_tensor((rng.random(data.train_a.shape)[..., None]  # noqa: E731
-                                            > table.cumsum(1)[data.train_a]).sum(-1).clip(max=table.shape[1] - 1))
+    sample = lambda table: torch.as_tensor(
+        (
+            rng.random(data.train_a.shape)[..., None]  # noqa: E731
+            > table.cumsum(1)[data.train_a]
+        )
+        .sum(-1)
+        .clip(max=table.shape[1] - 1)
+    )
     real_b = torch.as_tensor(data.train_b)
     assert _bigram_kl(real_b, sample(right), 16) < 0.5 * _bigram_kl(real_b, sample(wrong), 16)
 
@@ -122,7 +135,9 @@ def test_bench_hmm_command_takes_its_defaults_from_the_benchmark_config():
     assert result.exit_code == 0, result.output
     printed, own = json.loads(result.output), asdict(BenchConfig())
     assert printed["hmm"] == own["hmm"]
-    assert {k: v for k, v in printed.items() if k != "translator"} == {k: v for k, v in own.items() if k != "translator"}
+    assert {k: v for k, v in printed.items() if k != "translator"} == {
+        k: v for k, v in own.items() if k != "translator"
+    }
     assert printed["translator"] | {"progress": True} == own["translator"] | {"progress": True}
 
 
@@ -131,14 +146,42 @@ def test_bench_hmm_command_translates_well_above_chance(tmp_path):
     from sae_translate.cli import app
 
     torch.set_num_threads(1)
-    args = ["bench", "hmm", "--json", "--states", "4", "--vocab-a", "6", "--vocab-b", "8", "--sharpness", "6",
-            "--steps", "150", "--train-sentences", "3000", "--test-sentences", "200", "--no-aligned",
-            "--out", str(tmp_path / "bench")]
+    args = [
+        "bench",
+        "hmm",
+        "--json",
+        "--states",
+        "4",
+        "--vocab-a",
+        "6",
+        "--vocab-b",
+        "8",
+        "--sharpness",
+        "6",
+        "--steps",
+        "150",
+        "--train-sentences",
+        "3000",
+        "--test-sentences",
+        "200",
+        "--no-aligned",
+        "--out",
+        str(tmp_path / "bench"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    for key in ("accuracy", "steps", "seconds", "device", "ceiling", "share_of_ceiling", "lookup", "gap_closed",
-                "word_by_word_accuracy"):
+    for key in (
+        "accuracy",
+        "steps",
+        "seconds",
+        "device",
+        "ceiling",
+        "share_of_ceiling",
+        "lookup",
+        "gap_closed",
+        "word_by_word_accuracy",
+    ):
         assert key in report
     assert report["steps"] == 150
     assert report["accuracy"] > 0.6  # chance is about 1/6
@@ -151,8 +194,13 @@ def test_unsupervised_translator_beats_its_word_by_word_anchor_where_context_mat
     from sae_translate.bench.hmm import BenchConfig, run_benchmark
 
     torch.set_num_threads(1)
-    cfg = BenchConfig(hmm=HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=2.0, length=12, seed=0),
-                      n_train=3000, n_test=300, aligned=False, out_dir=str(tmp_path))
+    cfg = BenchConfig(
+        hmm=HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=2.0, length=12, seed=0),
+        n_train=3000,
+        n_test=300,
+        aligned=False,
+        out_dir=str(tmp_path),
+    )
     cfg = replace(cfg, translator=replace(cfg.translator, steps=200, eval_every=50, progress=False))
     report = run_benchmark(cfg)
     assert report["ceiling"] - report["lookup"] > 0.03  # context is worth something on this chain

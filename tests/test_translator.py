@@ -52,8 +52,9 @@ def corpora(data):
 
 def tiny_model(variational=False) -> Translator:
     torch.manual_seed(0)
-    return Translator(ModelConfig(vocab_a=4, vocab_b=5, max_len=8, dim=16, heads=2, depth=1, decoder_depth=1,
-                                  variational=variational))
+    return Translator(
+        ModelConfig(vocab_a=4, vocab_b=5, max_len=8, dim=16, heads=2, depth=1, decoder_depth=1, variational=variational)
+    )
 
 
 def batch(model: Translator, n=6, seed=0):
@@ -74,7 +75,7 @@ def test_noise_keeps_words_and_bounds_their_moves():
     for row in dropped:
         kept = row[row != PAD]
         assert len(kept) >= 1 and torch.all(kept[1:] > kept[:-1])  # order kept
-        assert torch.all(row[len(kept):] == PAD)  # padding only at the end
+        assert torch.all(row[len(kept) :] == PAD)  # padding only at the end
     assert 0.2 < (dropped == PAD).float().mean() < 0.4
     shuffled = local_shuffle(tokens, 3, g)
     assert torch.equal(shuffled.sort(1).values, tokens)  # a permutation of each row
@@ -207,8 +208,7 @@ def test_aligned_mode_learns_a_word_permutation_and_checkpoints_load(tmp_path):
     perm = np.array([3, 0, 4, 1, 2])
     sent_a = rng.integers(0, 5, size=(400, 6))
     pairs = ParallelCorpus(sent_a, perm[sent_a])
-    cfg = TranslatorConfig(mode="aligned", steps=150, lr=3e-3, checkpoint_every=50,
-                           **{**TINY, "eval_every": 50})
+    cfg = TranslatorConfig(mode="aligned", steps=150, lr=3e-3, checkpoint_every=50, **{**TINY, "eval_every": 50})
     path = train_translator(cfg, Corpus(sent_a, 5), Corpus(perm[sent_a], 5), tmp_path, pairs)
     model = load_translator(path)
     test = torch.as_tensor(rng.integers(0, 5, size=(50, 6)))
@@ -229,8 +229,10 @@ def test_beam_search_returns_the_exact_best_sequences():
     g = torch.Generator().manual_seed(0)
     log_probs = torch.randn(3, 4, generator=g).log_softmax(-1)
     brute = sorted(
-        ((float(sum(log_probs[i, s] for i, s in enumerate(seq))), list(seq))
-         for seq in itertools.product(range(4), repeat=3)),
+        (
+            (float(sum(log_probs[i, s] for i, s in enumerate(seq))), list(seq))
+            for seq in itertools.product(range(4), repeat=3)
+        ),
         reverse=True,
     )[:5]
     got = beam_search(log_probs, 5)

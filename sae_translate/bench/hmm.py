@@ -187,8 +187,10 @@ def counterpart_accuracy(hmm: HMM, states: np.ndarray, predicted: np.ndarray, ta
 def both_ways(data: HMMData, translate) -> float:
     """Mean counterpart accuracy of a -> b and b -> a on the held-out pairs; translate(symbols, src, tgt)."""
     hmm, states = data.hmm, data.test_states
-    return (counterpart_accuracy(hmm, states, translate(data.test_a, "a", "b"), "b")
-            + counterpart_accuracy(hmm, states, translate(data.test_b, "b", "a"), "a")) / 2
+    return (
+        counterpart_accuracy(hmm, states, translate(data.test_a, "a", "b"), "b")
+        + counterpart_accuracy(hmm, states, translate(data.test_b, "b", "a"), "a")
+    ) / 2
 
 
 def gap_closed(accuracy: float, lookup: float, ceiling: float) -> float:
@@ -201,8 +203,7 @@ def gap_closed(accuracy: float, lookup: float, ceiling: float) -> float:
 # once back-translation runs on the model's own output the round trip keeps rising while the
 # mapping drifts away from the anchor (seed 0: round trip 0.77 -> 0.85, accuracy 0.60 -> 0.55),
 # and the statistics score falls with the accuracy (-0.06 -> -0.18)
-BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600,
-                        selection="statistics")
+BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600, selection="statistics")
 
 
 def bench_translator(**overrides) -> TranslatorConfig:
@@ -235,18 +236,29 @@ def evaluate_translator(model: Translator, data: HMMData) -> tuple[float, float]
 
 
 def _train_and_score(cfg: TranslatorConfig, data: HMMData, out: Path, aligned: bool) -> dict:
-    corpus_a, corpus_b = Corpus(data.train_a, data.hmm.emission_a.shape[1]), Corpus(data.train_b, data.hmm.emission_b.shape[1])
+    corpus_a, corpus_b = (
+        Corpus(data.train_a, data.hmm.emission_a.shape[1]),
+        Corpus(data.train_b, data.hmm.emission_b.shape[1]),
+    )
     start = time.perf_counter()
     if aligned:
-        path = train_translator(replace(cfg, mode="aligned"), corpus_a, corpus_b, out, ParallelCorpus(data.pairs_a, data.pairs_b))
+        path = train_translator(
+            replace(cfg, mode="aligned"), corpus_a, corpus_b, out, ParallelCorpus(data.pairs_a, data.pairs_b)
+        )
     else:
         path = train_translator(replace(cfg, mode="unsupervised"), corpus_a, corpus_b, out)
     seconds = time.perf_counter() - start
     model = load_translator(path, cfg.device)
     ab, ba = evaluate_translator(model, data)
     meta = json.loads(path.with_suffix(".json").read_text())
-    result = {"accuracy": (ab + ba) / 2, "accuracy_a_to_b": ab, "accuracy_b_to_a": ba,
-              "selection_score": meta["best_score"], "selected_step": meta["best_step"], "seconds": seconds}
+    result = {
+        "accuracy": (ab + ba) / 2,
+        "accuracy_a_to_b": ab,
+        "accuracy_b_to_a": ba,
+        "selection_score": meta["best_score"],
+        "selected_step": meta["best_step"],
+        "seconds": seconds,
+    }
     last = load_file(str(out / "last.safetensors"))
     if "dict_ids_a" in last:
         dictionary = WordDictionary.from_tensors(last)
@@ -288,11 +300,20 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if "word_by_word_accuracy" in result:
         out["anchor_gap_closed"] = gap_closed(result["word_by_word_accuracy"], lookup, ceiling)
     if cfg.aligned:
-        out |= {"aligned_accuracy": aligned["accuracy"], "aligned_seconds": aligned["seconds"],
-                "aligned_gap_closed": gap_closed(aligned["accuracy"], lookup, ceiling),
-                "unsupervised_over_aligned": result["accuracy"] / aligned["accuracy"]}
-    out |= {"states": cfg.hmm.states, "vocab_a": cfg.hmm.vocab_a, "vocab_b": cfg.hmm.vocab_b,
-            "sharpness": cfg.hmm.sharpness, "concentration": cfg.hmm.concentration, "seed": cfg.hmm.seed}
+        out |= {
+            "aligned_accuracy": aligned["accuracy"],
+            "aligned_seconds": aligned["seconds"],
+            "aligned_gap_closed": gap_closed(aligned["accuracy"], lookup, ceiling),
+            "unsupervised_over_aligned": result["accuracy"] / aligned["accuracy"],
+        }
+    out |= {
+        "states": cfg.hmm.states,
+        "vocab_a": cfg.hmm.vocab_a,
+        "vocab_b": cfg.hmm.vocab_b,
+        "sharpness": cfg.hmm.sharpness,
+        "concentration": cfg.hmm.concentration,
+        "seed": cfg.hmm.seed,
+    }
     return out
 
 
@@ -321,7 +342,8 @@ def ablation_markdown(rows: list[dict], cfg: BenchConfig) -> str:
         f"sharpness {h.sharpness}, concentration {h.concentration}, seed {h.seed}; {cfg.translator.steps} steps, "
         f"batch {cfg.translator.batch_size}; accuracy on {cfg.n_test} held-out parallel pairs "
         f"(per-symbol lookup bound {rows[0]['lookup']:.3f}, HMM-aware ceiling {rows[0]['ceiling']:.3f}). The "
-        f"checkpoint of each row is chosen by the {cfg.translator.selection.replace('_', ' ')} score, never by accuracy.",
+        f"checkpoint of each row is chosen by the {cfg.translator.selection.replace('_', ' ')} score, "
+        "never by accuracy.",
         "",
         "| loss removed | accuracy | context gap closed | selection score | word-by-word anchor | seconds |",
         "|---|---|---|---|---|---|",

@@ -175,11 +175,11 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
         score_cols["value"].extend(values[ok].astype(float).tolist())
         summary.append(_summary(method, scorer, values, n_labelled))
 
-    missing = StoredLabel("", None)
+    no_label = StoredLabel("", None)
     for method in methods:
         labels = by_method[method]
         n_labelled = len(labels)
-        stored = [labels.get(int(f), missing) for f in sset.features]
+        stored = [labels.get(int(f), no_label) for f in sset.features]
         texts = [x.text for x in stored]
         if scorers & {"detection", "simulation"}:
             assert evaluator is not None and view is not None
@@ -198,13 +198,13 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
         if "embedding" in scorers and embeddings is not None and window_emb is not None:
             add(method, "embedding", sset.features, embedding_scores(embeddings(texts), sset, window_emb), n_labelled)
         if truth is not None:
-            planted = {f: c for f, c in truth.planted.planted().items() if f in labels}
-            feats = np.array(sorted(planted), dtype=np.int64)
+            concept_of = {f: c for f, c in truth.planted.planted().items() if f in labels}
+            feats = np.array(sorted(concept_of), dtype=np.int64)
             if "ground_truth" in scorers:
                 assert evaluator is not None and view is not None
                 values = extensional_f1(
                     [labels[f] for f in feats.tolist()],
-                    [truth.column[planted[f]] for f in feats.tolist()],
+                    [truth.column[concept_of[f]] for f in feats.tolist()],
                     truth.member,
                     evaluator,
                     view,
@@ -217,7 +217,7 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
                     embeddings([labels[f].text for f in feats.tolist()]),
                     embeddings(phrases),
                     owner,
-                    np.array([truth.column[planted[f]] for f in feats.tolist()], dtype=np.int64),
+                    np.array([truth.column[concept_of[f]] for f in feats.tolist()], dtype=np.int64),
                 )
                 add(method, "name_match", feats, values, n_labelled)
 

@@ -58,13 +58,16 @@ class WordDictionary:
         return self.ids[lang].to(words.device)[words].gather(-1, pick[..., None]).squeeze(-1)
 
     def to_tensors(self) -> dict[str, Tensor]:
-        return {"dict_ids_a": self.ids[0], "dict_ids_b": self.ids[1],
-                "dict_probs_a": self.probs[0], "dict_probs_b": self.probs[1]}
+        return {
+            "dict_ids_a": self.ids[0],
+            "dict_ids_b": self.ids[1],
+            "dict_probs_a": self.probs[0],
+            "dict_probs_b": self.probs[1],
+        }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, Tensor]) -> "WordDictionary":
-        return cls((tensors["dict_ids_a"], tensors["dict_ids_b"]),
-                   (tensors["dict_probs_a"], tensors["dict_probs_b"]))
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> WordDictionary:
+        return cls((tensors["dict_ids_a"], tensors["dict_ids_b"]), (tensors["dict_probs_a"], tensors["dict_probs_b"]))
 
 
 def cooccurrence(sentences: np.ndarray, vocab: int, offset: int) -> sp.csr_matrix:
@@ -164,8 +167,9 @@ def _csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
     return 2 * sim - ra[:, None] - rb[None]
 
 
-def _dictionary_side(plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray,
-                     csls: Tensor, vocab_src: int, keep: int) -> tuple[Tensor, Tensor]:
+def _dictionary_side(
+    plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray, csls: Tensor, vocab_src: int, keep: int
+) -> tuple[Tensor, Tensor]:
     """Rows of the plan for frequent words, CSLS nearest neighbour for the rest."""
     ids = csls.argmax(1, keepdim=True).repeat(1, keep)
     probs = torch.zeros(vocab_src, keep, dtype=torch.float32)
@@ -193,7 +197,10 @@ class AnchorReport:
 
 
 def induce_dictionary(
-    sentences_a: np.ndarray, vocab_a: int, sentences_b: np.ndarray, vocab_b: int,
+    sentences_a: np.ndarray,
+    vocab_a: int,
+    sentences_b: np.ndarray,
+    vocab_b: int,
     cfg: AnchorConfig | None = None,
 ) -> tuple[WordDictionary, AnchorReport]:
     """A soft word-by-word dictionary between two languages from monolingual sentences only, and
@@ -255,7 +262,10 @@ def induce_dictionary(
 
 
 def align_vocabularies(
-    sentences_a: np.ndarray, vocab_a: int, sentences_b: np.ndarray, vocab_b: int,
+    sentences_a: np.ndarray,
+    vocab_a: int,
+    sentences_b: np.ndarray,
+    vocab_b: int,
     cfg: AnchorConfig | None = None,
 ) -> WordDictionary:
     """A soft word-by-word dictionary between two languages from monolingual sentences only."""

@@ -55,8 +55,16 @@ def best_feature_per_token(codes: Codes, eligible: np.ndarray, max_value: np.nda
 class Languages:
     """Feature and text sentences of a run's train windows over compact vocabularies."""
 
-    def __init__(self, seqs: np.ndarray, features: np.ndarray, text: np.ndarray, feature_ids: np.ndarray,
-                 token_ids: np.ndarray, token_strings: list[str], cfg: LanguageConfig):
+    def __init__(
+        self,
+        seqs: np.ndarray,
+        features: np.ndarray,
+        text: np.ndarray,
+        feature_ids: np.ndarray,
+        token_ids: np.ndarray,
+        token_strings: list[str],
+        cfg: LanguageConfig,
+    ):
         self.seqs = seqs  # train sequence ids, in row order
         self._features = features  # [n, ctx] feature word ids
         self._text = text  # [n, ctx] text word ids
@@ -143,5 +151,6 @@ def build_languages(run: RunStore, cfg: LanguageConfig | None = None, split: str
     text_words = np.searchsorted(token_ids, tokens)
     vocab = run.vocab
     token_strings = [vocab[t] if 0 <= t < len(vocab) else str(t) for t in token_ids]
-    return Languages(seqs, feature_words.astype(np.int32), text_words.astype(np.int32), feature_ids, token_ids,
-                     token_strings, cfg)
+    return Languages(
+        seqs, feature_words.astype(np.int32), text_words.astype(np.int32), feature_ids, token_ids, token_strings, cfg
+    )

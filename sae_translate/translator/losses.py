@@ -70,14 +70,21 @@ class Encoded:
     kl: Tensor
 
     @staticmethod
-    def cat(encoded: list["Encoded"]) -> "Encoded":
+    def cat(encoded: list[Encoded]) -> Encoded:
         """Several passes as one batch (one discriminator forward per step)."""
-        return Encoded(torch.cat([e.latent for e in encoded]), torch.cat([e.mask for e in encoded]),
-                       torch.cat([e.lang for e in encoded]), torch.stack([e.kl for e in encoded]).mean())
+        return Encoded(
+            torch.cat([e.latent for e in encoded]),
+            torch.cat([e.mask for e in encoded]),
+            torch.cat([e.lang for e in encoded]),
+            torch.stack([e.kl for e in encoded]).mean(),
+        )
 
 
 def denoising_loss(
-    model: Translator, tokens: Tensor, lang: Tensor, noise: NoiseConfig,
+    model: Translator,
+    tokens: Tensor,
+    lang: Tensor,
+    noise: NoiseConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Each language reconstructs itself from a noised copy."""
@@ -87,8 +94,12 @@ def denoising_loss(
 
 @torch.no_grad()
 def back_translate(
-    model: Translator, tokens: Tensor, lang: Tensor, sample: bool = True,
-    dictionary: WordDictionary | None = None, generator: torch.Generator | None = None,
+    model: Translator,
+    tokens: Tensor,
+    lang: Tensor,
+    sample: bool = True,
+    dictionary: WordDictionary | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Translate rows into the other language without gradient: by the model, or word by word."""
     other = 1 - lang
@@ -108,8 +119,12 @@ def back_translate(
 
 
 def back_translation_loss(
-    model: Translator, tokens: Tensor, lang: Tensor, sample: bool = True,
-    dictionary: WordDictionary | None = None, generator: torch.Generator | None = None,
+    model: Translator,
+    tokens: Tensor,
+    lang: Tensor,
+    sample: bool = True,
+    dictionary: WordDictionary | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Recover the original sentence from its translation into the other language."""
     source = back_translate(model, tokens, lang, sample, dictionary, generator)
@@ -118,7 +133,10 @@ def back_translation_loss(
 
 
 def dictionary_loss(
-    model: Translator, tokens: Tensor, lang: Tensor, dictionary: WordDictionary,
+    model: Translator,
+    tokens: Tensor,
+    lang: Tensor,
+    dictionary: WordDictionary,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Anchor phase: translate real sentences into a sampled word-by-word dictionary translation, so
@@ -143,8 +161,10 @@ class Discriminator(nn.Module):
     def __init__(self, dim: int, hidden: int = 128):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
             nn.Linear(hidden, 1),
         )
 

@@ -97,7 +97,11 @@ class Translator(nn.Module):
         lang_ids = tgt_lang[:, None].expand_as(queries)
         positions = torch.arange(latent.shape[1], device=latent.device)
         logits = self.decoder(
-            queries, embed_ids={"lang": lang_ids}, sum_embeds=latent, context=latent, context_mask=mask,
+            queries,
+            embed_ids={"lang": lang_ids},
+            sum_embeds=latent,
+            context=latent,
+            context_mask=mask,
             context_pos=positions,
         )
         return logits.float() + self.allowed[tgt_lang][:, None, :]
@@ -109,7 +113,11 @@ class Translator(nn.Module):
 
     @torch.no_grad()
     def translate(
-        self, tokens: Tensor, src_lang: Tensor, tgt_lang: Tensor, sample: bool = False,
+        self,
+        tokens: Tensor,
+        src_lang: Tensor,
+        tgt_lang: Tensor,
+        sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Joint ids in, joint ids of the target language out (argmax, or a sample per position)."""

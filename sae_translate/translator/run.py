@@ -47,11 +47,15 @@ def train_on_run(
         out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     if Ranks.from_env().main:  # under torchrun every rank builds the same languages; one writes them down
-        (out_dir / "languages.json").write_text(json.dumps({
-            "language": asdict(lang_cfg),
-            "feature_ids": languages.feature_ids.tolist(),
-            "token_ids": languages.token_ids.tolist(),
-        }))
+        (out_dir / "languages.json").write_text(
+            json.dumps(
+                {
+                    "language": asdict(lang_cfg),
+                    "feature_ids": languages.feature_ids.tolist(),
+                    "token_ids": languages.token_ids.tolist(),
+                }
+            )
+        )
     features, text = languages.unsupervised()
     pairs = languages.aligned() if cfg.mode == "aligned" else None
     return train_translator(cfg, features, text, out_dir, pairs)
@@ -71,8 +75,15 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
 
 @torch.no_grad()
 def translate_features(
-    checkpoint: str | Path, languages: Languages, features: np.ndarray, top_positions: np.ndarray | None = None,
-    beam: int = 5, contexts: int = 8, one_word: bool = True, device: str = "auto", batch_sentences: int = 256,
+    checkpoint: str | Path,
+    languages: Languages,
+    features: np.ndarray,
+    top_positions: np.ndarray | None = None,
+    beam: int = 5,
+    contexts: int = 8,
+    one_word: bool = True,
+    device: str = "auto",
+    batch_sentences: int = 256,
 ) -> dict[int, list[tuple[str, float]]]:
     """Text candidates for every feature, best first, with their probability.
 
@@ -134,8 +145,15 @@ def translate_features(
 
 @torch.no_grad()
 def context_distributions(
-    checkpoint: str | Path, languages: Languages, features: np.ndarray, top_positions: np.ndarray | None,
-    offsets: tuple[int, ...], contexts: int = 8, top_k: int = 64, device: str = "auto", batch_features: int = 64,
+    checkpoint: str | Path,
+    languages: Languages,
+    features: np.ndarray,
+    top_positions: np.ndarray | None,
+    offsets: tuple[int, ...],
+    contexts: int = 8,
+    top_k: int = 64,
+    device: str = "auto",
+    batch_features: int = 64,
     batch_sentences: int = 256,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What text the translator reads at and around each feature's position.
@@ -227,9 +245,13 @@ def shared_latents(run_dir: str | Path, n_per_language: int = 400, seed: int = 0
     features, text = languages.unsupervised()
     rng = np.random.default_rng(seed)
     vectors, names, shown = [], [], []
-    for lang, corpus, vocab, name in ((FEATURES, features, languages.feature_vocab, "feature"),
-                                     (TEXT, text, languages.text_vocab, "text")):
-        rows = corpus.sentences[rng.choice(len(corpus.sentences), min(n_per_language, len(corpus.sentences)), replace=False)]
+    for lang, corpus, vocab, name in (
+        (FEATURES, features, languages.feature_vocab, "feature"),
+        (TEXT, text, languages.text_vocab, "text"),
+    ):
+        rows = corpus.sentences[
+            rng.choice(len(corpus.sentences), min(n_per_language, len(corpus.sentences)), replace=False)
+        ]
         words = torch.as_tensor(rows, dtype=torch.long)
         lang_ids = torch.full((len(rows),), lang, dtype=torch.long)
         latent, mask, _ = model.encode(model.to_joint(words, lang_ids), lang_ids)

@@ -102,7 +102,7 @@ class TranslatorConfig:
     def noise(self) -> NoiseConfig:
         return NoiseConfig(self.word_drop, self.shuffle_k, self.word_mask)
 
-    def without(self, loss: str) -> "TranslatorConfig":
+    def without(self, loss: str) -> TranslatorConfig:
         """A copy with one loss switched off (for ablations)."""
         if loss not in LOSSES:
             raise UserError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
@@ -110,7 +110,7 @@ class TranslatorConfig:
         return TranslatorConfig(**{**asdict(self), loss: value})
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TranslatorConfig":
+    def from_dict(cls, data: dict) -> TranslatorConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -165,8 +165,12 @@ class Objective(nn.Module):
         self.model, self.cfg = model, cfg
 
     def forward(
-        self, batch: tuple[Tensor, Tensor], step: int, disc: Discriminator,
-        dictionary: WordDictionary | None, generator: torch.Generator,
+        self,
+        batch: tuple[Tensor, Tensor],
+        step: int,
+        disc: Discriminator,
+        dictionary: WordDictionary | None,
+        generator: torch.Generator,
     ) -> tuple[Tensor, dict[str, float], list[Encoded]]:
         cfg, model = self.cfg, self.model
         logs: dict[str, float] = {}
@@ -212,7 +216,11 @@ class Trainer:
     """Owns the model, the discriminator, their optimisers and the data; one call per step."""
 
     def __init__(
-        self, cfg: TranslatorConfig, corpus_a: Corpus, corpus_b: Corpus, out_dir: str | Path,
+        self,
+        cfg: TranslatorConfig,
+        corpus_a: Corpus,
+        corpus_b: Corpus,
+        out_dir: str | Path,
         pairs: ParallelCorpus | None = None,
     ):
         cfg.validate()
@@ -253,8 +261,15 @@ class Trainer:
         length = self.train_a.shape[1]
 
         self.model_cfg = ModelConfig(
-            vocab_a=self.vocab[0], vocab_b=self.vocab[1], max_len=length, dim=cfg.dim, depth=cfg.depth,
-            decoder_depth=cfg.decoder_depth, heads=cfg.heads, dropout=cfg.dropout, variational=cfg.variational,
+            vocab_a=self.vocab[0],
+            vocab_b=self.vocab[1],
+            max_len=length,
+            dim=cfg.dim,
+            depth=cfg.depth,
+            decoder_depth=cfg.decoder_depth,
+            heads=cfg.heads,
+            dropout=cfg.dropout,
+            variational=cfg.variational,
         )
         self.model = Translator(self.model_cfg).to(self.device)
         self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
@@ -392,8 +407,14 @@ class Trainer:
 
     # checkpoints
     def _meta(self) -> dict:
-        return {"step": self.step, "config": asdict(self.cfg), "model": self.model_cfg.to_dict(),
-                "best_score": self.best_score, "best_step": self.best_step, "anchor": self.anchor_report}
+        return {
+            "step": self.step,
+            "config": asdict(self.cfg),
+            "model": self.model_cfg.to_dict(),
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "anchor": self.anchor_report,
+        }
 
     def save_best(self) -> Path:
         return save_checkpoint(self.out_dir / "best.safetensors", self.model.state_dict(), self._meta())
@@ -444,8 +465,9 @@ class Trainer:
         """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves."""
         cfg, main = self.cfg, self.ranks.main
         log = (self.out_dir / "log.jsonl").open("a") if main else None
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main),
-                   desc=f"translator ({cfg.mode})")
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), desc=f"translator ({cfg.mode})"
+        )
         while self.step < cfg.steps:
             logs = self.train_step()
             bar.update(1)
@@ -481,8 +503,9 @@ def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict) -> Path:
     renamed into place, so a kill at any moment leaves the old checkpoint or the new one, whole.
     A readable copy of the metadata goes to path.json afterwards; loading never needs it."""
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={META_KEY: json.dumps(meta)})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={META_KEY: json.dumps(meta)}
+    )
     tmp.replace(path)
     side = path.with_suffix(".json.tmp")
     side.write_text(json.dumps(meta, indent=1))
@@ -524,7 +547,10 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def train_translator(
-    cfg: TranslatorConfig, corpus_a: Corpus, corpus_b: Corpus, out_dir: str | Path,
+    cfg: TranslatorConfig,
+    corpus_a: Corpus,
+    corpus_b: Corpus,
+    out_dir: str | Path,
     pairs: ParallelCorpus | None = None,
 ) -> Path:
     """Train (or resume) and return the checkpoint chosen by the selection score."""
