@@ -65,6 +65,7 @@ class TranslatorConfig:
     adversarial: float = 0.1
     kl: float = 0.0  # needs variational=True
     anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
+    anchor_starts: int = 24  # distinct starting maps the anchor refines (more: robust, slower)
     dictionary_steps: int = 300  # before this step back-translation sources come from the dictionary
     dictionary_weight: float = 1.0  # weight of learning the dictionary's translations (all steps)
     dictionary_until: int = -1  # stop learning them at this step (-1: never)
@@ -290,7 +291,11 @@ class Trainer:
             self._load_last()
         elif cfg.mode == "unsupervised" and cfg.anchor:
             self.dictionary, report = induce_dictionary(
-                self.train_a.numpy(), self.vocab[0], self.train_b.numpy(), self.vocab[1], AnchorConfig()
+                self.train_a.numpy(),
+                self.vocab[0],
+                self.train_b.numpy(),
+                self.vocab[1],
+                AnchorConfig(candidates=cfg.anchor_starts),
             )
             self.anchor_report = asdict(report)
 
