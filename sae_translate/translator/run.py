@@ -73,6 +73,43 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
     return languages
 
 
+def feature_sentences(
+    languages: Languages, features: np.ndarray, top_positions: np.ndarray | None, contexts: int, alone: int | None
+) -> tuple[list[int], list[np.ndarray], list[int]]:
+    """The sentences each feature is decoded in: (owner index, feature sentence, its position).
+
+    With ``alone`` set, the feature alone at the centre of an otherwise empty (NONE) window of
+    ``alone`` words; then up to ``contexts`` of its top train windows with the feature written at
+    its position. A feature that is not a word of the feature language (too dense or too rare)
+    is read from its windows as written.
+    """
+    ctx = languages.ctx
+    owners: list[int] = []
+    sentences: list[np.ndarray] = []
+    where: list[int] = []
+    for i, f in enumerate(features):
+        word = languages.feature_word(int(f))
+        if word is not None and alone:
+            empty = np.zeros(alone, dtype=np.int64)  # word 0 is NONE
+            empty[alone // 2] = word
+            owners.append(i)
+            sentences.append(empty)
+            where.append(alone // 2)
+        if top_positions is None or contexts <= 0:
+            continue
+        pos = top_positions[int(f)]
+        pos = pos[pos >= 0][:contexts]
+        if len(pos) == 0:
+            continue
+        windows = languages.feature_sentences(pos // ctx).copy()
+        if word is not None:
+            windows[np.arange(len(pos)), pos % ctx] = word
+        owners += [i] * len(pos)
+        sentences += list(windows)
+        where += (pos % ctx).tolist()
+    return owners, sentences, where
+
+
 @torch.no_grad()
 def translate_features(
     checkpoint: str | Path,
@@ -94,29 +131,7 @@ def translate_features(
     """
     model = load_translator(checkpoint, "cpu").to(resolve_device(device))
     dev = next(model.parameters()).device
-    ctx = languages.ctx
-    # (feature index, sentence, position) of every sentence to decode
-    owners: list[int] = []
-    sentences: list[np.ndarray] = []
-    where: list[int] = []
-    for i, f in enumerate(features):
-        word = languages.feature_word(int(f))
-        if word is not None and one_word:
-            owners.append(i)
-            sentences.append(np.array([word]))
-            where.append(0)
-        if top_positions is None or contexts <= 0:
-            continue
-        pos = top_positions[int(f)]
-        pos = pos[pos >= 0][:contexts]
-        if len(pos) == 0:
-            continue
-        windows = languages.feature_sentences(pos // ctx).copy()
-        if word is not None:
-            windows[np.arange(len(pos)), pos % ctx] = word
-        owners += [i] * len(pos)
-        sentences += list(windows)
-        where += (pos % ctx).tolist()
+    owners, sentences, where = feature_sentences(languages, features, top_positions, contexts, 1 if one_word else None)
 
     sums = np.zeros((len(features), languages.text_vocab_size))
     counts = np.zeros(len(features))
@@ -167,7 +182,7 @@ def context_distributions(
     """
     model = load_translator(checkpoint, "cpu").to(resolve_device(device))
     dev = next(model.parameters()).device
-    ctx, n_off, v_text = languages.ctx, len(offsets), languages.text_vocab_size
+    n_off, v_text = len(offsets), languages.text_vocab_size
     reach = max(abs(d) for d in offsets)
     k = min(top_k, v_text)
     ids_out = np.zeros((len(features), n_off, k), dtype=np.int64)
@@ -176,27 +191,7 @@ def context_distributions(
     off = torch.as_tensor(offsets, device=dev)
     for lo in range(0, len(features), batch_features):
         batch = features[lo : lo + batch_features]
-        owners: list[int] = []
-        sentences: list[np.ndarray] = []
-        where: list[int] = []
-        for i, f in enumerate(batch):
-            word = languages.feature_word(int(f))
-            if word is not None:
-                empty = np.zeros(2 * reach + 1, dtype=np.int64)  # word 0 is NONE
-                empty[reach] = word
-                owners.append(i), sentences.append(empty), where.append(reach)
-            if top_positions is None or contexts <= 0:
-                continue
-            pos = top_positions[int(f)]
-            pos = pos[pos >= 0][:contexts]
-            if len(pos) == 0:
-                continue
-            windows = languages.feature_sentences(pos // ctx).copy()
-            if word is not None:
-                windows[np.arange(len(pos)), pos % ctx] = word
-            owners += [i] * len(pos)
-            sentences += list(windows)
-            where += (pos % ctx).tolist()
+        owners, sentences, where = feature_sentences(languages, batch, top_positions, contexts, 2 * reach + 1)
         sums = torch.zeros((len(batch), n_off, v_text), dtype=torch.float64, device=dev)
         counts = torch.zeros((len(batch), n_off), dtype=torch.float64, device=dev)
         for length in sorted({len(s) for s in sentences}):
