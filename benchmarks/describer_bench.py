@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import shutil
 import time
 from collections import Counter
 from datetime import date
@@ -22,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_translate.bench.synthetic import make_synthetic_run, minilm_words
+from sae_translate.bench.synthetic import wide_bench_run
 from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.describer import Describer, DescriberConfig, TrainSample
-from sae_translate.store.h5 import RunStore
 
 
 def main() -> None:
@@ -39,24 +37,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    run_dir = args.out / "run"
-    try:
-        run = RunStore.open(run_dir)
-        if (run.d_sae, run.n_seq, run.ctx) != (args.d_sae, args.n_seq, args.ctx):
-            raise ValueError("other shape")
-    except Exception:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run = make_synthetic_run(
-            run_dir,
-            n_seq=args.n_seq,
-            ctx=args.ctx,
-            d_sae=args.d_sae,
-            vocab=minilm_words(args.vocab),
-            p_fire=0.9,
-            noise_per_token=1.0,
-            heldout=0.1,
-            seed=0,
-        ).run
+    run = wide_bench_run(args.out / "run", args.d_sae, args.n_seq, args.ctx, args.vocab)
     features = run.alive.astype(np.int64)
     print(f"run: {run.d_sae} features ({len(features)} alive), {run.n_tokens:,} tokens, vocab {len(run.vocab)}")
 

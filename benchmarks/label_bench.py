@@ -25,21 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
 
-from sae_translate.bench.synthetic import make_synthetic_run, minilm_words  # noqa: E402
+from sae_translate.bench.synthetic import wide_bench_run  # noqa: E402
 from sae_translate.label import LabelConfig, label_run  # noqa: E402
 from sae_translate.score import ScoreConfig, score_run, summary_table  # noqa: E402
-from sae_translate.store.h5 import RunStore  # noqa: E402
-
-
-def _existing(run_dir: Path, d_sae: int, n_seq: int, ctx: int) -> RunStore | None:
-    try:
-        run = RunStore.open(run_dir)
-    except Exception:
-        return None
-    if (run.d_sae, run.n_seq, run.ctx) == (d_sae, n_seq, ctx):
-        return run
-    run.close()
-    return None
 
 
 def embedded_texts(cache: Path) -> int:
@@ -66,21 +54,8 @@ def main() -> None:
 
     run_dir, db = args.out / "run", args.out / "labels.duckdb"
     t0 = time.perf_counter()
-    run = _existing(run_dir, args.d_sae, args.n_seq, args.ctx)
-    if run is None:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run = make_synthetic_run(
-            run_dir,
-            n_seq=args.n_seq,
-            ctx=args.ctx,
-            d_sae=args.d_sae,
-            vocab=minilm_words(args.vocab),
-            p_fire=0.9,
-            noise_per_token=1.0,
-            heldout=0.1,
-            seed=0,
-        ).run
-        print(f"wrote synthetic run: {time.perf_counter() - t0:.1f}s")
+    run = wide_bench_run(run_dir, args.d_sae, args.n_seq, args.ctx, args.vocab)
+    print(f"synthetic run ready: {time.perf_counter() - t0:.1f}s")
     n_alive = len(run.alive)
     print(
         f"run: {run.d_sae} features ({n_alive} alive), {run.n_tokens:,} tokens, "
