@@ -15,6 +15,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check sae_translate tests benchmarks
 	$(PYTHON) -m ruff format --check sae_translate tests benchmarks
+	$(PYTHON) -m mypy
 
 # Lint, then the whole suite (CPU; builds a tiny world once). `pytest -m "not slow"` is the quick loop.
 test: install-dev lint

@@ -133,7 +133,7 @@ class ConfigOptions:
                 annotation: Any = str
                 default = default if default is ... else ",".join(default)
             elif elem is not None:  # repeatable option
-                annotation = Optional[list[elem]]
+                annotation = Optional[list[elem]]  # type: ignore[valid-type]  # built at run time
                 default = None if default is ... or not default else list(default)
             else:
                 annotation = Optional[inner] if optional else inner

@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -203,7 +204,9 @@ def gap_closed(accuracy: float, lookup: float, ceiling: float) -> float:
 # once back-translation runs on the model's own output the round trip keeps rising while the
 # mapping drifts away from the anchor (seed 0: round trip 0.77 -> 0.85, accuracy 0.60 -> 0.55),
 # and the statistics score falls with the accuracy (-0.06 -> -0.18)
-BENCH_TRANSLATOR = dict(steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600, selection="statistics")
+BENCH_TRANSLATOR: dict[str, Any] = dict(
+    steps=600, batch_size=32, dim=64, eval_every=100, checkpoint_every=600, selection="statistics"
+)
 
 
 def bench_translator(**overrides) -> TranslatorConfig:

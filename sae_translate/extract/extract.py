@@ -11,11 +11,10 @@ uninterrupted one produce the same file.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
-import os
 import queue
-import re
 import shutil
 import threading
 import time
@@ -35,7 +34,9 @@ from sae_translate.extract.corpus import (
     pack_windows,
     prefetch,
 )
+from sae_translate.extract.models import hook_layer, hook_width
 from sae_translate.progress import progress
+from sae_translate.store.atomic import atomic_write, atomic_write_text, check_writable
 from sae_translate.store.h5 import (
     FILENAME,
     MANIFEST,
@@ -94,11 +95,6 @@ class ExtractResult:
     extra: dict = field(default_factory=dict)
 
 
-def hook_layer(hook: str) -> int | None:
-    m = re.match(r"blocks\.(\d+)\.", hook)
-    return int(m.group(1)) if m else None
-
-
 def extract(cfg: ExtractConfig) -> ExtractResult:
     """Extract a run. Under torchrun each rank encodes every world_size-th chunk into its own shard."""
     from sae_translate.extract.models import load_model
@@ -112,7 +108,7 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     ranks = Ranks.from_env()
     out = Path(cfg.out)
     partial = out / ".partial"
-    _check_writable(out)
+    check_writable(out)
     reused = _existing_run(out, cfg, ranks)
     if reused is not None:
         return ExtractResult(reused.path, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
@@ -337,18 +333,15 @@ class _ChunkWriter:
             if self.error is not None:
                 continue
             idx, tokens, codes = item
-            tmp = self.path(idx).with_suffix(".tmp.npz")
             try:
-                np.savez(
-                    tmp,
-                    tokens=tokens,
-                    indptr=codes.indptr,
-                    feature=codes.feature,
-                    value=codes.value.astype(self.value_dtype),
-                )
-                tmp.replace(self.path(idx))
+                arrays = {
+                    "tokens": tokens,
+                    "indptr": codes.indptr,
+                    "feature": codes.feature,
+                    "value": codes.value.astype(self.value_dtype),
+                }
+                atomic_write(self.path(idx), functools.partial(np.savez, **arrays))
             except BaseException as e:  # reported on the main thread
-                tmp.unlink(missing_ok=True)
                 self.error = e
 
     def close(self, raise_errors: bool = True) -> None:
@@ -364,15 +357,6 @@ def _disk_error(e: BaseException, where: Path) -> BaseException:
     if isinstance(e, OSError):
         return UserError(f"cannot write {where}: {e.strerror or e}")
     return e
-
-
-def _check_writable(out: Path) -> None:
-    """Fail early on an unwritable --out, without creating anything."""
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {out} is not writable; choose another --out")
 
 
 def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | None:
@@ -411,18 +395,13 @@ def _prepare_partial(partial: Path, cfg: ExtractConfig) -> None:
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not stamp.exists():
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"digest": cfg.digest(), "config": cfg.identity()}, indent=1))
-        tmp.replace(stamp)
+        atomic_write_text(stamp, json.dumps({"digest": cfg.digest(), "config": cfg.identity()}, indent=1))
 
 
 @torch.no_grad()
 def _check_width(model, sae, hook: str) -> None:
     """One tiny forward pass: the hook's real width must be the SAE's input width."""
-    layer = hook_layer(hook)
-    probe = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
-    _, cache = model.run_with_cache(probe, names_filter=[hook], stop_at_layer=layer + 1 if layer is not None else None)
-    width = cache[hook].shape[-1]
+    width = hook_width(model, hook)
     if width != sae.cfg.d_in:
         raise UserError(
             f"SAE input width {sae.cfg.d_in} does not match {hook} width {width}; "

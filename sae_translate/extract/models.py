@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,21 @@ def _load_local_checkpoint(path: str, device: str, dtype: torch.dtype, options: 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def hook_layer(hook: str) -> int | None:
+    """The block a hook sits in (``blocks.3.hook_resid_post`` -> 3), None outside the blocks."""
+    m = re.match(r"blocks\.(\d+)\.", hook)
+    return int(m.group(1)) if m else None
+
+
+@torch.no_grad()
+def hook_width(model, hook: str) -> int:
+    """The width of a hook's activations, from one tiny forward pass that stops after its block."""
+    layer = hook_layer(hook)
+    probe = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
+    _, cache = model.run_with_cache(probe, names_filter=[hook], stop_at_layer=layer + 1 if layer is not None else None)
+    act = cache[hook]
+    if act.ndim != 3:
+        raise UserError(f"hook {hook!r} is not a [batch, pos, d] activation; pick a residual-stream or MLP-out hook")
+    return int(act.shape[-1])

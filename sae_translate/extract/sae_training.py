@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_translate.errors import UserError
+from sae_translate.store.atomic import check_writable
 
 ARCHITECTURES = ("topk", "batchtopk", "standard")
 EVAL_FILENAME = "eval.json"
@@ -71,12 +72,16 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
     )
 
     from sae_translate.devices import resolve_device
-    from sae_translate.extract.models import PROCESSING_DEFAULTS, load_model
+    from sae_translate.extract.models import PROCESSING_DEFAULTS, hook_width, load_model
 
     _validate(cfg)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    _check_writable(out.parent)
+    check_writable(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {out.parent}: {e.strerror}; pick a writable --out") from e
     torch.manual_seed(cfg.seed)
     # Recorded in the SAE's metadata, so whoever loads the SAE loads the model the same way.
     processing = dict(PROCESSING_DEFAULTS)
@@ -85,7 +90,7 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
         raise UserError(f"model {cfg.model!r} has no hook {cfg.hook!r}; hooks look like blocks.1.hook_resid_post")
     if cfg.context_size > model.cfg.n_ctx:
         raise UserError(f"context size {cfg.context_size} exceeds the model's {model.cfg.n_ctx}; lower --context-size")
-    d_in = _hook_width(model, cfg.hook)
+    d_in = hook_width(model, cfg.hook)
     d_sae = cfg.d_sae or cfg.expansion * d_in
     dataset = _token_windows(cfg, model.tokenizer)
 
@@ -146,27 +151,6 @@ def _validate(cfg: TrainSaeConfig) -> None:
         raise UserError("k, d_sae and expansion must be positive and the context size at least 2")
     if cfg.d_sae is not None and cfg.architecture != "standard" and cfg.k > cfg.d_sae:
         raise UserError(f"k ({cfg.k}) cannot exceed the SAE width ({cfg.d_sae})")
-
-
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output directory {directory}: {e.strerror}; pick a writable --out") from e
-    if not os.access(directory, os.W_OK):
-        raise UserError(f"output directory {directory} is not writable; pick a writable --out")
-
-
-def _hook_width(model: Any, hook: str) -> int:
-    import torch
-
-    tokens = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=[hook])
-    act = cache[hook]
-    if act.ndim != 3:
-        raise UserError(f"hook {hook!r} is not a [batch, pos, d] activation; pick a residual-stream or MLP-out hook")
-    return int(act.shape[-1])
 
 
 def _sae_config(cfg: TrainSaeConfig, d_in: int, d_sae: int, device: str) -> Any:

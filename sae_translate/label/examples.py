@@ -46,10 +46,14 @@ class CodesLike(Protocol):
 
 
 class RunLike(Protocol):
-    ctx: int
-    d_sae: int
-    heldout_seqs: np.ndarray
-    vocab: list[str]
+    @property
+    def ctx(self) -> int: ...
+    @property
+    def d_sae(self) -> int: ...
+    @property
+    def heldout_seqs(self) -> np.ndarray: ...
+    @property
+    def vocab(self) -> list[str]: ...
 
     def tokens(self, seqs: np.ndarray) -> np.ndarray: ...
     def codes(self, seqs: np.ndarray) -> CodesLike: ...
@@ -73,7 +77,7 @@ class HeldoutSlice:
         seqs = np.asarray(np.sort(np.unique(seqs)), dtype=np.int64)
         tokens = np.asarray(run.tokens(seqs), dtype=np.int32).reshape(len(seqs), run.ctx)
         codes = run.codes(seqs)
-        counts = np.diff(np.asarray(codes.indptr, dtype=np.int64))
+        counts = np.diff(np.asarray(codes.indptr, dtype=np.int64)).astype(np.int64)
         token_index = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         feature = np.asarray(codes.feature, dtype=np.int32)
         value = np.asarray(codes.value, dtype=np.float32)

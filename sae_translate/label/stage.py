@@ -96,7 +96,11 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     """Label every alive feature with every method and store labels + held-out examples."""
     t0 = time.perf_counter()
     labelers = {m: get_labeler(m) for m in dict.fromkeys(cfg.methods)}
-    run = RunStore.open(cfg.run)
+    with RunStore.open(cfg.run) as run:
+        return _label(run, cfg, labelers, t0)
+
+
+def _label(run: RunStore, cfg: LabelConfig, labelers: dict, t0: float) -> LabelResult:
     run_id = cfg.run_id or run.dir.name
     features = run.alive.astype(np.int64)
     if len(features) == 0:

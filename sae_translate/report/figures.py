@@ -94,8 +94,8 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
     """
     con = label_db.connect_readonly(db)
     try:
-        n_labels = con.execute("SELECT count(*) FROM labels WHERE run_id = ?", [run_id]).fetchone()[0]
-        if n_labels == 0:
+        found = con.execute("SELECT count(*) FROM labels WHERE run_id = ?", [run_id]).fetchone()
+        if not found or found[0] == 0:
             return None
         scores = con.execute(
             "SELECT feature, method, scorer, value FROM scores WHERE run_id = ? ORDER BY method, scorer, feature",
@@ -670,6 +670,7 @@ def card_html(
         parts.append(f'<p class="meta">true concept: <b>{html.escape(concept)}</b> (precision {precision:.2f})</p>')
     left = []
     if labels:
+        assert tables is not None  # labels come from the tables
         s = tables.scores
         mine = s["feature"] == feature
         scorers = sorted(set(s["scorer"][mine]))
@@ -697,14 +698,14 @@ def card_html(
         idx = np.flatnonzero(mine & (windows.kind == kind))
         if len(idx) == 0:
             continue
-        rows = "".join(
+        shown = "".join(
             f'<div class="window"><span class="act">{windows.activation[i]:.3g}</span>'
             '<span class="text">'
             + window_html(run.vocab, windows.token_ids[i], windows.acts[i], fmax, joiner)
             + "</span></div>"
             for i in idx
         )
-        parts.append(f"<h4>{title}</h4>{rows}")
+        parts.append(f"<h4>{title}</h4>{shown}")
     parts.append("</section>")
     return "".join(parts)
 

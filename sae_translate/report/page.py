@@ -18,7 +18,6 @@ features unless features are named.
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 from plotly.offline import get_plotlyjs
@@ -37,6 +36,7 @@ from sae_translate.report.figures import (
     select_card_features,
     translator_section,
 )
+from sae_translate.store.atomic import atomic_write_text
 from sae_translate.store.h5 import RunStore
 
 CSS = """
@@ -204,13 +204,10 @@ def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:
         f"<script>{RENDER_JS}</script></body></html>\n"
     )
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(document, encoding="utf-8")
-        os.replace(tmp, out)  # a reader never sees a half-written report
+        atomic_write_text(out, document)  # a reader never sees a half-written report
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {out}: {e.strerror or e}; choose a writable --out") from e
     return ReportResult(
         path=out, n_figures=page.n_figures, n_cards=len(features), size_bytes=out.stat().st_size, notes=notes

@@ -34,6 +34,7 @@ import numpy as np
 
 from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
+from sae_translate.store.atomic import atomic_write
 
 DIM = 384
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
@@ -187,9 +188,9 @@ def exported_model(quantised: bool) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not fp32.is_file():
-            _atomic(fp32, _export_fp32)
+            atomic_write(fp32, _export_fp32)
         if quantised and not int8.is_file():
-            _atomic(int8, lambda tmp: _quantise(fp32, tmp))
+            atomic_write(int8, lambda tmp: _quantise(fp32, tmp))
     except UserError:
         raise
     except Exception as e:  # exporter failures come as many types; the remedy is the same
@@ -199,15 +200,6 @@ def exported_model(quantised: bool) -> Path:
             "SAE_TRANSLATE_EMBEDDER=torch uses sentence-transformers instead"
         ) from e
     return target
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _Pooled:
@@ -300,6 +292,7 @@ class TextEmbedder:
             self._load_shards()
 
     def _load_shards(self) -> None:
+        assert self.dir is not None
         for shard in sorted(self.dir.glob("shard-*.npz")):
             try:
                 with np.load(shard) as z:
@@ -335,7 +328,7 @@ class TextEmbedder:
                 with open(tmp, "wb") as f:
                     np.savez(f, keys=keys, emb=emb, meta=np.array(meta))
 
-            _atomic(self.dir / f"shard-{uuid.uuid4().hex}.npz", write)
+            atomic_write(self.dir / f"shard-{uuid.uuid4().hex}.npz", write)
         except OSError:
             pass  # a read-only run directory: the cache is an optimisation, scoring goes on
 

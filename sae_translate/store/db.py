@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import numpy as np
@@ -109,7 +109,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing"),
 }
 
-Rows = pa.Table | Mapping[str, Any]
+Rows: TypeAlias = pa.Table | Mapping[str, Any]
 
 
 def _lock_path(db: Path) -> Path:
@@ -162,8 +162,14 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    row = con.execute(sql, params or []).fetchone()
+    return None if row is None else row[0]
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    has_meta = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
+    has_meta = _scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'")
     if not has_meta:
         return None
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

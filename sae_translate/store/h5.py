@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from sae_translate.errors import UserError
+from sae_translate.store.atomic import atomic_write_text
 
 FORMAT = "sae-translate/activations/1"
 FILENAME = "activations.h5"
@@ -267,7 +268,7 @@ class RunWriter:
         self.n_seq += n
         self.nnz += len(codes.feature)
 
-    def close(self, logit_lens: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    def close(self, logit_lens: tuple[np.ndarray, np.ndarray | None] | None = None) -> Path:
         f = self.file
         write_feature_tables(f, self.stats, self.top, logit_lens)
         f.attrs["n_seq"], f.attrs["n_tokens"], f.attrs["nnz"] = self.n_seq, self.n_seq * self.ctx, self.nnz
@@ -285,7 +286,7 @@ class RunWriter:
 
 
 def write_feature_tables(
-    f: h5py.File, stats: FeatureStats, top: TopK, logit_lens: tuple[np.ndarray, np.ndarray] | None
+    f: h5py.File, stats: FeatureStats, top: TopK, logit_lens: tuple[np.ndarray, np.ndarray | None] | None
 ) -> None:
     g = f.require_group("features")
     for name in list(g):
@@ -302,7 +303,8 @@ def write_feature_tables(
     g.create_dataset("top_value", data=values, **_COMPRESSION)
     if logit_lens is not None:
         g.create_dataset("logit_lens_tokens", data=logit_lens[0].astype(np.int32))
-        g.create_dataset("logit_lens_values", data=logit_lens[1].astype(np.float32))
+        if logit_lens[1] is not None:
+            g.create_dataset("logit_lens_values", data=logit_lens[1].astype(np.float32))
 
 
 def _extend(ds: h5py.Dataset, data: np.ndarray) -> None:
@@ -352,9 +354,7 @@ def shard_name(rank: int, world_size: int) -> str:
 
 def write_manifest(run_dir: Path, shards: list[str], attrs: dict) -> None:
     """The completion marker of a sharded run: written last, atomically."""
-    tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "shards": shards, "attrs": attrs}, indent=1))
-    tmp.replace(run_dir / MANIFEST)
+    atomic_write_text(run_dir / MANIFEST, json.dumps({"format": FORMAT, "shards": shards, "attrs": attrs}, indent=1))
 
 
 def _open_shard(path: Path) -> h5py.File:
@@ -501,7 +501,7 @@ class RunStore:
             for f, where, local in self._by_shard(batch):
                 for w, codes in zip(where, _read_local_codes(f, local, self.ctx)):
                     per_seq[w] = codes
-            yield batch, Codes.concat(per_seq)
+            yield batch, Codes.concat([c for c in per_seq if c is not None])  # every row is in a shard
 
     def codes(self, seqs) -> Codes:
         return Codes.concat([c for _, c in self.iter_codes(self._seqs(seqs), batch_seqs=1024)])
@@ -528,6 +528,7 @@ class RunStore:
                 total = part
             else:
                 total.merge(part)
+        assert total is not None  # a run has at least one shard
         return total
 
     @cached_property

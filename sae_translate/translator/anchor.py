@@ -206,10 +206,10 @@ def induce_dictionary(
     """A soft word-by-word dictionary between two languages from monolingual sentences only, and
     the unsupervised evidence it was chosen on."""
     cfg = cfg or AnchorConfig()
-    emb_a, freq_a = word_embeddings(sentences_a, vocab_a, cfg)
-    emb_b, freq_b = word_embeddings(sentences_b, vocab_b, cfg)
-    dim = min(emb_a.shape[1], emb_b.shape[1])
-    emb_a, emb_b = torch.from_numpy(emb_a[:, :dim]), torch.from_numpy(emb_b[:, :dim])
+    np_a, freq_a = word_embeddings(sentences_a, vocab_a, cfg)
+    np_b, freq_b = word_embeddings(sentences_b, vocab_b, cfg)
+    dim = min(np_a.shape[1], np_b.shape[1])
+    emb_a, emb_b = torch.from_numpy(np_a[:, :dim]), torch.from_numpy(np_b[:, :dim])
 
     def top(freq: np.ndarray, n: int) -> np.ndarray:
         return np.sort(np.argsort(-freq)[:n])

@@ -176,7 +176,7 @@ def _language_targets(enc: Encoded) -> Tensor:
     return enc.lang[:, None].expand_as(enc.mask)[enc.mask].float()
 
 
-def discriminator_loss(disc: Discriminator, enc: Encoded) -> Tensor:
+def discriminator_loss(disc: nn.Module, enc: Encoded) -> Tensor:
     """Discriminator step: the latent is detached so the encoder is not trained by it."""
     logits = disc(enc.latent.detach())[enc.mask]
     return F.binary_cross_entropy_with_logits(logits, _language_targets(enc))

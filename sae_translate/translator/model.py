@@ -66,6 +66,7 @@ class Translator(nn.Module):
         allowed = torch.full((2, n_joint), float("-inf"))
         for lang in (0, 1):
             allowed[lang, self.offsets[lang] : self.offsets[lang] + self.vocab_sizes[lang]] = 0.0
+        self.allowed: Tensor
         self.register_buffer("allowed", allowed, persistent=False)
 
     # ids: language-local word ids <-> joint ids

@@ -26,6 +26,7 @@ from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.progress import progress as tqdm  # plain lines when not on a terminal
+from sae_translate.store.atomic import atomic_write, atomic_write_text
 from sae_translate.translator.anchor import AnchorConfig, WordDictionary, induce_dictionary
 from sae_translate.translator.losses import (
     Discriminator,
@@ -203,11 +204,11 @@ class Objective(nn.Module):
             logs["back_translation"] = bt.item()
             encoded.append(enc)
         if cfg.adversarial > 0 and encoded:
-            adv = sum(adversarial_loss(disc, e) for e in encoded) / len(encoded)
+            adv = torch.stack([adversarial_loss(disc, e) for e in encoded]).mean()
             loss = loss + cfg.adversarial * adv
             logs["adversarial"] = adv.item()
         if cfg.kl > 0 and encoded:
-            kl = sum(e.kl for e in encoded) / len(encoded)
+            kl = torch.stack([torch.as_tensor(e.kl) for e in encoded]).mean()
             loss = loss + cfg.kl * kl
             logs["kl"] = kl.item()
         return loss, logs, encoded
@@ -478,6 +479,7 @@ class Trainer:
             bar.update(1)
             if not main:
                 continue
+            assert log is not None
             log.write(json.dumps(logs) + "\n")
             if self.step % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "step"})
@@ -493,6 +495,7 @@ class Trainer:
                 self.save_last()
         bar.close()
         if main:
+            assert log is not None
             log.close()
             if not (self.out_dir / "best.safetensors").exists():
                 self.save_best()
@@ -507,14 +510,9 @@ def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict) -> Path:
     """Write tensors and their metadata as one file (the metadata in the safetensors header),
     renamed into place, so a kill at any moment leaves the old checkpoint or the new one, whole.
     A readable copy of the metadata goes to path.json afterwards; loading never needs it."""
-    tmp = path.with_suffix(".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={META_KEY: json.dumps(meta)}
-    )
-    tmp.replace(path)
-    side = path.with_suffix(".json.tmp")
-    side.write_text(json.dumps(meta, indent=1))
-    side.replace(path.with_suffix(".json"))
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     return path
 
 
