@@ -160,3 +160,23 @@ def test_label_command(planted, tmp_path):
     assert n > 0
     bad = cli("--run", str(tmp_path / "missing"), "--db", str(db))
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_label_and_score_close_the_run_store(tmp_path):
+    """The stages open the run's HDF5 file and close it again, even when called in one process."""
+    import h5py
+
+    from sae_translate.score import ScoreConfig, score_run
+
+    syn = make_synthetic_run(tmp_path / "run", n_seq=64, ctx=16, d_sae=8)
+    syn.run.close()
+
+    def open_files() -> int:
+        return h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
+
+    before = open_files()
+    db = tmp_path / "labels.duckdb"
+    label_run(LabelConfig(run=str(syn.run.dir), db=str(db), methods=("top-tokens", "random"), scorers=()))
+    assert open_files() == before
+    score_run(ScoreConfig(run=str(syn.run.dir), db=str(db), scorers=("detection",)))
+    assert open_files() == before
