@@ -109,7 +109,7 @@ class TrainSample:
         self.vocab_size = len(evaluator.vocab)
         stats = run.stats
         self.count = stats.count.astype(np.float64)  # firings over the whole train split
-        self.scale = run.ctx * len(train) / (run.ctx * len(sample))  # sample counts -> train counts
+        self.scale = len(train) / len(sample)  # sample counts -> train counts (sequences of equal length)
 
         positions = self._firing_positions(run, sample, features, cfg, rng)
         rare = [f for f in features.tolist() if len(positions.get(f, ())) < cfg.min_firings]
@@ -172,6 +172,11 @@ class TrainSample:
             self.neighbour[kind] = np.bincount(other[ok], minlength=v).astype(np.float64)
             self.bigram[kind] = sp.csr_matrix((np.ones(int(ok.sum())), (other[ok], tok[ok])), shape=(v, v))
 
+    @property
+    def unigram_rate(self) -> np.ndarray:
+        """The sample's token distribution: the corpus base rate evidence is contrasted with."""
+        return self.unigram / max(self.unigram.sum(), 1.0)
+
     def selected(self, rule: Rule) -> float:
         """How many sample tokens the rule selects (train scale)."""
         ev = self.evaluator
@@ -219,7 +224,7 @@ class TrainSample:
         flat = self.positions.get(feature, np.zeros(0, np.int64))
         ctx = self.view.tokens.shape[1]
         rows, cols = flat // ctx, flat % ctx
-        base = self.unigram / max(self.unigram.sum(), 1.0)
+        base = self.unigram_rate
         ids, probs = [], []
         for d in OFFSETS:
             c = cols + d

@@ -33,7 +33,7 @@ def translator_evidence(ctx: LabelContext, mode: str) -> list[Evidence]:
         checkpoint, languages, ctx.features, ctx.run.top_positions, OFFSETS, device=ctx.cfg.device
     )
     sample = describer_for(ctx).sample
-    unigram = sample.unigram / max(sample.unigram.sum(), 1.0)
+    unigram = sample.unigram_rate
     to_run = languages.token_ids  # text word id -> run token id
     base = []
     for o in range(len(OFFSETS)):
