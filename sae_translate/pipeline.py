@@ -75,7 +75,7 @@ def stage_train(state: PipelineState, section: dict) -> None:
 def stage_label(state: PipelineState, section: dict) -> None:
     """Label with every method, score on held-out windows, print the per-method means."""
     from sae_translate.label import LabelConfig
-    from sae_translate.score import concept_kind_table, label_and_score, summary_table
+    from sae_translate.score import concept_kind_table, concept_recovery_table, label_and_score, summary_table
     from sae_translate.store.db import format_result
 
     cfg = build_config(LabelConfig, section, "label", run=str(state.run_dir or state.config.run_dir))
@@ -87,6 +87,7 @@ def stage_label(state: PipelineState, section: dict) -> None:
         print(summary_table(scored.summary))
         if scored.world:  # scored against a toy world's ground truth
             print(concept_kind_table(cfg.db, labelled.run_id))
+            print(concept_recovery_table(cfg.db, labelled.run_id))
     literal = "'" + labelled.run_id.replace("'", "''") + "'"  # for the command shown; the query binds the id
     print(f'   sae-translate query "{BEST_LABELS_SQL.replace("?", literal)}" --db {cfg.db}')
     print(format_result(best_labels(cfg.db, labelled.run_id)))

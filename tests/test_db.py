@@ -356,6 +356,35 @@ def test_version_1_database_is_migrated_on_write(tmp_path):
     assert version == [(str(db.SCHEMA_VERSION),)]
 
 
+def test_version_2_database_gains_the_firing_bound_on_write(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(20, methods=("top-tokens",)))
+    db.write_score_stage(path, "a", _random_scores(np.random.default_rng(1), 20, ("top-tokens",), ("embedding",)))
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE true_concepts DROP COLUMN firing_f1")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.close()
+    before = sorted(db.run_query("SELECT * FROM best_labels", path).rows)
+    concepts = {
+        "feature": np.array([0, 1], np.int32),
+        "concept": ["fruit", ""],
+        "kind": ["lexical", ""],
+        "status": ["planted", "split"],
+        "precision": [0.9, 0.2],
+        "n_firing": [10, 12],
+        "firing_f1": [0.4, 0.0],
+    }
+    rows = _random_scores(np.random.default_rng(2), 20, ("top-tokens",), ("embedding",))
+    db.write_score_stage(
+        path, "b", db.ScoreStageRows(rows.scores, rows.summary, concepts, ("top-tokens",), ("embedding",))
+    )
+    got = db.run_query("SELECT feature, firing_f1 FROM true_concepts WHERE run_id = 'b' ORDER BY feature", path).rows
+    assert got == [(0, 0.4), (1, 0.0)]
+    assert sorted(db.run_query("SELECT * FROM best_labels WHERE run_id = 'a'", path).rows) == before
+    version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
+    assert version == [(str(db.SCHEMA_VERSION),)]
+
+
 @pytest.mark.parametrize(
     "sql",
     [

@@ -74,6 +74,9 @@ scorers = ["ground_truth", "name_match", "embedding", "detection"]
     assert contextual > 0
     out = capsys.readouterr().out
     assert "features with a planted concept" in out and "translator-aligned" in out
+    assert "(feature's firing)" in out and "planted concepts:" in out
+    bounds = con.execute("SELECT min(firing_f1), max(firing_f1) FROM true_concepts WHERE status = 'planted'").fetchone()
+    assert 0 < bounds[0] <= bounds[1] <= 1
 
 
 def test_demo_pipeline_trains_and_labels_with_the_translator():

@@ -7,6 +7,10 @@ in both are a *tie*, and a best precision under ``min_precision`` means the feat
 across concepts. Ties and splits are reported with their status and not scored: a feature is
 never silently given to the first concept in config order.
 
+Beside each planted concept, the F1 of the feature's own firing against it: the bound for a label
+that states exactly what the feature does (a label can pass it only by naming more of the concept
+than the feature fires on).
+
 Two scores per labelled feature with a planted concept:
 
 - ``ground_truth`` (extensional): F1 between the held-out tokens the label's rule selects and the
@@ -51,6 +55,9 @@ class PlantedConcepts:
     status: list[str]  # PLANTED, TIE or SPLIT
     precision: np.ndarray  # float64 [n]
     n_firing: np.ndarray  # int64 [n]
+    # F1 of the feature's own held-out firing against its concept: what a label stating exactly
+    # the feature scores. Below 1 where the SAE splits a concept over several features.
+    firing_f1: np.ndarray  # float64 [n] (0 for ties and splits)
 
     def planted(self) -> dict[int, str]:
         return {int(f): c for f, c, s in zip(self.feature, self.concept, self.status) if s == PLANTED}
@@ -70,7 +77,7 @@ def planted_concepts(
     features = np.asarray(features, dtype=np.int64)
     features = features[n_firing[features] >= min_firings]
     size = member.sum(0)  # tagged tokens per concept: the narrower concept wins equal precision
-    out = PlantedConcepts(features, [], [], np.zeros(len(features)), n_firing[features])
+    out = PlantedConcepts(features, [], [], np.zeros(len(features)), n_firing[features], np.zeros(len(features)))
     order = np.argsort(feat, kind="stable")
     feat, tok = feat[order], tok[order]
     for i, f in enumerate(features.tolist()):
@@ -91,6 +98,9 @@ def planted_concepts(
             else " | ".join(concept_names[int(c)] for c in narrowest)
         )
         out.status.append(PLANTED if len(narrowest) == 1 else TIE)
+        if len(narrowest) == 1:
+            c = int(narrowest[0])
+            out.firing_f1[i] = 2 * hits[c] / ((b - a) + size[c])
     return out
 
 

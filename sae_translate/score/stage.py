@@ -232,6 +232,7 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
             "status": p.status,
             "precision": p.precision,
             "n_firing": p.n_firing,
+            "firing_f1": p.firing_f1,
         }
     summary_rows = {
         "method": [s.method for s in summary],
@@ -336,6 +337,11 @@ def concept_kind_table(db: str | Path, run_id: str) -> str:
         status = dict(
             con.execute("SELECT status, count(*) FROM true_concepts WHERE run_id = ? GROUP BY ALL", [run_id]).fetchall()
         )
+        firing = con.execute(
+            "SELECT kind, avg(firing_f1) FROM true_concepts WHERE run_id = ? AND status = 'planted' GROUP BY ALL "
+            "UNION ALL SELECT 'all', avg(firing_f1) FROM true_concepts WHERE run_id = ? AND status = 'planted'",
+            [run_id, run_id],
+        ).fetchall()
     finally:
         con.close()
     cells = {(m, k, sc): (v, n) for m, k, sc, v, n in rows}
@@ -355,5 +361,52 @@ def concept_kind_table(db: str | Path, run_id: str) -> str:
     ]
     for m in methods:
         vals = [cells.get((m, k, sc)) for k, sc in columns]
+        lines.append("  ".join([m.ljust(width)] + [("n/a" if v is None else f"{v[0]:.3f}").rjust(9) for v in vals]))
+    bound = {k: v for k, v in firing if v is not None}
+    if bound:
+        vals = [bound.get(k) if sc == "ground_truth" else None for k, sc in columns]
+        lines.append("  ".join([FIRING.ljust(width)] + [("" if v is None else f"{v:.3f}").rjust(9) for v in vals]))
+        lines.append(
+            f"   {FIRING}: F1 of each feature's own held-out firing against its concept, the ground truth of a "
+            "label stating exactly what the feature does (below 1 where the SAE splits a concept)"
+        )
+    return "\n".join(lines)
+
+
+FIRING = "(feature's firing)"
+
+
+def concept_recovery_table(db: str | Path, run_id: str) -> str:
+    """Per planted concept, the best ground truth among the features it is planted in, averaged over
+    concepts: did some feature's label name the concept? An SAE that splits a concept over many
+    features (one per verb, say) gives each a narrow, faithful label; the concept is recovered
+    when one of them names it."""
+    con = label_db.connect_readonly(db)
+    try:
+        rows = con.execute(
+            "WITH best AS (SELECT s.method, t.concept, t.kind, max(s.value) AS v FROM scores s JOIN true_concepts t "
+            "ON s.run_id = t.run_id AND s.feature = t.feature AND t.status = 'planted' "
+            "WHERE s.run_id = ? AND s.scorer = 'ground_truth' GROUP BY ALL), "
+            "bound AS (SELECT ? AS method, concept, kind, max(firing_f1) AS v FROM true_concepts "
+            "WHERE run_id = ? AND status = 'planted' AND firing_f1 IS NOT NULL GROUP BY ALL), "
+            "per_concept AS (SELECT * FROM best UNION ALL SELECT * FROM bound) "
+            "SELECT method, kind, avg(v), count(*) FROM per_concept GROUP BY ALL "
+            "UNION ALL SELECT method, 'all', avg(v), count(*) FROM per_concept GROUP BY ALL",
+            [run_id, FIRING, run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    cells = {(m, k): (v, n) for m, k, v, n in rows}
+    methods = sorted({m for m, *_ in rows if m != FIRING}) + ([FIRING] if any(m == FIRING for m, *_ in rows) else [])
+    kinds = ("all", "lexical", "contextual")
+    n = {k: max([cells.get((m, k), (0, 0))[1] for m in methods], default=0) for k in kinds}
+    width = max([len("method")] + [len(m) for m in methods])
+    lines = [
+        f"   planted concepts: {n['all']} ({n['lexical']} lexical, {n['contextual']} contextual); per concept the "
+        "best ground truth among its features",
+        "  ".join(["method".ljust(width)] + [f"{k[:4]} gt".rjust(9) for k in kinds]),
+    ]
+    for m in methods:
+        vals = [cells.get((m, k)) for k in kinds]
         lines.append("  ".join([m.ljust(width)] + [("n/a" if v is None else f"{v[0]:.3f}").rjust(9) for v in vals]))
     return "\n".join(lines)

@@ -39,10 +39,11 @@ import pyarrow as pa
 from sae_translate.errors import UserError
 
 DEFAULT_DB = Path("stores/labels.duckdb")
-SCHEMA_VERSION = 2
-# Version 1 had best_labels as a ranking view and labels without rules; opening it for writing
-# adds the rule columns (empty: free text) and materialises the ranking.
-MIGRATES_FROM = 1
+SCHEMA_VERSION = 3
+# Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
+# beside the planted concepts; opening either for writing adds the missing columns (empty) and
+# materialises the ranking.
+MIGRATES_FROM = (1, 2)
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS score_summary(
     n_excluded BIGINT);
 CREATE TABLE IF NOT EXISTS true_concepts(
     run_id VARCHAR, feature INTEGER, concept VARCHAR, kind VARCHAR, status VARCHAR,
-    precision DOUBLE, n_firing BIGINT);
+    precision DOUBLE, n_firing BIGINT, firing_f1 DOUBLE);
 CREATE TABLE IF NOT EXISTS best_label_rows(
     run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, score DOUBLE,
     label_lower VARCHAR);
@@ -106,7 +107,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start", "stop"),
     "scores": ("run_id", "feature", "method", "scorer", "value"),
     "score_summary": ("run_id", "method", "scorer", "mean", "n_scored", "n_excluded"),
-    "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing"),
+    "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing", "firing_f1"),
 }
 
 Rows: TypeAlias = pa.Table | Mapping[str, Any]
@@ -139,26 +140,28 @@ def _writer_lock(db: Path, timeout_s: float) -> Iterator[None]:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
-    """Create the tables, or bring a version-1 database up to this version (on the private copy,
-    so the live file changes only when the whole write succeeds)."""
+    """Create the tables, or bring an older database up to this version (on the private copy, so
+    the live file changes only when the whole write succeeds)."""
     version = _schema_version(con)
-    if version is not None and version not in (SCHEMA_VERSION, MIGRATES_FROM):
+    if version is not None and version != SCHEMA_VERSION and version not in MIGRATES_FROM:
         raise UserError(
             f"{db} has label schema version {version}, this package writes {SCHEMA_VERSION}; write to a new --db file"
         )
     con.execute(SCHEMA_SQL)
     if version is None:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-    elif version == MIGRATES_FROM:
+    elif version in MIGRATES_FROM:
         for table, column, kind in (
             ("labels", "rule_kind", "VARCHAR"),
             ("labels", "rule", "JSON"),
             ("true_concepts", "kind", "VARCHAR"),
             ("true_concepts", "status", "VARCHAR"),
+            ("true_concepts", "firing_f1", "DOUBLE"),
         ):
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
-        con.execute("DELETE FROM best_label_rows")
-        _insert_best_labels(con, "TRUE", [])
+        if version == 1:
+            con.execute("DELETE FROM best_label_rows")
+            _insert_best_labels(con, "TRUE", [])
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 
