@@ -161,6 +161,54 @@ def test_evidence_is_contrast_to_the_base_rate():
     assert ev.ids[0].tolist() == [2]
 
 
+def evidence_at(marks: dict[int, list[str]]) -> Evidence:
+    """Evidence naming ``marks[offset]`` at those offsets and nothing elsewhere."""
+    offsets = range(-3, 4)
+    ids = [np.array([ID[w] for w in marks.get(d, [])], dtype=np.int64) for d in offsets]
+    return Evidence(ids, [np.ones(len(i)) for i in ids], [np.full(len(i), 3.0) for i in ids])
+
+
+@pytest.mark.parametrize(
+    "marks, proposed",
+    [
+        ({0: ["cat"]}, set()),
+        ({0: ["cat"], -2: ["("]}, {"inside ( )"}),
+        ({0: ["cat"], 3: [")"]}, {"inside ( )"}),
+        ({0: ["cat"], -1: ["“"], 1: ["."]}, {"inside “ ”", "sentence_end"}),
+        ({0: ["cat"], -1: ["."]}, {"sentence_start"}),
+        ({0: ["cat"], -2: ["."], 2: ["!"]}, set()),  # a sentence mark further away says nothing
+        ({0: ["cat"], -1: ["<|endoftext|>"]}, {"sentence_start"}),
+    ],
+)
+def test_structural_contexts_are_proposed_where_the_evidence_shows_their_marks(marks, proposed):
+    """A structural context is a candidate only where its marks stand out around the firing
+    position, so a feature whose evidence proposes nothing faithful does not fall back to the
+    corpus's most common structure."""
+    from types import SimpleNamespace
+
+    describer = Describer(SimpleNamespace(evaluator=RuleEvaluator(VOCAB)), None, DescriberConfig())  # type: ignore[arg-type]
+    found = {
+        f"inside {' '.join(c.delimiters)}" if c.kind == "inside" else c.kind
+        for c in describer.supported_structure(evidence_at(marks))
+    }
+    assert found == proposed
+    rules = describer.candidates(evidence_at(marks))
+    assert {r.context.kind for r in rules if r.context is not None and r.context.kind not in ("after", "before")} == {
+        p.split()[0] for p in proposed
+    }
+
+
+def test_a_mark_near_its_base_rate_proposes_no_structure():
+    from types import SimpleNamespace
+
+    describer = Describer(SimpleNamespace(evaluator=RuleEvaluator(VOCAB)), None, DescriberConfig(min_lift=2.0))  # type: ignore[arg-type]
+    weak = evidence_at({0: ["cat"], 1: ["."]})
+    weak.lift[4][:] = 1.5  # "." right after, but only 1.5 times as often as anywhere
+    assert describer.supported_structure(weak) == []
+    weak.lift[4][:] = 2.5
+    assert [c.kind for c in describer.supported_structure(weak)] == ["sentence_end"]
+
+
 def test_describer_finds_a_context_rule_from_corpus_evidence(tiny_run):
     """On the tiny world's run, some feature is best described by a context rule, and a
     feature that fires on one token gets that token."""

@@ -7,8 +7,9 @@ so the corpus's frequent tokens do not win by being frequent. It comes from the 
 
 From the evidence the describer proposes candidate rules (``rules.py``): token sets and WordNet
 categories for the firing token (offset 0) and for its neighbours (offsets -1 and +1, as
-"right after X" / "right before X"), the structural contexts (sentence start and end, inside each
-delimiter pair the vocabulary has) and targets in contexts. It keeps the candidate with the best
+"right after X" / "right before X"), the structural contexts the evidence points at (sentence start
+and end, inside a delimiter pair: where the marks stand out around the firing position) and
+targets in contexts. It keeps the candidate with the best
 *fidelity* on train windows: F1 between the tokens the rule selects and the tokens where the
 feature fires, estimated from a sample of train tokens (never held-out ones). Where fidelities
 tie within one standard error of the estimate, the shorter, more general rule wins.
@@ -53,10 +54,11 @@ class CategorySource(Protocol):
 @dataclass
 class Evidence:
     """Per offset in OFFSETS: token ids (run vocabulary) and their positive PMI weights, strongest
-    first."""
+    first, with each token's lift (its probability over its base rate)."""
 
     ids: list[np.ndarray]
     weights: list[np.ndarray]
+    lift: list[np.ndarray]
 
     @staticmethod
     def from_distributions(
@@ -64,16 +66,28 @@ class Evidence:
     ) -> Evidence:
         """PMI contrast of distributions ``probs[d]`` over ``ids[d]`` to base rates ``base[d]``
         (dense over the vocabulary)."""
-        out_ids, out_w = [], []
+        return Evidence.from_contrast(
+            ids, probs, [b[np.asarray(i, dtype=np.int64)] for i, b in zip(ids, base)], max_words
+        )
+
+    @staticmethod
+    def from_contrast(
+        ids: Sequence[np.ndarray], probs: Sequence[np.ndarray], base: Sequence[np.ndarray], max_words: int = 64
+    ) -> Evidence:
+        """PMI contrast of probabilities ``probs[d]`` of words ``ids[d]`` to their base rates
+        ``base[d]`` (aligned with ``ids[d]``)."""
+        out_ids, out_w, out_lift = [], [], []
         for i, p, b in zip(ids, probs, base):
             i, p = np.asarray(i, dtype=np.int64), np.asarray(p, dtype=np.float64)
-            q = np.maximum(b[i], 1e-12)
-            w = np.where(p > q, p * np.log(np.maximum(p, 1e-12) / q), 0.0)
+            q = np.maximum(np.asarray(b, dtype=np.float64), 1e-12)
+            lift = np.maximum(p, 1e-12) / q
+            w = np.where(p > q, p * np.log(lift), 0.0)
             keep = np.flatnonzero(w > 0)
             keep = keep[np.argsort(-w[keep], kind="stable")][:max_words]
             out_ids.append(i[keep])
             out_w.append(w[keep])
-        return Evidence(out_ids, out_w)
+            out_lift.append(lift[keep])
+        return Evidence(out_ids, out_w, out_lift)
 
 
 @dataclass
@@ -83,6 +97,7 @@ class DescriberConfig:
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
     n_combined: int = 3  # best targets x best contexts tried together
     tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
+    min_lift: float = 2.0  # a structural mark must be this many times its base rate near the firing
     sample_tokens: int = 262_144  # train tokens the fidelity statistics come from
     firing_sample: int = 64  # firing positions per feature for recall
     min_firings: int = 16  # below this in the sample, the feature's top positions are added
@@ -243,7 +258,14 @@ class Describer:
     def __init__(self, sample: TrainSample, categories: CategorySource | None, cfg: DescriberConfig):
         self.sample, self.categories, self.cfg = sample, categories, cfg
         ev = sample.evaluator
-        self.structural = [Context(k) for k in STRUCTURAL] + [Context("inside", delimiters=d) for d in ev.delimiters]
+        # each structural context with the marks whose presence around the firing position points
+        # at it: (marks before, marks after)
+        starts = np.union1d(ev.sentence_end, ev.boundary)
+        empty = np.zeros(0, np.int64)
+        self.structural: list[tuple[Context, np.ndarray, np.ndarray]] = [
+            (Context("sentence_start"), starts, empty),
+            (Context("sentence_end"), empty, ev.sentence_end),
+        ] + [(Context("inside", delimiters=d), ev.token_ids((d[0],)), ev.token_ids((d[1],))) for d in ev.delimiters]
 
     def selectors(self, ids: np.ndarray, weights: np.ndarray, n_tokens: int) -> list[Selector]:
         """Token sets of the top 1..n distinct words, and WordNet categories of the weighted words."""
@@ -260,10 +282,33 @@ class Describer:
             out += list(self.categories.propose(weights_of, self.cfg.n_categories))
         return out
 
+    def supported_structure(self, evidence: Evidence) -> list[Context]:
+        """The structural contexts the evidence points at: a sentence start where a sentence end
+        (or a sequence boundary) stands out right before the firing position, a sentence end where
+        one stands out right after it, inside a delimiter pair where its opening mark stands out
+        before or its closing mark after (offsets up to 3). A mark stands out at an offset when it
+        is at least ``min_lift`` times as likely there as its base rate. Proposing structure
+        regardless lets the most common structure win every feature whose evidence proposes
+        nothing faithful."""
+
+        def standing_out(offsets: range) -> np.ndarray:
+            ids = [evidence.ids[d][evidence.lift[d] >= self.cfg.min_lift] for d in offsets]
+            return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+        before, after = standing_out(range(AT)), standing_out(range(AT + 1, len(OFFSETS)))
+        right_before, right_after = standing_out(range(BEFORE, AT)), standing_out(range(AFTER, AFTER + 1))
+        out = []
+        for context, marks_before, marks_after in self.structural:
+            near_before = right_before if context.kind == "sentence_start" else before
+            near_after = right_after if context.kind == "sentence_end" else after
+            if isin(near_before, marks_before).any() or isin(near_after, marks_after).any():
+                out.append(context)
+        return out
+
     def candidates(self, evidence: Evidence) -> list[Rule]:
         cfg = self.cfg
         targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens)
-        contexts = list(self.structural)
+        contexts = self.supported_structure(evidence)
         for kind, at in (("after", BEFORE), ("before", AFTER)):
             for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
                 contexts.append(Context(kind, of=sel))

@@ -228,8 +228,8 @@ class RuleEvaluator:
         for i, t in enumerate(self.text):
             self._ids_of_text.setdefault(t, []).append(i)
         self.category_ids = category_ids
-        self.sentence_end = self._ids(SENTENCE_END)
-        self.closing_punctuation = self._ids((*SENTENCE_END, ",", ";", ":", "—", "-"))
+        self.sentence_end = self.token_ids(SENTENCE_END)
+        self.closing_punctuation = self.token_ids((*SENTENCE_END, ",", ";", ":", "—", "-"))
         self.boundary = np.array([i for i, t in enumerate(self.vocab) if _BOUNDARY.match(t.strip())], dtype=np.int64)
         # punctuation, boundaries and the like are not words: no context rule selects them
         self.is_word = np.array(
@@ -239,7 +239,8 @@ class RuleEvaluator:
         self.delimiters = [pair for pair in DELIMITERS if all(p in self._ids_of_text for p in pair)]
         self._selector_cache: dict[Selector, np.ndarray] = {}
 
-    def _ids(self, texts: Sequence[str]) -> np.ndarray:
+    def token_ids(self, texts: Sequence[str]) -> np.ndarray:
+        """Sorted ids of the tokens whose normalised text is one of ``texts``."""
         ids = sorted({i for t in texts for i in self._ids_of_text.get(t, ())})
         return np.array(ids, dtype=np.int64)
 
@@ -252,7 +253,7 @@ class RuleEvaluator:
                     raise ValueError("category rules need WordNet (category_ids)")
                 ids = np.asarray(self.category_ids(selector.synset), dtype=np.int64)
             else:
-                ids = self._ids(selector.tokens)
+                ids = self.token_ids(selector.tokens)
             if len(self._selector_cache) < 65536:
                 self._selector_cache[selector] = ids
         return ids
@@ -280,7 +281,7 @@ class RuleEvaluator:
         a close before any open started inside a span; a boundary token ends any span. A mark that
         both opens and closes (a straight quote) closes after punctuation, as English places
         punctuation inside quotes, and opens otherwise."""
-        o, c = self._ids([open_]), self._ids([close])
+        o, c = self.token_ids([open_]), self.token_ids([close])
         is_open, is_close = isin(tokens, o), isin(tokens, c)
         if open_ == close:
             prev = np.full_like(tokens, -1)
