@@ -129,6 +129,14 @@ def test_category_selects_the_words_under_its_synset():
             Rule(Selector(synset="animal.n.01", name="animal"), Context("inside", delimiters=("(", ")"))),
             "an animal inside parentheses",
         ),
+        (Rule(Selector(synset="travel.v.01", name="travel")), "travel (verb)"),
+        (
+            Rule(
+                Selector(synset="cardinal.a.02", name="cardinal"),
+                Context("after", of=Selector(synset="see.v.01", name="see")),
+            ),
+            'an adjective like "cardinal" right after a verb like "see"',
+        ),
     ],
 )
 def test_rendering_and_json_round_trip(rule, text):

@@ -70,13 +70,25 @@ class Selector:
     def complexity(self) -> float:
         return 1.0 if self.is_category else 1.0 + 0.5 * (len(self.tokens) - 1)
 
+    @property
+    def part_of_speech(self) -> str:
+        """The category's WordNet part of speech: "noun", "verb" or "adjective" ("" for tokens)."""
+        pos = self.synset.split(".")[-2] if self.synset.count(".") >= 2 else ""
+        return {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}.get(pos, "")
+
     def text(self) -> str:
-        """Standing alone: "fruit" or "apple, pear"."""
-        return self.name if self.is_category else ", ".join(self.tokens)
+        """Standing alone: "fruit", "travel (verb)" or "apple, pear"."""
+        if not self.is_category:
+            return ", ".join(self.tokens)
+        pos = self.part_of_speech
+        return self.name if pos in ("noun", "") else f"{self.name} ({pos})"
 
     def noun_phrase(self) -> str:
-        """Inside a sentence: "a fruit" or '"two", "three" or "four"'."""
+        """Inside a sentence: "a fruit", 'a verb like "travel"' or '"two", "three" or "four"'."""
         if self.is_category:
+            pos = self.part_of_speech
+            if pos not in ("noun", ""):  # a verb category is no noun: "right after a see" reads wrong
+                return f'{"an" if pos[0] in "aeiou" else "a"} {pos} like "{self.name}"'
             return f"{'an' if _VOWEL_SOUND.match(self.name) else 'a'} {self.name}"
         quoted = [f'"{t}"' for t in self.tokens]
         return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
