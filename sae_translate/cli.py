@@ -15,15 +15,16 @@ from typing import Optional
 
 import typer
 
-from sae_translate.bench.hmm import BenchConfig, HMMConfig
+# only the stages' config modules: light, so --help and query start fast (each stage's heavy
+# libraries, torch among them, are imported inside the command that runs it)
+from sae_translate.bench.config import BenchConfig, HMMConfig
 from sae_translate.errors import UserError
-from sae_translate.extract.extract import ExtractConfig
+from sae_translate.extract.config import ExtractConfig
 from sae_translate.extract.sae_training import TrainSaeConfig
-from sae_translate.label import LabelConfig
+from sae_translate.label.config import LabelConfig
 from sae_translate.options import ConfigOptions, with_configs
-from sae_translate.report import ReportConfig
-from sae_translate.translator.languages import LanguageConfig
-from sae_translate.translator.train import TranslatorConfig
+from sae_translate.report.config import ReportConfig
+from sae_translate.translator.config import LOSSES, LanguageConfig, TranslatorConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -231,7 +232,7 @@ def train(
 ) -> None:
     """Train the translator between a run's feature language and its text (resumes when interrupted)."""
     from sae_translate.translator.run import train_on_run
-    from sae_translate.translator.train import LOSSES, checkpoint_meta
+    from sae_translate.translator.train import checkpoint_meta
 
     if losses is not None:
         cfg = _only_losses(cfg, {x.strip() for x in losses.split(",") if x.strip()}, LOSSES)

@@ -158,6 +158,68 @@ def test_readme_command_table_names_only_real_options():
                 assert opt in known, (name, opt)
 
 
+# ------------------------------------------------------------------ start-up cost
+
+# seconds to import; only the stage that runs needs them, never --help or a query
+HEAVY = ("torch", "nltk", "x_transformers", "transformer_lens", "sae_lens")
+
+_STARTUP = """
+import json, sys
+
+heavy = sys.argv[1].split(",")
+import sae_translate.cli  # noqa: E402
+
+after_import = [m for m in heavy if m in sys.modules]
+if sys.argv[2:]:
+    import typer
+    from typer.testing import CliRunner
+
+    def paths(cmd, prefix=()):
+        yield prefix
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from paths(sub, (*prefix, name))
+
+    runner, exits = CliRunner(), {}
+    for path in paths(typer.main.get_command(sae_translate.cli.app)):
+        exits[" ".join((*path, "--help"))] = runner.invoke(sae_translate.cli.app, [*path, "--help"]).exit_code
+    query = ["query", "--db", sys.argv[2], "SELECT count(*) FROM labels"]
+    exits["query"] = runner.invoke(sae_translate.cli.app, query).exit_code
+    print(json.dumps({"after_import": after_import, "after_commands": [m for m in heavy if m in sys.modules],
+                      "exits": exits}))
+else:
+    print(json.dumps({"after_import": after_import}))
+"""
+
+
+def _startup(*db: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _STARTUP, ",".join(HEAVY), *db],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_the_command_line_imports_no_heavy_library():
+    assert _startup()["after_import"] == []
+
+
+def test_help_of_every_command_and_a_query_import_no_heavy_library(tmp_path):
+    from sae_translate.store import db as label_db
+
+    db = tmp_path / "labels.duckdb"
+    with label_db.write_transaction(db):
+        pass  # an empty database with the schema
+    seen = _startup(str(db))
+    assert {"--help", "extract --help", "label --help", "bench hmm --help", "query"} <= set(seen["exits"])
+    assert set(seen["exits"].values()) == {0}, seen["exits"]
+    assert seen["after_import"] == [] and seen["after_commands"] == []
+
+
 # ------------------------------------------------------------------ progress in logs
 
 

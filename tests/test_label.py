@@ -131,6 +131,32 @@ def test_registry_accepts_a_new_method(planted, tmp_path):
         LABELERS.pop("first-letter")
 
 
+BUILT_IN = {"top-tokens", "logit-lens", "constant", "random", "describe-corpus", "translator", "translator-aligned"}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from sae_translate.label import LABELERS; print(*LABELERS)",
+        "from sae_translate.label.base import LABELERS, get_labeler; get_labeler('random'); print(*LABELERS)",
+    ],
+    ids=["package", "get_labeler"],
+)
+def test_every_built_in_method_is_registered_in_a_fresh_process(code):
+    """The package imports its method modules on first use, not on import (the command line reads
+    only its config): whichever way a process reaches the registry, every method is in it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr
+    assert set(out.stdout.split()) == BUILT_IN
+
+
 def test_unknown_method_is_a_user_error(planted, tmp_path):
     with pytest.raises(UserError, match="unknown label method"):
         label_run(LabelConfig(run=str(planted.run.dir), db=str(tmp_path / "x.duckdb"), methods=("nope",)))

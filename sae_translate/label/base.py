@@ -1,12 +1,13 @@
 """What a labeller sees and the registry of label methods.
 
 A method takes a ``LabelContext`` and returns, for every alive feature in order, a ranked list of
-candidate labels (rank 0 is the one scored). Methods register with ``register_labeler``; the
-package ``sae_translate.label`` imports every module that registers one.
+candidate labels (rank 0 is the one scored). Methods register with ``register_labeler``;
+``load_methods`` (which ``get_labeler`` calls) imports every module that registers a built-in one.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,42 +15,10 @@ from typing import Any
 import numpy as np
 
 from sae_translate.errors import UserError
-from sae_translate.label.examples import ExampleConfig
+from sae_translate.label.config import BASELINES as BASELINES  # re-exported
+from sae_translate.label.config import LabelConfig
 from sae_translate.label.rules import Rule
-from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
-
-BASELINES = ("top-tokens", "logit-lens", "constant", "random")
-
-
-@dataclass
-class LabelConfig:
-    run: str
-    db: str = str(label_db.DEFAULT_DB)
-    methods: tuple[str, ...] = BASELINES
-    run_id: str | None = None  # defaults to the run directory's name
-    label_tokens: int = 3  # tokens named by a baseline label
-    window: int = 16  # tokens per example window
-    n_top_examples: int = 5
-    n_quantiles: int = 5
-    n_per_quantile: int = 2
-    max_heldout_tokens: int = 262_144
-    seed: int = 0
-    device: str = "auto"
-    # scorers run right after labelling by score.label_and_score (empty: label only)
-    scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
-    world: str = ""  # toy-world dir for ground truth; "" = the run's own
-
-    @property
-    def example_config(self) -> ExampleConfig:
-        return ExampleConfig(
-            window=self.window,
-            n_top=self.n_top_examples,
-            n_quantiles=self.n_quantiles,
-            n_per_quantile=self.n_per_quantile,
-            max_heldout_tokens=self.max_heldout_tokens,
-            seed=self.seed,
-        )
 
 
 @dataclass
@@ -98,7 +67,18 @@ def register_labeler(name: str) -> Callable[[Labeler], Labeler]:
     return add
 
 
+# the modules whose methods register themselves (they import this one, so they are imported on use)
+METHOD_MODULES = ("baselines", "describe", "translator")
+
+
+def load_methods() -> dict[str, Labeler]:
+    """Every registered method, after importing the modules that register the built-in ones."""
+    for module in METHOD_MODULES:
+        importlib.import_module(f"sae_translate.label.{module}")
+    return LABELERS
+
+
 def get_labeler(name: str) -> Labeler:
-    if name not in LABELERS:
+    if name not in load_methods():
         raise UserError(f"unknown label method {name!r}; choose from {', '.join(sorted(LABELERS))}")
     return LABELERS[name]

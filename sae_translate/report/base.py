@@ -1,4 +1,5 @@
-"""The report's building blocks: its config, the page that collects figures, HTML tables and notes."""
+"""The report's building blocks: the page that collects figures, HTML tables and notes (the config
+lives in config.py and is re-exported here)."""
 
 from __future__ import annotations
 
@@ -13,28 +14,14 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from sae_translate.report.config import ReportConfig as ReportConfig  # re-exported
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GROUND_TRUTH = "ground_truth"
 TRANSLATOR_LOG_GLOB = "translator*/log.jsonl"
 # Keys of a training-log record that index it rather than measure it.
 STEP_KEYS = ("step", "global_step", "iteration", "iter")
 NOT_PLOTTED = frozenset(STEP_KEYS) | {"time", "seconds", "elapsed", "wall", "epoch", "tokens"}
-
-
-@dataclass
-class ReportConfig:
-    run: str  # run directory (stores/RUN)
-    out: str | None = None  # default: RUN/report.html
-    db: str | None = None  # default: stores/labels.duckdb (optional unless given)
-    run_id: str | None = None  # defaults to the run directory's name, as label does
-    features: tuple[int, ...] = ()  # cards for exactly these features
-    max_cards: int = 50  # cards drawn when no features are named
-    max_points: int = 5000  # points per scatter plot, sampled beyond this
-    n_top_windows: int = 8  # windows per card and kind
-    latent_sentences: int = 400  # sentences per language in the latent view
-    max_log_points: int = 1000  # points per training curve (bucket means beyond)
-    seed: int = 0
-    title: str | None = None  # page title; default: "sae-translate report: RUN_ID"
 
 
 @dataclass

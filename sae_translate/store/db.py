@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 
 from sae_translate.errors import UserError
+from sae_translate.store import DEFAULT_DB
 
-DEFAULT_DB = Path("stores/labels.duckdb")
 SCHEMA_VERSION = 3
 # Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
 # beside the planted concepts; opening either for writing adds the missing columns (empty) and

@@ -11,30 +11,15 @@ The pairing (which feature sentence belongs to which text sentence) stays inside
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import Codes, RunStore
+from sae_translate.translator.config import VARIANTS as VARIANTS  # re-exported
+from sae_translate.translator.config import LanguageConfig
 from sae_translate.translator.train import Corpus, ParallelCorpus
 
 NONE = "<none>"
-VARIANTS = ("top1",)
-
-
-@dataclass
-class LanguageConfig:
-    dense_threshold: float = 0.1  # features firing on more than this share of train tokens are not words
-    min_count: int = 1  # features firing fewer times than this on the train split are not words
-    variant: str = "top1"  # one feature word per position: the largest normalised activation
-    seed: int = 0  # for the independent shuffles of the unsupervised corpora
-
-    def validate(self) -> None:
-        if self.variant not in VARIANTS:
-            raise UserError(f"unknown language variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
-        if not 0 < self.dense_threshold <= 1:
-            raise UserError(f"dense_threshold must lie in (0, 1] (got {self.dense_threshold})")
 
 
 def best_feature_per_token(codes: Codes, eligible: np.ndarray, max_value: np.ndarray) -> np.ndarray:

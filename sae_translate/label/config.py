@@ -1,0 +1,46 @@
+"""The label stage's settings: light to import (no torch, nltk or DuckDB), so the command line
+can read its options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sae_translate.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    from sae_translate.label.examples import ExampleConfig
+
+BASELINES = ("top-tokens", "logit-lens", "constant", "random")
+
+
+@dataclass
+class LabelConfig:
+    run: str
+    db: str = str(DEFAULT_DB)
+    methods: tuple[str, ...] = BASELINES
+    run_id: str | None = None  # defaults to the run directory's name
+    label_tokens: int = 3  # tokens named by a baseline label
+    window: int = 16  # tokens per example window
+    n_top_examples: int = 5
+    n_quantiles: int = 5
+    n_per_quantile: int = 2
+    max_heldout_tokens: int = 262_144
+    seed: int = 0
+    device: str = "auto"
+    # scorers run right after labelling by score.label_and_score (empty: label only)
+    scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
+    world: str = ""  # toy-world dir for ground truth; "" = the run's own
+
+    @property
+    def example_config(self) -> ExampleConfig:
+        from sae_translate.label.examples import ExampleConfig
+
+        return ExampleConfig(
+            window=self.window,
+            n_top=self.n_top_examples,
+            n_quantiles=self.n_quantiles,
+            n_per_quantile=self.n_per_quantile,
+            max_heldout_tokens=self.max_heldout_tokens,
+            seed=self.seed,
+        )

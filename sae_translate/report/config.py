@@ -1,0 +1,21 @@
+"""The report's settings: light to import (no plotly), so the command line can read its options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ReportConfig:
+    run: str  # run directory (stores/RUN)
+    out: str | None = None  # default: RUN/report.html
+    db: str | None = None  # default: stores/labels.duckdb (optional unless given)
+    run_id: str | None = None  # defaults to the run directory's name, as label does
+    features: tuple[int, ...] = ()  # cards for exactly these features
+    max_cards: int = 50  # cards drawn when no features are named
+    max_points: int = 5000  # points per scatter plot, sampled beyond this
+    n_top_windows: int = 8  # windows per card and kind
+    latent_sentences: int = 400  # sentences per language in the latent view
+    max_log_points: int = 1000  # points per training curve (bucket means beyond)
+    seed: int = 0
+    title: str | None = None  # page title; default: "sae-translate report: RUN_ID"

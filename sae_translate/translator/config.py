@@ -1,0 +1,106 @@
+"""The translator's settings and those of its two languages: light to import (no torch, no
+x-transformers), so the command line can read their options."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
+
+from sae_translate.errors import UserError
+
+if TYPE_CHECKING:
+    from sae_translate.translator.losses import NoiseConfig
+
+LOSSES = ("denoise", "back_translation", "adversarial", "kl", "anchor")
+
+
+@dataclass
+class TranslatorConfig:
+    mode: str = "unsupervised"  # "unsupervised": monolingual corpora only; "aligned": true pairs
+    steps: int = 2000
+    batch_size: int = 64
+    crop: int = 0  # train on random windows of this many positions (0: whole sentences); positions are relative
+    lr: float = 5e-4
+    warmup: int = 100
+    grad_clip: float = 1.0
+    # model
+    dim: int = 128
+    depth: int = 2
+    decoder_depth: int = 2
+    heads: int = 4
+    dropout: float = 0.0
+    variational: bool = False
+    # loss weights: 0 switches a loss off
+    denoise: float = 1.0
+    back_translation: float = 1.0
+    adversarial: float = 0.1
+    kl: float = 0.0  # needs variational=True
+    anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
+    anchor_starts: int = 24  # distinct starting maps the anchor refines (more: robust, slower)
+    dictionary_steps: int = 300  # before this step back-translation sources come from the dictionary
+    dictionary_weight: float = 1.0  # weight of learning the dictionary's translations (all steps)
+    dictionary_until: int = -1  # stop learning them at this step (-1: never)
+    bt_start: int = 0  # no back-translation before this step
+    bt_sample: bool = False  # argmax translations; sampling is closer to real sentences but can collapse
+    # denoising noise
+    word_drop: float = 0.1
+    shuffle_k: int = 3
+    word_mask: float = 0.1
+    # discriminator
+    disc_lr: float = 5e-4
+    disc_hidden: int = 128
+    # run
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    seed: int = 0
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    select_sentences: int = 256  # held out from each corpus for model selection
+    # unsupervised checkpoint choice: "round_trip" (a -> b -> a reconstruction; blind to a consistently
+    # wrong mapping) or "statistics" (sampled translations reproduce the other language's bigrams)
+    selection: str = "round_trip"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.mode not in ("unsupervised", "aligned"):
+            raise UserError(f"mode must be 'unsupervised' or 'aligned' (got {self.mode!r})")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UserError("steps and batch size must be positive")
+        if self.selection not in ("round_trip", "statistics"):
+            raise UserError(f"selection must be 'round_trip' or 'statistics' (got {self.selection!r})")
+        if self.kl > 0 and not self.variational:
+            raise UserError("a KL weight needs the variational bottleneck: set variational=True")
+
+    def noise(self) -> NoiseConfig:
+        from sae_translate.translator.losses import NoiseConfig  # torch: only when training
+
+        return NoiseConfig(self.word_drop, self.shuffle_k, self.word_mask)
+
+    def without(self, loss: str) -> TranslatorConfig:
+        """A copy with one loss switched off (for ablations)."""
+        if loss not in LOSSES:
+            raise UserError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        value = False if loss == "anchor" else 0.0
+        return TranslatorConfig(**{**asdict(self), loss: value})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TranslatorConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+VARIANTS = ("top1",)
+
+
+@dataclass
+class LanguageConfig:
+    dense_threshold: float = 0.1  # features firing on more than this share of train tokens are not words
+    min_count: int = 1  # features firing fewer times than this on the train split are not words
+    variant: str = "top1"  # one feature word per position: the largest normalised activation
+    seed: int = 0  # for the independent shuffles of the unsupervised corpora
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise UserError(f"unknown language variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if not 0 < self.dense_threshold <= 1:
+            raise UserError(f"dense_threshold must lie in (0, 1] (got {self.dense_threshold})")
