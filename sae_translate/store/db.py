@@ -23,6 +23,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import shutil
 import time
@@ -30,14 +31,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 from sae_translate.errors import UserError
 from sae_translate.store import DEFAULT_DB
+
+if TYPE_CHECKING:  # imported where rows are written: a read-only query does not need it
+    import pyarrow as pa
 
 SCHEMA_VERSION = 3
 # Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
@@ -110,7 +112,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "true_concepts": ("run_id", "feature", "concept", "kind", "status", "precision", "n_firing", "firing_f1"),
 }
 
-Rows: TypeAlias = pa.Table | Mapping[str, Any]
+Rows: TypeAlias = "pa.Table | Mapping[str, Any]"
 
 
 def _lock_path(db: Path) -> Path:
@@ -256,6 +258,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _as_arrow(rows: Rows) -> pa.Table:
+    import pyarrow as pa
+
     if isinstance(rows, pa.Table):
         return rows
     return pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in rows.items()})
@@ -263,6 +267,8 @@ def _as_arrow(rows: Rows) -> pa.Table:
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Rows, **constants: Any) -> int:
     """Bulk insert ``rows`` (columns by name) plus constant columns such as ``run_id``."""
+    import pyarrow as pa
+
     data = _as_arrow(rows)
     if data.num_rows == 0:
         return 0
@@ -394,8 +400,8 @@ def run_query(sql: str, db: str | Path = DEFAULT_DB) -> QueryResult:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None if np.isnan(value) else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
