@@ -6,8 +6,10 @@
 Trains `--steps` steps from scratch into a temporary directory (after a few warm-up steps that
 are not timed) and reports training throughput as text positions consumed per second: per step,
 batch_size sentences x crop positions in each of the two languages. Then decodes every alive
-feature into text labels with the trained model and reports features/s. Under torchrun the global
-batch is split over ranks and rank 0 reports.
+feature as translator labels do (`context_distributions`: the feature alone and in its top train
+windows, the text distributions at offsets -3..+3; the describer that turns them into a label is
+not timed) and reports features/s. Under torchrun the global batch is split over ranks and rank 0
+reports.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from datetime import date
 import numpy as np
 import torch
 
+from sae_translate.label.describer import OFFSETS
 from sae_translate.store.h5 import RunStore
 from sae_translate.translator.languages import build_languages
-from sae_translate.translator.run import translate_features
+from sae_translate.translator.run import context_distributions
 from sae_translate.translator.train import Trainer, TranslatorConfig
 
 WARMUP = 5
@@ -83,7 +86,7 @@ def main() -> None:
             return
         checkpoint = trainer.save_best()
         t0 = time.perf_counter()
-        translate_features(checkpoint, languages, alive, top_positions, device=args.device)
+        context_distributions(checkpoint, languages, alive, top_positions, OFFSETS, device=args.device)
         label_s = time.perf_counter() - t0
 
     result = {

@@ -5,11 +5,7 @@ import torch
 from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
 from sae_translate.translator.languages import NONE, LanguageConfig, build_languages
-from sae_translate.translator.run import (
-    label_from_candidates,
-    train_on_run,
-    translate_features,
-)
+from sae_translate.translator.run import context_distributions, train_on_run
 from sae_translate.translator.train import TranslatorConfig
 
 WORDS = "cat dog horse red blue green one two three paris london rome apple bread tea car boat bus".split()
@@ -109,16 +105,14 @@ def test_aligned_translator_labels_planted_features_with_their_trigger_words(pla
     checkpoint = train_on_run(planted.run.dir, cfg, out=tmp_path / "translator-aligned")
     langs = build_languages(planted.run)
     features = np.arange(planted.run.d_sae)
-    candidates = translate_features(
-        checkpoint, langs, features, planted.run.top_positions, beam=3, contexts=4, device="cpu"
+    offsets = (-1, 0, 1)
+    ids, probs, marginal = context_distributions(
+        checkpoint, langs, features, planted.run.top_positions, offsets, contexts=4, top_k=3, device="cpu"
     )
-    assert set(candidates) == set(features.tolist())
-    right = [candidates[f][0][0] == WORDS[planted.trigger[f]] for f in features]
+    assert ids.shape == probs.shape == (len(features), len(offsets), 3)
+    at = offsets.index(0)
+    right = [langs.text_vocab[ids[f, at, 0]] == WORDS[planted.trigger[f]] for f in features]
     assert np.mean(right) > 0.8
-    assert all(len(c) == 3 and c[0][1] >= c[1][1] >= c[2][1] for c in candidates.values())
-
-
-def test_label_joins_the_close_candidates():
-    assert label_from_candidates([("cat", 0.5), ("dog", 0.3), ("cat", 0.1), ("bus", 0.05)]) == "cat, dog"
-    assert label_from_candidates([("cat", 0.9), ("dog", 0.3)], min_ratio=0.2) == "cat, dog"
-    assert label_from_candidates([("cat", 0.9), ("dog", 0.1)]) == "cat"
+    assert (np.diff(probs, axis=-1) <= 0).all()  # best first
+    assert marginal.shape == (len(offsets), langs.text_vocab_size)
+    assert marginal[at].sum() == pytest.approx(1)  # every sentence is read at the feature's own position

@@ -23,7 +23,6 @@ from sae_translate.translator.languages import (
     Languages,
     build_languages,
 )
-from sae_translate.translator.model import beam_search
 from sae_translate.translator.train import (
     TranslatorConfig,
     load_translator,
@@ -111,54 +110,6 @@ def feature_sentences(
 
 
 @torch.no_grad()
-def translate_features(
-    checkpoint: str | Path,
-    languages: Languages,
-    features: np.ndarray,
-    top_positions: np.ndarray | None = None,
-    beam: int = 5,
-    contexts: int = 8,
-    one_word: bool = True,
-    device: str = "auto",
-    batch_sentences: int = 256,
-) -> dict[int, list[tuple[str, float]]]:
-    """Text candidates for every feature, best first, with their probability.
-
-    Each feature is decoded as the one-word sentence [f] and inside its own contexts: its top train
-    windows (`top_positions`, global positions seq * ctx + pos) with f written at its position. The
-    per-position text distributions are averaged and the `beam` best words kept. A feature that is
-    not a word of the feature language (too dense or too rare) is read from its contexts as written.
-    """
-    model = load_translator(checkpoint, "cpu").to(resolve_device(device))
-    dev = next(model.parameters()).device
-    owners, sentences, where = feature_sentences(languages, features, top_positions, contexts, 1 if one_word else None)
-
-    sums = np.zeros((len(features), languages.text_vocab_size))
-    counts = np.zeros(len(features))
-    # one-word sentences and full windows decode in separate batches (different lengths)
-    for length in sorted({len(s) for s in sentences}):
-        idx = [k for k, s in enumerate(sentences) if len(s) == length]
-        for lo in range(0, len(idx), batch_sentences):
-            chunk = idx[lo : lo + batch_sentences]
-            words = torch.as_tensor(np.stack([sentences[k] for k in chunk]), dtype=torch.long, device=dev)
-            log_probs = model.word_log_probs(words, FEATURES, TEXT)
-            at = torch.as_tensor([where[k] for k in chunk], device=dev)
-            probs = log_probs[torch.arange(len(chunk), device=dev), at].exp().cpu().numpy()
-            np.add.at(sums, [owners[k] for k in chunk], probs)
-            np.add.at(counts, [owners[k] for k in chunk], 1)
-
-    out: dict[int, list[tuple[str, float]]] = {}
-    for i, f in enumerate(features):
-        if counts[i] == 0:
-            out[int(f)] = []
-            continue
-        mean = torch.as_tensor(sums[i] / counts[i])
-        best = beam_search(mean.clamp_min(1e-12).log()[None], beam)
-        out[int(f)] = [(languages.text_vocab[seq[0]], float(np.exp(score))) for seq, score in best]
-    return out
-
-
-@torch.no_grad()
 def context_distributions(
     checkpoint: str | Path,
     languages: Languages,
@@ -213,18 +164,6 @@ def context_distributions(
         ids_out[lo : lo + len(batch)] = top_i.cpu().numpy()
         probs_out[lo : lo + len(batch)] = top_p.float().cpu().numpy()
     return ids_out, probs_out, marginal / max(len(features), 1)
-
-
-def label_from_candidates(candidates: list[tuple[str, float]], max_words: int = 3, min_ratio: float = 0.25) -> str:
-    """The best candidates joined into a short label: words within min_ratio of the best, at most max_words."""
-    words: list[str] = []
-    for text, prob in candidates:
-        word = text.strip() or text
-        if word and word not in words and prob >= min_ratio * candidates[0][1]:
-            words.append(word)
-        if len(words) == max_words:
-            break
-    return ", ".join(words)
 
 
 @torch.no_grad()
