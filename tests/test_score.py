@@ -120,6 +120,63 @@ def test_scores_stored_once_per_feature_and_rescoring_replaces(scored, clean_run
         assert mean == pytest.approx(summary[method, scorer].mean)
 
 
+_INDEX_BUILT = """
+import sys
+
+from sae_translate.label import Label, LabelConfig, label_run, register_labeler
+from sae_translate.label.describe import rule_evaluator
+from sae_translate.label.rules import Rule, Selector
+from sae_translate.score import ScoreConfig, score_run
+from sae_translate.store.db import run_query
+from sae_translate.store.h5 import RunStore
+
+run, db = sys.argv[1:3]
+with RunStore.open(run) as store:
+    categories = rule_evaluator(store.vocab)[1]
+score_run(ScoreConfig(run=run, db=db, scorers=("detection", "simulation")))
+print("token rules:", categories.built)
+
+
+@register_labeler("animal")
+def animal(ctx):
+    return [[Label("animal", Rule(Selector(synset="animal.n.01", name="animal")))] for _ in ctx.features]
+
+
+label_run(LabelConfig(run=run, db=db, methods=("animal",)))
+score_run(ScoreConfig(run=run, db=db, methods=("animal",), scorers=("detection",)))
+print("category rule:", categories.built)
+sql = "SELECT count(*) FROM scores WHERE method = 'animal' AND scorer = 'detection'"
+print("scored:", run_query(sql, db).rows[0][0])
+"""
+
+
+def test_the_wordnet_index_is_built_on_the_first_category_rule_only(scored, clean_run, tmp_path):
+    """Building the category index takes seconds (about 20 s at a 50k vocabulary): scoring token
+    rules never waits for it, and the first category rule builds it. In a fresh process, since
+    the label stage of this one may have built it already."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "labels.duckdb"
+    shutil.copy(scored[1], db)  # labels of "exact" and "random": token-set rules
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _INDEX_BUILT, str(clean_run.run.dir), str(db)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "token rules: False" in lines and "category rule: True" in lines
+    assert f"scored: {len(clean_run.run.alive)}" in lines
+
+
 def test_true_concepts_on_a_world_corpus(tmp_path):
     """Features planted on concepts recover them; a noise feature has no dominant concept."""
     cfg = load_world_config()

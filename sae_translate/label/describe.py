@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,11 +26,23 @@ from sae_translate.label.rules import RuleEvaluator, Selector
 from sae_translate.label.wordnet import CategoryIndex
 
 
-@dataclass
 class WordNetCategories:
-    """``CategoryIndex`` proposals as rule selectors."""
+    """``CategoryIndex`` proposals as rule selectors. The index is built on first use (seconds over
+    a large vocabulary): scoring rules that name no category never builds it."""
 
-    index: CategoryIndex
+    def __init__(self, vocab: Sequence[str]):
+        self.vocab = list(vocab)
+        self._index: CategoryIndex | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._index is not None
+
+    @property
+    def index(self) -> CategoryIndex:
+        if self._index is None:
+            self._index = CategoryIndex(self.vocab)
+        return self._index
 
     def propose(self, weights: dict[int, float], top_n: int = 3) -> Sequence[Selector]:
         return [Selector(synset=c.synset, name=c.name) for c in self.index.propose(weights, top_n)]
@@ -42,13 +53,14 @@ class WordNetCategories:
 
 @functools.lru_cache(maxsize=2)
 def _rule_evaluator(vocab: tuple[str, ...]) -> tuple[RuleEvaluator, WordNetCategories]:
-    categories = WordNetCategories(CategoryIndex(list(vocab)))
+    categories = WordNetCategories(vocab)
     return RuleEvaluator(vocab, categories.ids), categories
 
 
 def rule_evaluator(vocab: Sequence[str]) -> tuple[RuleEvaluator, WordNetCategories]:
-    """The evaluator every stage runs rules with, and WordNet categories over ``vocab`` (built
-    once per vocabulary and process: the label and score stages share it)."""
+    """The evaluator every stage runs rules with, and WordNet categories over ``vocab`` (made
+    once per vocabulary and process: the label and score stages share it; the category index is
+    built on the first category rule or proposal)."""
     return _rule_evaluator(tuple(vocab))
 
 
