@@ -19,8 +19,7 @@ import typer
 # libraries, torch among them, are imported inside the command that runs it)
 from sae_translate.bench.config import BenchConfig, HMMConfig
 from sae_translate.errors import UserError
-from sae_translate.extract.config import ExtractConfig
-from sae_translate.extract.sae_training import TrainSaeConfig
+from sae_translate.extract.config import ExtractConfig, TrainSaeConfig
 from sae_translate.label.config import LabelConfig
 from sae_translate.options import ConfigOptions, with_configs
 from sae_translate.report.config import ReportConfig

@@ -15,50 +15,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sae_translate.errors import UserError
+from sae_translate.extract.config import TrainSaeConfig
 from sae_translate.store.atomic import check_writable
 
 ARCHITECTURES = ("topk", "batchtopk", "standard")
 EVAL_FILENAME = "eval.json"
-
-
-@dataclass
-class TrainSaeConfig:
-    model: str  # whatever sae_translate.models.load_model accepts
-    hook: str  # e.g. blocks.1.hook_resid_post
-    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet files, a directory or a glob
-    out: Path  # directory to save the SAE in (sae-lens format)
-    architecture: str = "topk"  # topk | batchtopk | standard (L1)
-    d_sae: int | None = None  # dictionary width; None = expansion * d_in
-    expansion: int = 8  # d_sae = expansion * d_in when d_sae is not given
-    k: int = 8  # active features per token (topk, batchtopk)
-    l1_coefficient: float = 5.0  # sparsity penalty (standard)
-    training_tokens: int = 1_000_000  # tokens the SAE trains on
-    context_size: int = 128  # tokens per sequence
-    batch_size_tokens: int = 4096  # tokens per training step
-    lr: float = 4e-4  # learning rate
-    lr_warm_up_steps: int = 0  # steps of linear warm-up
-    lr_decay_fraction: float = 0.2  # share of the steps, at the end, over which lr decays to 0
-    store_batch_size_prompts: int = 16  # sequences per model forward pass
-    buffer_tokens: int = 65_536  # activations shuffled together before batches are served
-    dead_feature_window: int = 100  # steps without firing before a feature counts as dead
-    normalize_activations: str = "expected_average_only_in"  # folded into the weights at the end
-    n_batches_for_norm_estimate: int = 20  # batches that estimate the activation norm
-    eval_batches: int = 8  # batches of the final evaluation (eval.json)
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-    model_dtype: str = "float32"  # float32, bfloat16, float16
-    seed: int = 0
-    text_column: str = "text"  # column holding the text
-    dataset_split: str = "train"  # split of a hub dataset
-    dataset_name: str | None = None  # configuration of a hub dataset
-
-    @property
-    def steps(self) -> int:
-        return self.training_tokens // self.batch_size_tokens
 
 
 def train_sae(cfg: TrainSaeConfig) -> Path:
