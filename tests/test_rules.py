@@ -129,7 +129,7 @@ def test_category_selects_the_words_under_its_synset():
             Rule(Selector(synset="animal.n.01", name="animal"), Context("inside", delimiters=("(", ")"))),
             "an animal inside parentheses",
         ),
-        (Rule(Selector(synset="travel.v.01", name="travel")), "travel (verb)"),
+        (Rule(Selector(synset="travel.v.01", name="travel")), "travel"),
         (
             Rule(
                 Selector(synset="cardinal.a.02", name="cardinal"),

@@ -77,11 +77,8 @@ class Selector:
         return {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}.get(pos, "")
 
     def text(self) -> str:
-        """Standing alone: "fruit", "travel (verb)" or "apple, pear"."""
-        if not self.is_category:
-            return ", ".join(self.tokens)
-        pos = self.part_of_speech
-        return self.name if pos in ("noun", "") else f"{self.name} ({pos})"
+        """Standing alone: "fruit", "travel" or "apple, pear"."""
+        return self.name if self.is_category else ", ".join(self.tokens)
 
     def noun_phrase(self) -> str:
         """Inside a sentence: "a fruit", 'a verb like "travel"' or '"two", "three" or "four"'."""
