@@ -205,3 +205,27 @@ def test_unsupervised_translator_beats_its_word_by_word_anchor_where_context_mat
     report = run_benchmark(cfg)
     assert report["ceiling"] - report["lookup"] > 0.03  # context is worth something on this chain
     assert report["accuracy"] > report["word_by_word_accuracy"], report
+
+
+def test_aligned_translator_reads_context_beyond_the_per_symbol_lookup(tmp_path):
+    """On true pairs the bidirectional encoder learns P(b | whole a): above the best context-free
+    dictionary (which knows the HMM), on a small chain where context is worth 13 points."""
+    from dataclasses import replace
+
+    from sae_translate.bench.hmm import BenchConfig, run_benchmark
+
+    torch.set_num_threads(1)
+    cfg = BenchConfig(
+        hmm=HMMConfig(states=4, vocab_a=6, vocab_b=8, sharpness=2.0, length=12, seed=1),
+        n_train=3000,
+        n_test=300,
+        out_dir=str(tmp_path),
+    )
+    cfg = replace(
+        cfg,
+        translator=replace(cfg.translator, steps=1, progress=False),  # the unsupervised run is not the subject
+        aligned_translator=replace(cfg.aligned_translator, steps=300, eval_every=100),
+    )
+    report = run_benchmark(cfg)
+    assert report["ceiling"] - report["lookup"] > 0.1
+    assert report["aligned_accuracy"] > report["lookup"] + 0.02, report

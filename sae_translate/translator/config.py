@@ -30,6 +30,7 @@ class TranslatorConfig:
     heads: int = 4
     dropout: float = 0.0
     variational: bool = False
+    prior_correction: float = 0.0  # argmax decoding: log P(w | source) - this * log P(w) (see ModelConfig)
     # loss weights: 0 switches a loss off
     denoise: float = 1.0
     back_translation: float = 1.0

@@ -32,6 +32,11 @@ class ModelConfig:
     heads: int = 4
     dropout: float = 0.0
     variational: bool = False  # mu/logvar on the latent, sampled in training, KL reported
+    # argmax decoding scores log P(w | source) - prior_correction * log P(w), P(w) the target
+    # language's word frequencies (`log_prior`). At 0.5 it is the mean of the direct model and the
+    # channel model P(source | w) (maximum mutual information decoding): a plain argmax of P(w | source)
+    # favours words that many meanings emit, over the one word that the most probable meaning emits
+    prior_correction: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +73,23 @@ class Translator(nn.Module):
             allowed[lang, self.offsets[lang] : self.offsets[lang] + self.vocab_sizes[lang]] = 0.0
         self.allowed: Tensor
         self.register_buffer("allowed", allowed, persistent=False)
+        # log word frequencies of both languages over the joint vocabulary (set from the training
+        # corpora by `set_prior`; 0 on the specials); only argmax decoding reads it
+        self.log_prior: Tensor
+        self.register_buffer("log_prior", torch.zeros(n_joint))
+
+    def set_prior(self, counts_a: Tensor, counts_b: Tensor) -> None:
+        """Word counts of each language's corpus -> log frequencies (add-one smoothed)."""
+        for lang, counts in ((0, counts_a), (1, counts_b)):
+            freq = (counts.double() + 1) / (counts.double() + 1).sum()
+            lo = self.offsets[lang]
+            self.log_prior[lo : lo + self.vocab_sizes[lang]] = freq.log().to(self.log_prior)
+
+    def load_weights(self, tensors: dict[str, Tensor]) -> None:
+        """load_state_dict, accepting checkpoints written before the word prior existed (prior 0)."""
+        missing, unexpected = self.load_state_dict(tensors, strict=False)
+        if unexpected or set(missing) - {"log_prior"}:
+            raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
 
     # ids: language-local word ids <-> joint ids
     def to_joint(self, words: Tensor, lang: Tensor) -> Tensor:
@@ -121,10 +143,11 @@ class Translator(nn.Module):
         sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Joint ids in, joint ids of the target language out (argmax, or a sample per position)."""
+        """Joint ids in, joint ids of the target language out: a sample per position from
+        P(w | source), or the argmax of log P(w | source) - prior_correction * log P(w)."""
         logits, *_ = self(tokens, src_lang, tgt_lang)
         if not sample:
-            return logits.argmax(-1)
+            return (logits.log_softmax(-1) - self.cfg.prior_correction * self.log_prior).argmax(-1)
         probs = logits.softmax(-1).flatten(0, 1)
         return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:2])
 

@@ -198,8 +198,13 @@ class Trainer:
             heads=cfg.heads,
             dropout=cfg.dropout,
             variational=cfg.variational,
+            prior_correction=cfg.prior_correction,
         )
         self.model = Translator(self.model_cfg).to(self.device)
+        self.model.set_prior(
+            torch.bincount(self.train_a.flatten(), minlength=self.vocab[0]),
+            torch.bincount(self.train_b.flatten(), minlength=self.vocab[1]),
+        )
         self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
         self.objective: nn.Module = Objective(self.model, cfg)
         self.disc_step: nn.Module = self.disc
@@ -301,13 +306,16 @@ class Trainer:
     @torch.no_grad()
     def select_score(self) -> float:
         """Unsupervised: round-trip accuracy a -> b -> a and b -> a -> b on held-out sentences.
-        Aligned: translation accuracy on held-out pairs."""
+        Aligned: mean log-likelihood of the held-out pairs' targets (both directions). Not the
+        accuracy of the argmax against them: a target is one sampled expression of its meaning, so
+        the argmax that matches samples most often is not the most faithful translation."""
         self.model.eval()
         a, b = self.select_a.to(self.device), self.select_b.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.cfg.mode == "aligned":
-                acc_ab = (self.model.translate_words(a, 0, 1) == b).float().mean()
-                acc_ba = (self.model.translate_words(b, 1, 0) == a).float().mean()
+                lp_ab = self.model.word_log_probs(a, 0, 1).gather(-1, b[..., None]).mean()
+                lp_ba = self.model.word_log_probs(b, 1, 0).gather(-1, a[..., None]).mean()
+                return float((lp_ab + lp_ba) / 2)
             else:
                 acc_ab = (self.model.translate_words(self.model.translate_words(a, 0, 1), 1, 0) == a).float().mean()
                 acc_ba = (self.model.translate_words(self.model.translate_words(b, 1, 0), 0, 1) == b).float().mean()
@@ -368,14 +376,14 @@ class Trainer:
     def _load_last(self) -> None:
         path = self.out_dir / "last.safetensors"
         meta = checkpoint_meta(path)
-        if meta["model"] != self.model_cfg.to_dict():
+        if ModelConfig(**meta["model"]).to_dict() != self.model_cfg.to_dict():
             raise UserError(
                 f"{path} was trained with a different model or vocabulary; "
                 "use a new output directory or delete the old checkpoint"
             )
         tensors = load_file(str(path))
         sub = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-        self.model.load_state_dict(sub("model."))
+        self.model.load_weights(sub("model."))
         self.disc.load_state_dict(sub("disc."))
         self.opt.load_state_dict(_unflatten_optimizer("opt", tensors, meta["opt_groups"]))
         self.disc_opt.load_state_dict(_unflatten_optimizer("disc_opt", tensors, meta["disc_opt_groups"]))
@@ -498,5 +506,5 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     tensors = load_file(str(path))
     if any(k.startswith("model.") for k in tensors):
         tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(tensors)
+    model.load_weights(tensors)
     return model.to(torch.device(resolve_device(device))).eval()
