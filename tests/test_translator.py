@@ -1,5 +1,6 @@
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -96,6 +97,34 @@ def test_model_decodes_every_position_into_the_target_language_only():
     for row, lng in zip(words, lang):
         assert row.min() >= 0 and row.max() < model.vocab_sizes[1 - int(lng)]
     assert torch.isinf(logits[0, :, :N_SPECIAL]).all()
+
+
+def test_prior_correction_decodes_the_direct_model_minus_a_share_of_the_word_prior():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_a=4, vocab_b=5, max_len=8, dim=16, heads=2, depth=1, decoder_depth=1)
+    plain, corrected = Translator(cfg), Translator(replace(cfg, prior_correction=0.5))
+    corrected.load_state_dict(plain.state_dict())
+    counts_b = torch.tensor([1000, 1, 1, 1, 1])  # one frequent word of language 1
+    for model in (plain, corrected):
+        model.set_prior(torch.ones(4, dtype=torch.long), counts_b)
+    words = torch.randint(4, (64, 8), generator=torch.Generator().manual_seed(1))
+    log_probs = plain.word_log_probs(words, 0, 1)
+    prior = ((counts_b + 1.0) / (counts_b + 1.0).sum()).log()
+    assert torch.equal(plain.translate_words(words, 0, 1), log_probs.argmax(-1))  # sampling and plain argmax unchanged
+    assert torch.equal(corrected.translate_words(words, 0, 1), (log_probs - 0.5 * prior).argmax(-1))
+
+
+def test_checkpoints_written_before_the_word_prior_still_load(tmp_path):
+    from sae_translate.translator.train import save_checkpoint
+
+    model = tiny_model()
+    state = {k: v for k, v in model.state_dict().items() if k != "log_prior"}
+    old_config = {k: v for k, v in model.cfg.to_dict().items() if k != "prior_correction"}
+    path = save_checkpoint(tmp_path / "best.safetensors", state, {"model": old_config})
+    loaded = load_translator(path)
+    assert torch.equal(loaded.log_prior, torch.zeros_like(loaded.log_prior))
+    tokens, lang = batch(model)
+    assert torch.equal(loaded.translate(tokens, lang, 1 - lang), model.translate(tokens, lang, 1 - lang))
 
 
 def test_denoising_and_back_translation_train_the_whole_model(hmm_data):
