@@ -71,7 +71,7 @@ COMMANDS = [
             (HMMConfig, set(), {}),
             (
                 BenchConfig,
-                {"hmm", "translator"},
+                {"hmm", "translator", "aligned_translator"},
                 {"n_train": "train_sentences", "n_test": "test_sentences", "out_dir": "out"},
             ),
         ],
