@@ -25,14 +25,14 @@ ctx = 32
 device = "cpu"
 [train]
 modes = ["unsupervised", "aligned"]
-steps = 40
+steps = 400
 anchor_starts = 4
 batch_size = 16
 crop = 8
 dim = 32
 depth = 1
 decoder_depth = 1
-eval_every = 20
+eval_every = 100
 progress = false
 [label]
 db = "{db}"
@@ -63,10 +63,12 @@ scorers = ["ground_truth", "name_match", "embedding", "detection"]
     gt = dict(
         con.execute("SELECT method, avg(value) FROM scores WHERE scorer = 'ground_truth' GROUP BY method").fetchall()
     )
-    # the describer on real contexts beats the baselines; a 40-step translator is only asked to beat
-    # the floor here (the demo world's table compares it with top-tokens at full training)
+    # the describer on real contexts beats the baselines; the translator trained on the true pairs
+    # beats the floors (0.37 against top-tokens' 0.33 measured at 400 steps, one torch thread; not
+    # asserted, the margin is within what thread counts change). The unsupervised one (its anchor
+    # from 4 starts on a 128-wide SAE) carries little at this size (0.04 against random's 0.02)
     assert gt["describe-corpus"] > gt["top-tokens"] > gt["constant"] > gt["random"], gt
-    assert min(gt["translator"], gt["translator-aligned"]) > gt["random"], gt
+    assert gt["translator-aligned"] > gt["constant"] > gt["random"], gt
     contextual = con.execute(
         "SELECT avg(s.value) FROM scores s JOIN true_concepts t USING (run_id, feature) "
         "WHERE s.method = 'translator' AND s.scorer = 'ground_truth' AND t.kind = 'contextual'"
