@@ -1,3 +1,3 @@
-from sae_translate.cli import main
+from sae_translate.entry import main
 
 main()

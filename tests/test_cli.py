@@ -220,6 +220,51 @@ def test_help_of_every_command_and_a_query_import_no_heavy_library(tmp_path):
     assert seen["after_import"] == [] and seen["after_commands"] == []
 
 
+def test_query_takes_a_lean_path_with_the_typer_commands_options_and_output(tmp_path):
+    from typer.testing import CliRunner
+
+    from sae_translate.entry import query_parser
+    from sae_translate.store import db as label_db
+
+    # the same argument and options, with the same defaults, as the documented typer command
+    command = typer.main.get_command(app).commands["query"]  # type: ignore[attr-defined]
+    typer_opts = {o: p.default for p in command.params for o in p.opts}
+    lean = {o: a.default for a in query_parser()._actions for o in (a.option_strings or [a.dest])}
+    assert set(lean) == set(typer_opts)
+    assert {o: str(d) for o, d in lean.items() if d is not None} == {
+        o: str(d) for o, d in typer_opts.items() if d is not None
+    }
+
+    path = tmp_path / "labels.duckdb"
+    with label_db.write_transaction(path) as con:
+        con.execute("INSERT INTO meta VALUES ('note', 'a ''quoted'' value'), ('n', '2')")
+    sql = "SELECT key, value FROM meta ORDER BY key"
+    probe = "import sys, runpy; sys.argv = ['sae-translate', *sys.argv[1:]]; runpy.run_module('sae_translate')"
+    for fmt in ("table", "csv", "json"):
+        lean_run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", probe, "query", sql, "--db", str(path), "--format", fmt],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+            timeout=120,
+        )
+        assert lean_run.returncode == 0, lean_run.stderr
+        imported = {line.split("|")[-1].strip() for line in lean_run.stderr.splitlines() if "|" in line}
+        assert not {"typer", "pydantic", "sae_translate.cli"} & imported
+        via_typer = CliRunner().invoke(app, ["query", sql, "--db", str(path), "--format", fmt])
+        assert via_typer.exit_code == 0 and lean_run.stdout == via_typer.stdout
+
+    for args, message in (
+        (["SELECT 1", "--db", str(tmp_path / "missing.duckdb")], "error: no label database at"),
+        (["SELECT nope", "--db", str(path)], "error: SQL error:"),
+        (["SELECT 1", "--db", str(path), "--format", "xml"], "error: unknown --format 'xml'"),
+    ):
+        bad = _cli("query", *args)
+        assert bad.returncode == 1 and bad.stderr.startswith(message) and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------ progress in logs
 
 

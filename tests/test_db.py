@@ -385,6 +385,44 @@ def test_version_2_database_gains_the_firing_bound_on_write(tmp_path):
     assert version == [(str(db.SCHEMA_VERSION),)]
 
 
+def _compression(path: Path, column: str) -> set[str]:
+    con = db.connect_readonly(path)
+    try:
+        sql = (
+            "SELECT DISTINCT compression FROM pragma_storage_info('best_label_rows') "
+            "WHERE column_name = ? AND segment_type = 'VARCHAR'"
+        )
+        return {r[0] for r in con.execute(sql, [column]).fetchall()}
+    finally:
+        con.close()
+
+
+def test_version_3_database_gets_an_uncompressed_search_column_on_write(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    n = 5000  # enough rows that DuckDB compresses a plain VARCHAR column
+    db.write_label_stage(path, "a", _stage(n, methods=("top-tokens", "logit-lens")))
+    db.write_score_stage(
+        path, "a", _random_scores(np.random.default_rng(1), n, ("top-tokens", "logit-lens"), ("embedding",))
+    )
+    assert _compression(path, "label_lower") == {"Uncompressed"}
+    before = sorted(db.run_query("SELECT * FROM best_labels", path).rows)
+    # turn it into the version 3 layout: label_lower a plain (compressed) VARCHAR
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE old AS SELECT * FROM best_label_rows")
+    con.execute("DROP VIEW best_labels")
+    con.execute("DROP TABLE best_label_rows")
+    con.execute("ALTER TABLE old RENAME TO best_label_rows")
+    con.execute("CREATE VIEW best_labels AS SELECT run_id, feature, method, label, score FROM best_label_rows")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    assert _compression(path, "label_lower") != {"Uncompressed"}
+    db.write_label_stage(path, "b", _stage(5))  # any write migrates
+    assert _compression(path, "label_lower") == {"Uncompressed"}
+    assert sorted(db.run_query("SELECT * FROM best_labels WHERE run_id = 'a'", path).rows) == before
+    version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
+    assert version == [(str(db.SCHEMA_VERSION),)]
+
+
 @pytest.mark.parametrize(
     "sql",
     [
