@@ -112,6 +112,7 @@ def test_category_selects_the_words_under_its_synset():
     [
         (Rule.tokens(["apple", "pear"]), "apple, pear"),
         (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
+        (Rule(Selector(synset="fruit.n.01", name="fruit", examples=("apple", "pear"))), "fruit (apple, pear)"),
         (
             Rule(context=Context("after", of=Selector(synset="number.n.02", name="number"))),
             "the word right after a number",
@@ -142,6 +143,25 @@ def test_category_selects_the_words_under_its_synset():
 def test_rendering_and_json_round_trip(rule, text):
     assert rule.text() == text
     assert Rule.from_json(rule.to_json()) == rule
+
+
+def test_a_category_label_shows_the_members_its_evidence_weighs_most():
+    """The examples beside a category are its members in the evidence's order at the firing
+    position, never a non-member or the category's own name; the rule stays the category."""
+    from types import SimpleNamespace
+
+    evaluator, categories = rule_evaluator(VOCAB)
+    fruit = categories.propose({ID[w]: 1.0 for w in ("apple", "pear", "banana", "plum")}, 1)[0]
+    describer = Describer(SimpleNamespace(evaluator=evaluator), categories, DescriberConfig(n_examples=2))  # type: ignore[arg-type]
+    evidence = evidence_at({0: ["plum", "dog", "apple", "pear"]})
+    shown = describer.with_examples(Rule(target=fruit), evidence)
+    assert shown == Rule(target=fruit) and shown.target is not None
+    assert shown.target.examples == ("plum", "apple")
+    assert shown.text() == f"{fruit.name} (plum, apple)"
+    assert Rule.from_json(shown.to_json()).text() == shown.text()
+    # only a category standing alone: a context names its neighbour without examples
+    after = Rule(context=Context("after", of=fruit))
+    assert describer.with_examples(after, evidence).text() == after.text()
 
 
 def test_rule_kinds():

@@ -24,7 +24,7 @@ same sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -96,6 +96,7 @@ class DescriberConfig:
     n_categories: int = 3  # WordNet categories proposed per offset
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
     n_combined: int = 3  # best targets x best contexts tried together
+    n_examples: int = 3  # members shown beside a category label: "fruit (apple, pear, plum)"
     tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
     min_lift: float = 2.0  # a structural mark must be this many times its base rate near the firing
     sample_tokens: int = 262_144  # train tokens the fidelity statistics come from
@@ -336,7 +337,25 @@ class Describer:
         best, n = max(scored.values()), len(self.sample.positions.get(feature, ()))
         tie = max(self.cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
         ranked = choose(scored, tie)
-        return Description(ranked[0][0], ranked[0][1], ranked[1:6])
+        return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
+
+    def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
+        """A category standing alone, shown with the members the evidence weighs most at the
+        firing position ("fruit (apple, pear)"): a category name alone can be obscure ("cardinal")
+        and its members say which part of it the feature prefers. The rule is unchanged."""
+        target = rule.target
+        if rule.context is not None or target is None or not target.is_category:
+            return rule
+        ev = self.sample.evaluator
+        members = ev.selector_ids(target)
+        words: list[str] = []
+        for i in evidence.ids[AT][isin(evidence.ids[AT], members)].tolist():
+            word = ev.text[i]
+            if word != target.name and word not in words:
+                words.append(word)
+            if len(words) == self.cfg.n_examples:
+                break
+        return replace(rule, target=replace(target, examples=tuple(words)))
 
 
 def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,9 @@ class Selector:
     tokens: tuple[str, ...] = ()  # normalised token texts
     synset: str = ""  # e.g. "food.n.02"
     name: str = ""  # the category's display name, e.g. "food"
+    # a category's members the feature's evidence shows most, for the reader: text only, the rule
+    # is the whole category (so two selectors of one synset are the same rule)
+    examples: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if bool(self.tokens) == bool(self.synset):
@@ -77,8 +80,10 @@ class Selector:
         return {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}.get(pos, "")
 
     def text(self) -> str:
-        """Standing alone: "fruit", "travel" or "apple, pear"."""
-        return self.name if self.is_category else ", ".join(self.tokens)
+        """Standing alone: "fruit", "fruit (apple, pear)", "travel" or "apple, pear"."""
+        if not self.is_category:
+            return ", ".join(self.tokens)
+        return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
         """Inside a sentence: "a fruit", 'a verb like "travel"' or '"two", "three" or "four"'."""
@@ -91,12 +96,18 @@ class Selector:
         return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"category": self.synset, "name": self.name} if self.is_category else {"tokens": list(self.tokens)}
+        if not self.is_category:
+            return {"tokens": list(self.tokens)}
+        d: dict[str, Any] = {"category": self.synset, "name": self.name}
+        if self.examples:
+            d["examples"] = list(self.examples)
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Selector:
         if "category" in d:
-            return Selector(synset=str(d["category"]), name=str(d.get("name") or d["category"].split(".")[0]))
+            name = str(d.get("name") or d["category"].split(".")[0])
+            return Selector(synset=str(d["category"]), name=name, examples=tuple(map(str, d.get("examples", ()))))
         return Selector(tokens=tuple(str(t) for t in d["tokens"]))
 
 
