@@ -138,6 +138,14 @@ def test_category_selects_the_words_under_its_synset():
             ),
             'an adjective like "cardinal" right after a verb like "see"',
         ),
+        (
+            Rule(context=Context("before", of=Selector(synset="cardinal.a.02", name="cardinal", examples=("two",)))),
+            'the word right before an adjective like "two"',
+        ),
+        (
+            Rule(context=Context("after", of=Selector(synset="number.n.02", name="number", examples=("two", "six")))),
+            'the word right after a number such as "two" or "six"',
+        ),
     ],
 )
 def test_rendering_and_json_round_trip(rule, text):
@@ -159,9 +167,12 @@ def test_a_category_label_shows_the_members_its_evidence_weighs_most():
     assert shown.target.examples == ("plum", "apple")
     assert shown.text() == f"{fruit.name} (plum, apple)"
     assert Rule.from_json(shown.to_json()).text() == shown.text()
-    # only a category standing alone: a context names its neighbour without examples
-    after = Rule(context=Context("after", of=fruit))
-    assert describer.with_examples(after, evidence).text() == after.text()
+    # a context's neighbour category shows the members the evidence weighs where it looks
+    after = describer.with_examples(Rule(context=Context("after", of=fruit)), evidence_at({-1: ["pear", "cat"]}))
+    assert after.text() == f'the word right after a {fruit.name} such as "pear"'
+    # a target in a context keeps its short form
+    in_context = Rule(fruit, Context("inside", delimiters=("(", ")")))
+    assert describer.with_examples(in_context, evidence).text() == in_context.text()
 
 
 def test_rule_kinds():

@@ -340,22 +340,29 @@ class Describer:
         return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
 
     def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
-        """A category standing alone, shown with the members the evidence weighs most at the
-        firing position ("fruit (apple, pear)"): a category name alone can be obscure ("cardinal")
-        and its members say which part of it the feature prefers. The rule is unchanged."""
-        target = rule.target
-        if rule.context is not None or target is None or not target.is_category:
-            return rule
+        """A category standing alone, or the neighbour category of a context, shown with the
+        members the evidence weighs most where the rule looks ("fruit (apple, pear)", 'the word
+        right after a number such as "two" or "three"'): a category name alone can be obscure
+        ("cardinal") and its members say which part of it the feature prefers. The rule, and so
+        every score but the text's, is unchanged."""
+        if rule.context is None and rule.target is not None and rule.target.is_category:
+            return replace(rule, target=self._examples(rule.target, evidence.ids[AT]))
+        c = rule.context
+        if rule.target is None and c is not None and c.of is not None and c.of.is_category:
+            at = BEFORE if c.kind == "after" else AFTER
+            return replace(rule, context=replace(c, of=self._examples(c.of, evidence.ids[at])))
+        return rule
+
+    def _examples(self, category: Selector, ids: np.ndarray) -> Selector:
         ev = self.sample.evaluator
-        members = ev.selector_ids(target)
         words: list[str] = []
-        for i in evidence.ids[AT][isin(evidence.ids[AT], members)].tolist():
+        for i in ids[isin(ids, ev.selector_ids(category))].tolist():
             word = ev.text[i]
-            if word != target.name and word not in words:
+            if word != category.name and word not in words:
                 words.append(word)
             if len(words) == self.cfg.n_examples:
                 break
-        return replace(rule, target=replace(target, examples=tuple(words)))
+        return replace(category, examples=tuple(words))
 
 
 def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:

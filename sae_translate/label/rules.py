@@ -45,6 +45,12 @@ _BOUNDARY = re.compile(r"^(<\|[^|]*\|>|</?s>|<eos>|<bos>)$", re.IGNORECASE)
 _VOWEL_SOUND = re.compile(r"^[aeio]|^u(?!ni|se|su|ro)", re.IGNORECASE)
 
 
+def _or_list(words: Sequence[str]) -> str:
+    """'"two"', '"two" or "three"', '"two", "three" or "four"'."""
+    quoted = [f'"{w}"' for w in words]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 def normalise(token: str) -> str:
     """The text a rule names a token by: stripped of surrounding space, lower-cased."""
     return token_text(token).lower()
@@ -86,14 +92,16 @@ class Selector:
         return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
-        """Inside a sentence: "a fruit", 'a verb like "travel"' or '"two", "three" or "four"'."""
+        """Inside a sentence: "a fruit", 'a fruit such as "apple" or "pear"', 'a verb like
+        "travel"' or '"two", "three" or "four"'."""
         if self.is_category:
             pos = self.part_of_speech
             if pos not in ("noun", ""):  # a verb category is no noun: "right after a see" reads wrong
-                return f'{"an" if pos[0] in "aeiou" else "a"} {pos} like "{self.name}"'
-            return f"{'an' if _VOWEL_SOUND.match(self.name) else 'a'} {self.name}"
-        quoted = [f'"{t}"' for t in self.tokens]
-        return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+                return f"{'an' if pos[0] in 'aeiou' else 'a'} {pos} like {_or_list(self.examples or (self.name,))}"
+            article = "an" if _VOWEL_SOUND.match(self.name) else "a"
+            such_as = f" such as {_or_list(self.examples)}" if self.examples else ""
+            return f"{article} {self.name}{such_as}"
+        return _or_list(self.tokens)
 
     def to_dict(self) -> dict[str, Any]:
         if not self.is_category:
