@@ -170,9 +170,10 @@ def test_a_category_label_shows_the_members_its_evidence_weighs_most():
     # a context's neighbour category shows the members the evidence weighs where it looks
     after = describer.with_examples(Rule(context=Context("after", of=fruit)), evidence_at({-1: ["pear", "cat"]}))
     assert after.text() == f'the word right after a {fruit.name} such as "pear"'
-    # a target in a context keeps its short form
-    in_context = Rule(fruit, Context("inside", delimiters=("(", ")")))
-    assert describer.with_examples(in_context, evidence).text() == in_context.text()
+    # a target in a context shows its own members, not its neighbour's
+    in_context = Rule(fruit, Context("after", of=Selector(synset=fruit.synset, name=fruit.name)))
+    shown = describer.with_examples(in_context, evidence)
+    assert shown.text() == f'a {fruit.name} such as "plum" or "apple" right after a {fruit.name}'
 
 
 def test_rule_kinds():

@@ -340,12 +340,12 @@ class Describer:
         return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
 
     def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
-        """A category standing alone, or the neighbour category of a context, shown with the
-        members the evidence weighs most where the rule looks ("fruit (apple, pear)", 'the word
-        right after a number such as "two" or "three"'): a category name alone can be obscure
+        """A target category, or else the neighbour category of a context, shown with the members
+        the evidence weighs most where the rule looks ("fruit (apple, pear)", 'the word right
+        after a number such as "two" or "three"'): a category name alone can be obscure
         ("cardinal") and its members say which part of it the feature prefers. The rule, and so
         every score but the text's, is unchanged."""
-        if rule.context is None and rule.target is not None and rule.target.is_category:
+        if rule.target is not None and rule.target.is_category:
             return replace(rule, target=self._examples(rule.target, evidence.ids[AT]))
         c = rule.context
         if rule.target is None and c is not None and c.of is not None and c.of.is_category:
