@@ -157,8 +157,9 @@ def structure_match(
     return plan, float((grad(plan) * plan).sum())
 
 
-def _csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
-    """CSLS similarities [Va, Vb]: cosine corrected for hubness (MUSE)."""
+def csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
+    """CSLS similarities [Va, Vb]: cosine corrected for hubness (MUSE). Dense: small vocabularies
+    only; `csls_nearest` finds the nearest neighbours without the matrix."""
     xa = torch.nn.functional.normalize(xa, dim=1)
     xb = torch.nn.functional.normalize(xb, dim=1)
     sim = xa @ xb.T
@@ -167,11 +168,42 @@ def _csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
     return 2 * sim - ra[:, None] - rb[None]
 
 
+CSLS_BLOCK = 2**24  # similarities held at once (128 MiB in float64)
+
+
+def csls_nearest(xa: Tensor, xb: Tensor, k: int = 3, block: int = CSLS_BLOCK) -> tuple[Tensor, Tensor]:
+    """(nearest b of each a [Va], nearest a of each b [Vb]) under CSLS, computed by blocks of rows
+    of the similarity matrix: one pass for each side's mean similarity to its k nearest neighbours,
+    one for the argmaxes. Memory grows with Va + Vb, not Va x Vb."""
+    xa = torch.nn.functional.normalize(xa, dim=1)
+    xb = torch.nn.functional.normalize(xb, dim=1)
+    rows = max(1, block // max(1, len(xb)))
+    ka, kb = min(k, len(xb)), min(k, len(xa))
+    ra = torch.empty(len(xa), dtype=xa.dtype)
+    top_b = torch.full((kb, len(xb)), float("-inf"), dtype=xa.dtype)  # running k largest per column
+    for lo in range(0, len(xa), rows):
+        sim = xa[lo : lo + rows] @ xb.T
+        ra[lo : lo + rows] = sim.topk(ka, dim=1).values.mean(1)
+        top_b = torch.cat([top_b, sim]).topk(kb, dim=0).values
+    rb = top_b.mean(0)
+    nearest_a = torch.empty(len(xa), dtype=torch.long)
+    best_b = torch.full((len(xb),), float("-inf"), dtype=xa.dtype)
+    nearest_b = torch.zeros(len(xb), dtype=torch.long)
+    for lo in range(0, len(xa), rows):
+        score = 2 * (xa[lo : lo + rows] @ xb.T) - ra[lo : lo + rows, None] - rb[None]
+        nearest_a[lo : lo + rows] = score.argmax(1)
+        value, where = score.max(0)
+        better = value > best_b  # strict: the first maximum wins, as in a dense argmax
+        best_b = torch.where(better, value, best_b)
+        nearest_b = torch.where(better, where + lo, nearest_b)
+    return nearest_a, nearest_b
+
+
 def _dictionary_side(
-    plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray, csls: Tensor, vocab_src: int, keep: int
+    plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray, nearest: Tensor, vocab_src: int, keep: int
 ) -> tuple[Tensor, Tensor]:
     """Rows of the plan for frequent words, CSLS nearest neighbour for the rest."""
-    ids = csls.argmax(1, keepdim=True).repeat(1, keep)
+    ids = nearest[:, None].repeat(1, keep)
     probs = torch.zeros(vocab_src, keep, dtype=torch.float32)
     probs[:, 0] = 1.0
     k = min(keep, plan_rows.shape[1])
@@ -254,9 +286,9 @@ def induce_dictionary(
     runner_up = next((d for d, p in refined[1:] if not torch.equal(p.argmax(1), pairing)), float("inf"))
 
     rot = _procrustes(xa, xb, plan)
-    csls = _csls(emb_a @ rot, emb_b)
-    ids_a, probs_a = _dictionary_side(plan, ta, tb, csls, vocab_a, cfg.keep)
-    ids_b, probs_b = _dictionary_side(plan.T, tb, ta, csls.T, vocab_b, cfg.keep)
+    nearest_a, nearest_b = csls_nearest(emb_a @ rot, emb_b)
+    ids_a, probs_a = _dictionary_side(plan, ta, tb, nearest_a, vocab_a, cfg.keep)
+    ids_b, probs_b = _dictionary_side(plan.T, tb, ta, nearest_b, vocab_b, cfg.keep)
     report = AnchorReport(discrepancy, runner_up, len(starts))
     return WordDictionary((ids_a, ids_b), (probs_a, probs_b)), report
 

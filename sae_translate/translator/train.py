@@ -41,6 +41,7 @@ from sae_translate.translator.losses import (
     supervised_loss,
 )
 from sae_translate.translator.model import ModelConfig, Translator
+from sae_translate.translator.softmax import SampledSoftmax
 
 
 @dataclass
@@ -88,9 +89,9 @@ class Objective(nn.Module):
     """Every loss of one model update in a single forward pass, so that DistributedDataParallel
     can wrap it (it all-reduces the gradients of one forward/backward pair)."""
 
-    def __init__(self, model: Translator, cfg: TranslatorConfig):
+    def __init__(self, model: Translator, cfg: TranslatorConfig, sampled: SampledSoftmax | None = None):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.sampled = model, cfg, sampled
 
     def forward(
         self,
@@ -100,23 +101,23 @@ class Objective(nn.Module):
         dictionary: WordDictionary | None,
         generator: torch.Generator,
     ) -> tuple[Tensor, dict[str, float], list[Encoded]]:
-        cfg, model = self.cfg, self.model
+        cfg, model, sampled = self.cfg, self.model, self.sampled
         logs: dict[str, float] = {}
         encoded: list[Encoded] = []
         if cfg.mode == "aligned":
-            loss, enc = supervised_loss(model, *batch)
+            loss, enc = supervised_loss(model, *batch, sampled, generator)
             logs["supervised"] = loss.item()
             return loss, logs, [enc]
         tokens, lang = batch
         loss = tokens.new_zeros((), dtype=torch.float32)
         if cfg.denoise > 0:
-            dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator)
+            dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator, sampled)
             loss = loss + cfg.denoise * dae
             logs["denoise"] = dae.item()
             encoded.append(enc)
         learn_dictionary = cfg.dictionary_until < 0 or step < cfg.dictionary_until
         if dictionary is not None and cfg.dictionary_weight > 0 and learn_dictionary:
-            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator)
+            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator, sampled)
             loss = loss + cfg.dictionary_weight * anchored
             logs["dictionary"] = anchored.item()
             encoded.append(enc)
@@ -124,7 +125,7 @@ class Objective(nn.Module):
             # early on, back-translation sources come from the word-by-word dictionary
             use_dict = dictionary is not None and step < cfg.dictionary_steps
             bt, enc = back_translation_loss(
-                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator
+                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator, sampled
             )
             loss = loss + cfg.back_translation * bt
             logs["back_translation"] = bt.item()
@@ -206,7 +207,8 @@ class Trainer:
             torch.bincount(self.train_b.flatten(), minlength=self.vocab[1]),
         )
         self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
-        self.objective: nn.Module = Objective(self.model, cfg)
+        self.sampled = SampledSoftmax(self.model, cfg.sampled_softmax, cfg.negatives)
+        self.objective: nn.Module = Objective(self.model, cfg, self.sampled if self.sampled.active else None)
         self.disc_step: nn.Module = self.disc
         if self.ranks.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -463,16 +465,19 @@ def checkpoint_meta(path: str | Path) -> dict:
     return json.loads(side.read_text())
 
 
-def _bigrams(sentences: Tensor, vocab: int, smoothing: float = 0.5) -> Tensor:
-    """Smoothed joint distribution of adjacent words [vocab, vocab]."""
-    pairs = sentences[:, :-1].reshape(-1) * vocab + sentences[:, 1:].reshape(-1)
-    counts = torch.bincount(pairs, minlength=vocab * vocab).double() + smoothing
-    return (counts / counts.sum()).view(vocab, vocab)
-
-
-def _bigram_kl(real: Tensor, translated: Tensor, vocab: int) -> float:
-    p, q = _bigrams(real, vocab), _bigrams(translated, vocab)
-    return float((p * (p / q).log()).sum())
+def _bigram_kl(real: Tensor, translated: Tensor, vocab: int, smoothing: float = 0.5) -> float:
+    """KL(p || q) of the smoothed joint distributions of adjacent words (every one of the vocab^2
+    bigrams gets `smoothing` added), computed on the bigrams that occur: all the others share one
+    value of p and of q, so they add up in closed form (no vocab x vocab matrix)."""
+    keys = [(s[:, :-1].reshape(-1) * vocab + s[:, 1:].reshape(-1)).long() for s in (real, translated)]
+    seen, inverse = torch.cat(keys).unique(return_inverse=True)
+    count_p = torch.bincount(inverse[: len(keys[0])], minlength=len(seen)).double()
+    count_q = torch.bincount(inverse[len(keys[0]) :], minlength=len(seen)).double()
+    cells = float(vocab) ** 2
+    total_p, total_q = len(keys[0]) + smoothing * cells, len(keys[1]) + smoothing * cells
+    p, q = (count_p + smoothing) / total_p, (count_q + smoothing) / total_q
+    unseen = (cells - len(seen)) * (smoothing / total_p) * math.log(total_q / total_p)
+    return float((p * (p / q).log()).sum()) + unseen
 
 
 def _truncate_log(path: Path, step: int) -> None:
