@@ -2,6 +2,7 @@
 a vocab x vocab matrix, and the sizes `train` picks per device."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,3 +164,14 @@ def test_train_takes_the_devices_sizes_for_the_options_left_unset():
     chosen = with_device_defaults(TranslatorConfig(dim=96, crop=32), "cpu", unset={"depth", "batch_size"})
     assert (chosen.dim, chosen.crop, chosen.depth, chosen.batch_size) == (96, 32, 1, 32)  # set options stay
     assert set(DEVICE_DEFAULTS) == {"cpu", "cuda"}
+
+
+def test_training_says_its_settings_and_expected_time_once_the_first_steps_are_timed(tmp_path):
+    a = Corpus(zipf_sentences(100, 8, 50, 0), 50)
+    b = Corpus(zipf_sentences(100, 8, 5000, 1), 5000)
+    cfg = TranslatorConfig(dim=16, heads=2, depth=1, decoder_depth=1, batch_size=4, crop=4, steps=8, progress=False)
+    lines: list[str] = []
+    Trainer(replace(cfg, anchor=False), a, b, tmp_path).fit(lines.append)
+    assert len(lines) == 1
+    assert lines[0].startswith("training on cpu: dim 16, 1+1 layers, batch 4, crop 4; vocabularies 50 and 5,000 words")
+    assert "sampled softmax over 1,024 of the 5,000 words" in lines[0] and "4 steps expected to take" in lines[0]

@@ -177,13 +177,15 @@ class Translator(nn.Module):
             if not rows.any():
                 continue
             lo = self.offsets[lang]
-            logp = self.language_logits(hidden[rows], lang).log_softmax(-1)
+            logits = self.language_logits(hidden[rows], lang)
             if sample:
-                picked = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(logp.shape[:2])
+                probs = logits.softmax(-1).flatten(0, 1)
+                picked = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:2])
+            elif self.cfg.prior_correction == 0:
+                picked = logits.argmax(-1)  # the argmax of the logits is that of the log-probabilities
             else:
-                picked = (logp - self.cfg.prior_correction * self.log_prior[lo : lo + self.vocab_sizes[lang]]).argmax(
-                    -1
-                )
+                prior = self.log_prior[lo : lo + self.vocab_sizes[lang]]
+                picked = (logits.log_softmax(-1) - self.cfg.prior_correction * prior).argmax(-1)
             out[rows] = picked + lo
         return out
 

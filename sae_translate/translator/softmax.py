@@ -65,11 +65,12 @@ class SampledSoftmax:
             h = hidden[rows].flatten(0, 1)  # [N, D]
             words = target[rows].flatten() - self.model.offsets[lang]  # [N] language-local
             ids, correction = self._negatives(lang, generator)
-            lo = self.model.offsets[lang]
-            w = weight[lo + ids].to(h.dtype)  # [K, D]
-            negative = (h @ w.T).float() + correction  # [N, K]
+            # one gather of the rows scored (its backward writes one dense gradient of the output layer)
+            rows_scored = weight[self.model.offsets[lang] + torch.cat([words, ids])].to(h.dtype)
+            w_target, w_negative = rows_scored[: len(words)], rows_scored[len(words) :]
+            negative = (h @ w_negative.T).float() + correction  # [N, K]
             negative = negative.masked_fill(ids[None] == words[:, None], float("-inf"))  # accidental hits
-            positive = (h * weight[lo + words].to(h.dtype)).sum(-1).float()  # [N]
+            positive = (h * w_target).sum(-1).float()  # [N]
             logits = torch.cat([positive[:, None], negative], dim=1)
             total = total + F.cross_entropy(logits, torch.zeros_like(words), reduction="sum")
         return total / target.numel()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -402,16 +404,41 @@ class Trainer:
         if self.ranks.main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
 
+    def plan(self, seconds_per_step: float) -> str:
+        """One line: the settings that set a step's cost, and the time the remaining steps take."""
+        cfg = self.cfg
+        window = (
+            f"crop {cfg.crop}"
+            if 0 < cfg.crop < self.train_a.shape[1]
+            else f"whole {self.train_a.shape[1]}-word windows"
+        )
+        sampled = [f"{v:,}" for lang, v in enumerate(self.vocab) if self.sampled.sampled(lang)]
+        softmax = f"; sampled softmax over {cfg.negatives:,} of the {' and '.join(sampled)} words" if sampled else ""
+        left = cfg.steps - self.step
+        return (
+            f"training on {self.device}: dim {cfg.dim}, {cfg.depth}+{cfg.decoder_depth} layers, "
+            f"batch {cfg.batch_size}, {window}; vocabularies {self.vocab[0]:,} and {self.vocab[1]:,} words{softmax}; "
+            f"{seconds_per_step:.3g} s/step: {left:,} steps expected to take {_duration(left * seconds_per_step)} "
+            f"(+ an evaluation every {cfg.eval_every:,} steps)"
+        )
+
     # the loop
-    def fit(self) -> Path:
-        """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves."""
+    def fit(self, echo: Callable[[str], None] | None = None) -> Path:
+        """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves.
+        With `echo`, rank 0 says the settings and the expected time once a few steps are timed."""
         cfg, main = self.cfg, self.ranks.main
+        echo = echo if main else None
+        first, started = self.step, 0.0
         log = (self.out_dir / "log.jsonl").open("a") if main else None
         bar = tqdm(
             total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), desc=f"translator ({cfg.mode})"
         )
         while self.step < cfg.steps:
+            if self.step == first + 1:  # the first step pays one-off costs: time the next ones
+                started = time.perf_counter()
             logs = self.train_step()
+            if echo is not None and self.step == first + 1 + ESTIMATE_STEPS:
+                echo(self.plan((time.perf_counter() - started) / ESTIMATE_STEPS))
             bar.update(1)
             if not main:
                 continue
@@ -437,6 +464,17 @@ class Trainer:
                 self.save_best()
         self.ranks.barrier()  # every rank returns once the checkpoint is on disk
         return self.out_dir / "best.safetensors"
+
+
+ESTIMATE_STEPS = 3  # timed steps the expected training time is extrapolated from
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 META_KEY = "sae_translate"  # safetensors header entry holding a checkpoint's metadata (JSON)
@@ -494,9 +532,11 @@ def train_translator(
     corpus_b: Corpus,
     out_dir: str | Path,
     pairs: ParallelCorpus | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> Path:
-    """Train (or resume) and return the checkpoint chosen by the selection score."""
-    return Trainer(cfg, corpus_a, corpus_b, out_dir, pairs).fit()
+    """Train (or resume) and return the checkpoint chosen by the selection score; `echo` gets the
+    settings and the expected time once the first steps are timed."""
+    return Trainer(cfg, corpus_a, corpus_b, out_dir, pairs).fit(echo)
 
 
 def load_translator(path: str | Path, device: str = "cpu") -> Translator:
