@@ -126,7 +126,8 @@ def vocab_grid(args: argparse.Namespace) -> None:
     print(f"\nload average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: {os.getloadavg()[0]:.2f}")
     print(
         f"device {rows[0][0]['device']}, dim {args.dim}, {args.depth}+{args.depth} layers, batch {args.batch_size}, "
-        f"crop {args.crop or GRID_LENGTH}, median of at least {args.grid_steps} steps and {GRID_MIN_SECONDS:.0f} s after 2 untimed, threads {torch.get_num_threads()}\n"
+        f"crop {args.crop or GRID_LENGTH}, threads {torch.get_num_threads()}; the median of at least "
+        f"{args.grid_steps} steps and {GRID_MIN_SECONDS:.0f} s after 2 untimed ones\n"
     )
     print(f"| text words | feature words | s/step full | s/step sampled | speed-up | peak {unit} full | peak sampled |")
     print("|---|---|---|---|---|---|---|")

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 # only the stages' config modules: light, so --help and query start fast (each stage's heavy
@@ -229,6 +228,7 @@ def bench_hmm(
     ConfigOptions(LanguageConfig, "language", skip={"seed"}),
 )  # the translator's seed seeds both
 def train(
+    ctx: typer.Context,
     cfg: TranslatorConfig,
     language: LanguageConfig,
     run: Path = typer.Option(..., help="run directory (stores/RUN)"),
@@ -249,8 +249,7 @@ def train(
 
     if losses is not None:
         cfg = _only_losses(cfg, {x.strip() for x in losses.split(",") if x.strip()}, LOSSES)
-    ctx = click.get_current_context()
-    unset = {k for k in DEVICE_DEFAULTS["cpu"] if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT}
+    unset = {k for k in DEVICE_DEFAULTS["cpu"] if getattr(ctx.get_parameter_source(k), "name", "") == "DEFAULT"}
     path = train_on_run(run, cfg, replace(language, seed=cfg.seed), out, unset, typer.echo)
     meta = checkpoint_meta(path)
     typer.echo(f"{path}: selected at step {meta['best_step']} (selection score {meta['best_score']:.3f})")
