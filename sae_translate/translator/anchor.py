@@ -168,35 +168,33 @@ def csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
     return 2 * sim - ra[:, None] - rb[None]
 
 
-CSLS_BLOCK = 2**24  # similarities held at once (128 MiB in float64)
+CSLS_BLOCK = 2**21  # similarities held at once (16 MiB in float64: blocks that stay in cache run faster)
+
+
+def _by_blocks(x: Tensor, y: Tensor, block: int):
+    """(start, x[start:end] @ y.T) over blocks of rows of x, each at most `block` similarities."""
+    rows = max(1, block // max(1, len(y)))
+    for lo in range(0, len(x), rows):
+        yield lo, x[lo : lo + rows] @ y.T
 
 
 def csls_nearest(xa: Tensor, xb: Tensor, k: int = 3, block: int = CSLS_BLOCK) -> tuple[Tensor, Tensor]:
     """(nearest b of each a [Va], nearest a of each b [Vb]) under CSLS, computed by blocks of rows
-    of the similarity matrix: one pass for each side's mean similarity to its k nearest neighbours,
-    one for the argmaxes. Memory grows with Va + Vb, not Va x Vb."""
+    of the similarity matrix and of its transpose (rows: contiguous top-k and argmax): memory grows
+    with Va + Vb, not Va x Vb."""
     xa = torch.nn.functional.normalize(xa, dim=1)
     xb = torch.nn.functional.normalize(xb, dim=1)
-    rows = max(1, block // max(1, len(xb)))
-    ka, kb = min(k, len(xb)), min(k, len(xa))
-    ra = torch.empty(len(xa), dtype=xa.dtype)
-    top_b = torch.full((kb, len(xb)), float("-inf"), dtype=xa.dtype)  # running k largest per column
-    for lo in range(0, len(xa), rows):
-        sim = xa[lo : lo + rows] @ xb.T
-        ra[lo : lo + rows] = sim.topk(ka, dim=1).values.mean(1)
-        top_b = torch.cat([top_b, sim]).topk(kb, dim=0).values
-    rb = top_b.mean(0)
-    nearest_a = torch.empty(len(xa), dtype=torch.long)
-    best_b = torch.full((len(xb),), float("-inf"), dtype=xa.dtype)
-    nearest_b = torch.zeros(len(xb), dtype=torch.long)
-    for lo in range(0, len(xa), rows):
-        score = 2 * (xa[lo : lo + rows] @ xb.T) - ra[lo : lo + rows, None] - rb[None]
-        nearest_a[lo : lo + rows] = score.argmax(1)
-        value, where = score.max(0)
-        better = value > best_b  # strict: the first maximum wins, as in a dense argmax
-        best_b = torch.where(better, value, best_b)
-        nearest_b = torch.where(better, where + lo, nearest_b)
-    return nearest_a, nearest_b
+    ra, rb = torch.empty(len(xa), dtype=xa.dtype), torch.empty(len(xb), dtype=xb.dtype)
+    for x, y, r in ((xa, xb, ra), (xb, xa, rb)):  # each word's mean similarity to its k nearest neighbours
+        for lo, sim in _by_blocks(x, y, block):
+            r[lo : lo + len(sim)] = sim.topk(min(k, len(y)), dim=1).values.mean(1)
+    nearest = []
+    for x, y, rx, ry in ((xa, xb, ra, rb), (xb, xa, rb, ra)):
+        out = torch.empty(len(x), dtype=torch.long)
+        for lo, sim in _by_blocks(x, y, block):
+            out[lo : lo + len(sim)] = sim.mul_(2).sub_(rx[lo : lo + len(sim), None]).sub_(ry[None]).argmax(1)
+        nearest.append(out)
+    return nearest[0], nearest[1]
 
 
 def _dictionary_side(
