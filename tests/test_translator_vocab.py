@@ -175,3 +175,20 @@ def test_training_says_its_settings_and_expected_time_once_the_first_steps_are_t
     assert len(lines) == 1
     assert lines[0].startswith("training on cpu: dim 16, 1+1 layers, batch 4, crop 4; vocabularies 50 and 5,000 words")
     assert "sampled softmax over 1,024 of the 5,000 words" in lines[0] and "4 steps expected to take" in lines[0]
+
+
+def test_train_resumes_with_the_sizes_it_started_with_not_the_devices(tmp_path):
+    from sae_translate.bench.synthetic import make_synthetic_run
+    from sae_translate.translator.run import train_on_run
+    from sae_translate.translator.train import checkpoint_meta
+
+    syn = make_synthetic_run(tmp_path / "run", n_seq=60, ctx=16, d_sae=12, seed=3)
+    syn.run.close()
+    sizes = {"dim", "depth", "decoder_depth", "batch_size", "crop"}
+    small = dict(heads=2, anchor=False, progress=False, eval_every=2, select_sentences=8, device="cpu")
+    cfg = TranslatorConfig(steps=2, dim=16, depth=1, decoder_depth=1, batch_size=4, crop=8, **small)
+    train_on_run(syn.run.dir, cfg, out=tmp_path / "out")
+    # rerun with every size left unset: it continues the checkpoint (dim 16), not a CPU-default model
+    path = train_on_run(syn.run.dir, TranslatorConfig(steps=4, **small), out=tmp_path / "out", unset=sizes)
+    config = checkpoint_meta(path.parent / "last.safetensors")["config"]
+    assert (config["dim"], config["batch_size"], config["crop"], config["steps"]) == (16, 4, 8, 4)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from sae_translate.translator.languages import (
 )
 from sae_translate.translator.train import (
     TranslatorConfig,
+    checkpoint_meta,
     load_translator,
     train_translator,
 )
@@ -50,11 +51,16 @@ def train_on_run(
     `unset` (those the user did not give) take the defaults of the device training runs on; `echo`
     gets the settings and the expected time once the first steps are timed."""
     lang_cfg = lang_cfg or LanguageConfig()
-    device = torch.device(resolve_device(Ranks.from_env().device(cfg.device)))
-    cfg = with_device_defaults(cfg, device.type, unset)
     with RunStore.open(run) as store:
         languages = build_languages(store, lang_cfg)
         out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
+    last = out_dir / "last.safetensors"
+    if unset and last.exists():  # resuming: the sizes training started with, whatever the device now
+        started = checkpoint_meta(last)["config"]
+        cfg = replace(cfg, **{k: started[k] for k in unset if k in started})
+    else:
+        device = torch.device(resolve_device(Ranks.from_env().device(cfg.device)))
+        cfg = with_device_defaults(cfg, device.type, unset)
     out_dir.mkdir(parents=True, exist_ok=True)
     if Ranks.from_env().main:  # under torchrun every rank builds the same languages; one writes them down
         (out_dir / "languages.json").write_text(
