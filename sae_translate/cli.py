@@ -23,7 +23,7 @@ from sae_translate.extract.config import ExtractConfig, TrainSaeConfig
 from sae_translate.label.config import LabelConfig
 from sae_translate.options import ConfigOptions, with_configs
 from sae_translate.report.config import ReportConfig
-from sae_translate.translator.config import LOSSES, LanguageConfig, TranslatorConfig
+from sae_translate.translator.config import DEVICE_DEFAULTS, LOSSES, LanguageConfig, TranslatorConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -219,9 +219,16 @@ def bench_hmm(
 
 @app.command()
 @with_configs(
-    ConfigOptions(TranslatorConfig, "cfg", skip={"progress"}), ConfigOptions(LanguageConfig, "language", skip={"seed"})
+    ConfigOptions(
+        TranslatorConfig,
+        "cfg",
+        skip={"progress"},
+        help={k: "(when not given: the device's default)" for k in DEVICE_DEFAULTS["cpu"]},
+    ),
+    ConfigOptions(LanguageConfig, "language", skip={"seed"}),
 )  # the translator's seed seeds both
 def train(
+    ctx: typer.Context,
     cfg: TranslatorConfig,
     language: LanguageConfig,
     run: Path = typer.Option(..., help="run directory (stores/RUN)"),
@@ -233,13 +240,17 @@ def train(
         "(default: the loss weights below)",
     ),
 ) -> None:
-    """Train the translator between a run's feature language and its text (resumes when interrupted)."""
+    """Train the translator between a run's feature language and its text (resumes when interrupted).
+    Model size, batch and crop options left unset take the device's defaults (on a CPU: dim 64, 1+1
+    layers, batch 32, crop 16; on CUDA: dim 128, 2+2 layers, batch 256, whole windows); the settings
+    and the expected time are printed once the first steps are timed."""
     from sae_translate.translator.run import train_on_run
     from sae_translate.translator.train import checkpoint_meta
 
     if losses is not None:
         cfg = _only_losses(cfg, {x.strip() for x in losses.split(",") if x.strip()}, LOSSES)
-    path = train_on_run(run, cfg, replace(language, seed=cfg.seed), out)
+    unset = {k for k in DEVICE_DEFAULTS["cpu"] if getattr(ctx.get_parameter_source(k), "name", "") == "DEFAULT"}
+    path = train_on_run(run, cfg, replace(language, seed=cfg.seed), out, unset, typer.echo)
     meta = checkpoint_meta(path)
     typer.echo(f"{path}: selected at step {meta['best_step']} (selection score {meta['best_score']:.3f})")
 

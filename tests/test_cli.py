@@ -342,6 +342,8 @@ def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_r
     result = _cli("train", "--run", str(synthetic_run), *TRAIN, "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "selected at step" in result.stdout
+    # before the bulk of training: the settings (the ones given, the device's for the others) and the time
+    assert "training on cpu: dim 16, 1+1 layers, batch 8" in result.stdout and "expected to take" in result.stdout
     assert "\r" not in result.stderr  # progress to a pipe: plain lines
     # the weights file alone says what it is: the .json copies are for reading, not loading
     (out / "last.json").write_text(json.dumps({"step": 1}))  # a stale copy, as a kill mid-save could leave

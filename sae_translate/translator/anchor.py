@@ -157,8 +157,9 @@ def structure_match(
     return plan, float((grad(plan) * plan).sum())
 
 
-def _csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
-    """CSLS similarities [Va, Vb]: cosine corrected for hubness (MUSE)."""
+def csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
+    """CSLS similarities [Va, Vb]: cosine corrected for hubness (MUSE). Dense: small vocabularies
+    only; `csls_nearest` finds the nearest neighbours without the matrix."""
     xa = torch.nn.functional.normalize(xa, dim=1)
     xb = torch.nn.functional.normalize(xb, dim=1)
     sim = xa @ xb.T
@@ -167,11 +168,40 @@ def _csls(xa: Tensor, xb: Tensor, k: int = 3) -> Tensor:
     return 2 * sim - ra[:, None] - rb[None]
 
 
+CSLS_BLOCK = 2**21  # similarities held at once (16 MiB in float64: blocks that stay in cache run faster)
+
+
+def _by_blocks(x: Tensor, y: Tensor, block: int):
+    """(start, x[start:end] @ y.T) over blocks of rows of x, each at most `block` similarities."""
+    rows = max(1, block // max(1, len(y)))
+    for lo in range(0, len(x), rows):
+        yield lo, x[lo : lo + rows] @ y.T
+
+
+def csls_nearest(xa: Tensor, xb: Tensor, k: int = 3, block: int = CSLS_BLOCK) -> tuple[Tensor, Tensor]:
+    """(nearest b of each a [Va], nearest a of each b [Vb]) under CSLS, computed by blocks of rows
+    of the similarity matrix and of its transpose (rows: contiguous top-k and argmax): memory grows
+    with Va + Vb, not Va x Vb."""
+    xa = torch.nn.functional.normalize(xa, dim=1)
+    xb = torch.nn.functional.normalize(xb, dim=1)
+    ra, rb = torch.empty(len(xa), dtype=xa.dtype), torch.empty(len(xb), dtype=xb.dtype)
+    for x, y, r in ((xa, xb, ra), (xb, xa, rb)):  # each word's mean similarity to its k nearest neighbours
+        for lo, sim in _by_blocks(x, y, block):
+            r[lo : lo + len(sim)] = sim.topk(min(k, len(y)), dim=1).values.mean(1)
+    nearest = []
+    for x, y, rx, ry in ((xa, xb, ra, rb), (xb, xa, rb, ra)):
+        out = torch.empty(len(x), dtype=torch.long)
+        for lo, sim in _by_blocks(x, y, block):
+            out[lo : lo + len(sim)] = sim.mul_(2).sub_(rx[lo : lo + len(sim), None]).sub_(ry[None]).argmax(1)
+        nearest.append(out)
+    return nearest[0], nearest[1]
+
+
 def _dictionary_side(
-    plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray, csls: Tensor, vocab_src: int, keep: int
+    plan_rows: Tensor, top_src: np.ndarray, top_tgt: np.ndarray, nearest: Tensor, vocab_src: int, keep: int
 ) -> tuple[Tensor, Tensor]:
     """Rows of the plan for frequent words, CSLS nearest neighbour for the rest."""
-    ids = csls.argmax(1, keepdim=True).repeat(1, keep)
+    ids = nearest[:, None].repeat(1, keep)
     probs = torch.zeros(vocab_src, keep, dtype=torch.float32)
     probs[:, 0] = 1.0
     k = min(keep, plan_rows.shape[1])
@@ -254,9 +284,9 @@ def induce_dictionary(
     runner_up = next((d for d, p in refined[1:] if not torch.equal(p.argmax(1), pairing)), float("inf"))
 
     rot = _procrustes(xa, xb, plan)
-    csls = _csls(emb_a @ rot, emb_b)
-    ids_a, probs_a = _dictionary_side(plan, ta, tb, csls, vocab_a, cfg.keep)
-    ids_b, probs_b = _dictionary_side(plan.T, tb, ta, csls.T, vocab_b, cfg.keep)
+    nearest_a, nearest_b = csls_nearest(emb_a @ rot, emb_b)
+    ids_a, probs_a = _dictionary_side(plan, ta, tb, nearest_a, vocab_a, cfg.keep)
+    ids_b, probs_b = _dictionary_side(plan.T, tb, ta, nearest_b, vocab_b, cfg.keep)
     report = AnchorReport(discrepancy, runner_up, len(starts))
     return WordDictionary((ids_a, ids_b), (probs_a, probs_b)), report
 

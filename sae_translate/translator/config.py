@@ -3,8 +3,9 @@ x-transformers), so the command line can read their options."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from sae_translate.errors import UserError
 
@@ -31,6 +32,9 @@ class TranslatorConfig:
     dropout: float = 0.0
     variational: bool = False
     prior_correction: float = 0.0  # argmax decoding: log P(w | source) - this * log P(w) (see ModelConfig)
+    # output layer: a language with more words than this trains on a sampled softmax (0: always the full one)
+    sampled_softmax: int = 4096
+    negatives: int = 1024  # words the sampled softmax scores per step, shared by the batch
     # loss weights: 0 switches a loss off
     denoise: float = 1.0
     back_translation: float = 1.0
@@ -88,6 +92,21 @@ class TranslatorConfig:
     def from_dict(cls, data: dict) -> TranslatorConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# the sizes `train` picks for the options a user leaves unset, by the device it runs on: on a CPU the
+# demo's small model on 16-position crops (about a tenth of a second per step at the demo's
+# vocabularies); on a GPU the full model on whole windows, batched to keep the GPU busy
+DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {"dim": 64, "depth": 1, "decoder_depth": 1, "batch_size": 32, "crop": 16},
+    "cuda": {"dim": 128, "depth": 2, "decoder_depth": 2, "batch_size": 256, "crop": 0},
+}
+
+
+def with_device_defaults(cfg: TranslatorConfig, device_type: str, unset: Collection[str]) -> TranslatorConfig:
+    """cfg with the device's sizes for the options in `unset` (those the user did not give)."""
+    defaults = DEVICE_DEFAULTS.get(device_type, DEVICE_DEFAULTS["cpu"])
+    return replace(cfg, **{k: v for k, v in defaults.items() if k in unset})
 
 
 VARIANTS = ("top1",)

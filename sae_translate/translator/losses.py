@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from sae_translate.translator.anchor import WordDictionary
 from sae_translate.translator.model import MASK, PAD, Translator
+from sae_translate.translator.softmax import SampledSoftmax
 
 
 @dataclass
@@ -56,10 +57,6 @@ def add_noise(tokens: Tensor, cfg: NoiseConfig, generator: torch.Generator | Non
     return word_mask(tokens, cfg.word_mask, generator)
 
 
-def _reconstruction(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits.flatten(0, 1), target.flatten())
-
-
 @dataclass
 class Encoded:
     """A pass through the encoder kept for the adversarial and KL terms."""
@@ -80,16 +77,38 @@ class Encoded:
         )
 
 
+def _reconstruction(logits: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
+
+def _translation_loss(
+    model: Translator,
+    source: Tensor,
+    src_lang: Tensor,
+    tgt_lang: Tensor,
+    target: Tensor,
+    sampled: SampledSoftmax | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Encoded]:
+    """Cross-entropy of `target` given `source`: full softmax, or sampled for large vocabularies."""
+    if sampled is None or not sampled.active:
+        logits, latent, mask, kl = model(source, src_lang, tgt_lang)
+        return _reconstruction(logits, target), Encoded(latent, mask, src_lang, kl)
+    latent, mask, kl = model.encode(source, src_lang)
+    hidden = model.decode_hidden(latent, mask, tgt_lang)
+    return sampled.loss(hidden, tgt_lang, target, generator), Encoded(latent, mask, src_lang, kl)
+
+
 def denoising_loss(
     model: Translator,
     tokens: Tensor,
     lang: Tensor,
     noise: NoiseConfig,
     generator: torch.Generator | None = None,
+    sampled: SampledSoftmax | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Each language reconstructs itself from a noised copy."""
-    logits, latent, mask, kl = model(add_noise(tokens, noise, generator), lang, lang)
-    return _reconstruction(logits, tokens), Encoded(latent, mask, lang, kl)
+    return _translation_loss(model, add_noise(tokens, noise, generator), lang, lang, tokens, sampled, generator)
 
 
 @torch.no_grad()
@@ -125,11 +144,11 @@ def back_translation_loss(
     sample: bool = True,
     dictionary: WordDictionary | None = None,
     generator: torch.Generator | None = None,
+    sampled: SampledSoftmax | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Recover the original sentence from its translation into the other language."""
     source = back_translate(model, tokens, lang, sample, dictionary, generator)
-    logits, latent, mask, kl = model(source, 1 - lang, lang)
-    return _reconstruction(logits, tokens), Encoded(latent, mask, 1 - lang, kl)
+    return _translation_loss(model, source, 1 - lang, lang, tokens, sampled, generator)
 
 
 def dictionary_loss(
@@ -138,21 +157,26 @@ def dictionary_loss(
     lang: Tensor,
     dictionary: WordDictionary,
     generator: torch.Generator | None = None,
+    sampled: SampledSoftmax | None = None,
 ) -> tuple[Tensor, Encoded]:
     """Anchor phase: translate real sentences into a sampled word-by-word dictionary translation, so
     every word of both languages starts from its dictionary counterparts."""
     target = back_translate(model, tokens, lang, dictionary=dictionary, generator=generator)
-    logits, latent, mask, kl = model(tokens, lang, 1 - lang)
-    return _reconstruction(logits, target), Encoded(latent, mask, lang, kl)
+    return _translation_loss(model, tokens, lang, 1 - lang, target, sampled, generator)
 
 
-def supervised_loss(model: Translator, tokens_a: Tensor, tokens_b: Tensor) -> tuple[Tensor, Encoded]:
+def supervised_loss(
+    model: Translator,
+    tokens_a: Tensor,
+    tokens_b: Tensor,
+    sampled: SampledSoftmax | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Encoded]:
     """Aligned mode: true pairs, both directions in one batch."""
     n = tokens_a.shape[0]
     lang = torch.cat([torch.zeros(n), torch.ones(n)]).long().to(tokens_a.device)
     source, target = torch.cat([tokens_a, tokens_b]), torch.cat([tokens_b, tokens_a])
-    logits, latent, mask, kl = model(source, lang, 1 - lang)
-    return _reconstruction(logits, target), Encoded(latent, mask, lang, kl)
+    return _translation_loss(model, source, lang, 1 - lang, target, sampled, generator)
 
 
 class Discriminator(nn.Module):

@@ -19,6 +19,9 @@ from x_transformers import Encoder, TransformerWrapper
 
 PAD, MASK = 0, 1
 N_SPECIAL = 2
+# above this many words in a language, decoding computes each row's logits on its target language's
+# words only (not on the joint vocabulary, where the other language's are masked anyway)
+SLICED_DECODING_ABOVE = 4096
 
 
 @dataclass
@@ -134,6 +137,58 @@ class Translator(nn.Module):
         latent, mask, kl = self.encode(tokens, src_lang)
         return self.decode(latent, mask, tgt_lang), latent, mask, kl
 
+    def decode_hidden(self, latent: Tensor, mask: Tensor, tgt_lang: Tensor) -> Tensor:
+        """The decoder's last hidden states [B, L, D]: `decode` without the output layer, for losses
+        and decoders that need the logits of a few words only."""
+        queries = torch.full(latent.shape[:2], MASK, dtype=torch.long, device=latent.device)
+        lang_ids = tgt_lang[:, None].expand_as(queries)
+        positions = torch.arange(latent.shape[1], device=latent.device)
+        return self.decoder(
+            queries,
+            embed_ids={"lang": lang_ids},
+            sum_embeds=latent,
+            context=latent,
+            context_mask=mask,
+            context_pos=positions,
+            return_embeddings=True,
+        )
+
+    @property
+    def output_weight(self) -> Tensor:
+        """[n_joint, D]: row w scores joint word w (logits = hidden @ output_weight.T, no bias)."""
+        return self.decoder.to_logits.weight
+
+    def language_logits(self, hidden: Tensor, lang: int) -> Tensor:
+        """Logits [..., V_lang] (float32) over one language's words, from decoder hidden states."""
+        lo = self.offsets[lang]
+        weight = self.output_weight[lo : lo + self.vocab_sizes[lang]]
+        return (hidden @ weight.T.to(hidden.dtype)).float()
+
+    def _sliced_translate(
+        self, tokens: Tensor, src_lang: Tensor, tgt_lang: Tensor, sample: bool, generator: torch.Generator | None
+    ) -> Tensor:
+        """`translate` for large vocabularies: rows grouped by target language, each row's logits
+        over its own target language only (the same distribution, without the other language's)."""
+        latent, mask, _ = self.encode(tokens, src_lang)
+        hidden = self.decode_hidden(latent, mask, tgt_lang)
+        out = torch.zeros(tokens.shape, dtype=torch.long, device=tokens.device)
+        for lang in (0, 1):
+            rows = tgt_lang == lang
+            if not rows.any():
+                continue
+            lo = self.offsets[lang]
+            logits = self.language_logits(hidden[rows], lang)
+            if sample:
+                probs = logits.softmax(-1).flatten(0, 1)
+                picked = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:2])
+            elif self.cfg.prior_correction == 0:
+                picked = logits.argmax(-1)  # the argmax of the logits is that of the log-probabilities
+            else:
+                prior = self.log_prior[lo : lo + self.vocab_sizes[lang]]
+                picked = (logits.log_softmax(-1) - self.cfg.prior_correction * prior).argmax(-1)
+            out[rows] = picked + lo
+        return out
+
     @torch.no_grad()
     def translate(
         self,
@@ -145,6 +200,8 @@ class Translator(nn.Module):
     ) -> Tensor:
         """Joint ids in, joint ids of the target language out: a sample per position from
         P(w | source), or the argmax of log P(w | source) - prior_correction * log P(w)."""
+        if max(self.vocab_sizes) > SLICED_DECODING_ABOVE:
+            return self._sliced_translate(tokens, src_lang, tgt_lang, sample, generator)
         logits, *_ = self(tokens, src_lang, tgt_lang)
         if not sample:
             return (logits.log_softmax(-1) - self.cfg.prior_correction * self.log_prior).argmax(-1)
@@ -164,6 +221,9 @@ class Translator(nn.Module):
         """Per-position log-probabilities over the target language's words [B, L, V_tgt]."""
         src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
         tgt_lang = torch.full_like(src_lang, tgt)
+        if max(self.vocab_sizes) > SLICED_DECODING_ABOVE:
+            latent, mask, _ = self.encode(self.to_joint(words, src_lang), src_lang)
+            return F.log_softmax(self.language_logits(self.decode_hidden(latent, mask, tgt_lang), tgt), dim=-1)
         logits, *_ = self(self.to_joint(words, src_lang), src_lang, tgt_lang)
         lo = self.offsets[tgt]
         return F.log_softmax(logits[..., lo : lo + self.vocab_sizes[tgt]], dim=-1)

@@ -8,7 +8,8 @@ vocabularies.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Callable, Collection
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import RunStore
+from sae_translate.translator.config import with_device_defaults
 from sae_translate.translator.languages import (
     LanguageConfig,
     Languages,
@@ -25,6 +27,7 @@ from sae_translate.translator.languages import (
 )
 from sae_translate.translator.train import (
     TranslatorConfig,
+    checkpoint_meta,
     load_translator,
     train_translator,
 )
@@ -37,13 +40,27 @@ def translator_dir(run_dir: str | Path, mode: str = "unsupervised") -> Path:
 
 
 def train_on_run(
-    run: str | Path, cfg: TranslatorConfig, lang_cfg: LanguageConfig | None = None, out: str | Path | None = None
+    run: str | Path,
+    cfg: TranslatorConfig,
+    lang_cfg: LanguageConfig | None = None,
+    out: str | Path | None = None,
+    unset: Collection[str] = (),
+    echo: Callable[[str], None] | None = None,
 ) -> Path:
-    """Build the run's languages and train; returns the selected checkpoint."""
+    """Build the run's languages and train; returns the selected checkpoint. The size options in
+    `unset` (those the user did not give) take the defaults of the device training runs on; `echo`
+    gets the settings and the expected time once the first steps are timed."""
     lang_cfg = lang_cfg or LanguageConfig()
     with RunStore.open(run) as store:
         languages = build_languages(store, lang_cfg)
         out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
+    last = out_dir / "last.safetensors"
+    if unset and last.exists():  # resuming: the sizes training started with, whatever the device now
+        started = checkpoint_meta(last)["config"]
+        cfg = replace(cfg, **{k: started[k] for k in unset if k in started})
+    else:
+        device = torch.device(resolve_device(Ranks.from_env().device(cfg.device)))
+        cfg = with_device_defaults(cfg, device.type, unset)
     out_dir.mkdir(parents=True, exist_ok=True)
     if Ranks.from_env().main:  # under torchrun every rank builds the same languages; one writes them down
         (out_dir / "languages.json").write_text(
@@ -57,7 +74,7 @@ def train_on_run(
         )
     features, text = languages.unsupervised()
     pairs = languages.aligned() if cfg.mode == "aligned" else None
-    return train_translator(cfg, features, text, out_dir, pairs)
+    return train_translator(cfg, features, text, out_dir, pairs, echo)
 
 
 def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:

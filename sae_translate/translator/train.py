@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from sae_translate.translator.losses import (
     supervised_loss,
 )
 from sae_translate.translator.model import ModelConfig, Translator
+from sae_translate.translator.softmax import SampledSoftmax
 
 
 @dataclass
@@ -88,9 +91,9 @@ class Objective(nn.Module):
     """Every loss of one model update in a single forward pass, so that DistributedDataParallel
     can wrap it (it all-reduces the gradients of one forward/backward pair)."""
 
-    def __init__(self, model: Translator, cfg: TranslatorConfig):
+    def __init__(self, model: Translator, cfg: TranslatorConfig, sampled: SampledSoftmax | None = None):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.sampled = model, cfg, sampled
 
     def forward(
         self,
@@ -100,23 +103,23 @@ class Objective(nn.Module):
         dictionary: WordDictionary | None,
         generator: torch.Generator,
     ) -> tuple[Tensor, dict[str, float], list[Encoded]]:
-        cfg, model = self.cfg, self.model
+        cfg, model, sampled = self.cfg, self.model, self.sampled
         logs: dict[str, float] = {}
         encoded: list[Encoded] = []
         if cfg.mode == "aligned":
-            loss, enc = supervised_loss(model, *batch)
+            loss, enc = supervised_loss(model, *batch, sampled, generator)
             logs["supervised"] = loss.item()
             return loss, logs, [enc]
         tokens, lang = batch
         loss = tokens.new_zeros((), dtype=torch.float32)
         if cfg.denoise > 0:
-            dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator)
+            dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator, sampled)
             loss = loss + cfg.denoise * dae
             logs["denoise"] = dae.item()
             encoded.append(enc)
         learn_dictionary = cfg.dictionary_until < 0 or step < cfg.dictionary_until
         if dictionary is not None and cfg.dictionary_weight > 0 and learn_dictionary:
-            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator)
+            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator, sampled)
             loss = loss + cfg.dictionary_weight * anchored
             logs["dictionary"] = anchored.item()
             encoded.append(enc)
@@ -124,7 +127,7 @@ class Objective(nn.Module):
             # early on, back-translation sources come from the word-by-word dictionary
             use_dict = dictionary is not None and step < cfg.dictionary_steps
             bt, enc = back_translation_loss(
-                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator
+                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator, sampled
             )
             loss = loss + cfg.back_translation * bt
             logs["back_translation"] = bt.item()
@@ -206,7 +209,8 @@ class Trainer:
             torch.bincount(self.train_b.flatten(), minlength=self.vocab[1]),
         )
         self.disc = Discriminator(cfg.dim, cfg.disc_hidden).to(self.device)
-        self.objective: nn.Module = Objective(self.model, cfg)
+        self.sampled = SampledSoftmax(self.model, cfg.sampled_softmax, cfg.negatives)
+        self.objective: nn.Module = Objective(self.model, cfg, self.sampled if self.sampled.active else None)
         self.disc_step: nn.Module = self.disc
         if self.ranks.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -400,16 +404,41 @@ class Trainer:
         if self.ranks.main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
 
+    def plan(self, seconds_per_step: float) -> str:
+        """One line: the settings that set a step's cost, and the time the remaining steps take."""
+        cfg = self.cfg
+        window = (
+            f"crop {cfg.crop}"
+            if 0 < cfg.crop < self.train_a.shape[1]
+            else f"whole {self.train_a.shape[1]}-word windows"
+        )
+        sampled = [f"{v:,}" for lang, v in enumerate(self.vocab) if self.sampled.sampled(lang)]
+        softmax = f"; sampled softmax over {cfg.negatives:,} of the {' and '.join(sampled)} words" if sampled else ""
+        left = cfg.steps - self.step
+        return (
+            f"training on {self.device}: dim {cfg.dim}, {cfg.depth}+{cfg.decoder_depth} layers, "
+            f"batch {cfg.batch_size}, {window}; vocabularies {self.vocab[0]:,} and {self.vocab[1]:,} words{softmax}; "
+            f"{seconds_per_step:.3g} s/step: {left:,} steps expected to take {_duration(left * seconds_per_step)} "
+            f"(+ an evaluation every {cfg.eval_every:,} steps)"
+        )
+
     # the loop
-    def fit(self) -> Path:
-        """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves."""
+    def fit(self, echo: Callable[[str], None] | None = None) -> Path:
+        """Train to cfg.steps (from the last checkpoint, if any); rank 0 logs, selects and saves.
+        With `echo`, rank 0 says the settings and the expected time once a few steps are timed."""
         cfg, main = self.cfg, self.ranks.main
+        echo = echo if main else None
+        first, started = self.step, 0.0
         log = (self.out_dir / "log.jsonl").open("a") if main else None
         bar = tqdm(
             total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), desc=f"translator ({cfg.mode})"
         )
         while self.step < cfg.steps:
+            if self.step == first + 1:  # the first step pays one-off costs: time the next ones
+                started = time.perf_counter()
             logs = self.train_step()
+            if echo is not None and self.step == first + 1 + ESTIMATE_STEPS:
+                echo(self.plan((time.perf_counter() - started) / ESTIMATE_STEPS))
             bar.update(1)
             if not main:
                 continue
@@ -435,6 +464,17 @@ class Trainer:
                 self.save_best()
         self.ranks.barrier()  # every rank returns once the checkpoint is on disk
         return self.out_dir / "best.safetensors"
+
+
+ESTIMATE_STEPS = 3  # timed steps the expected training time is extrapolated from
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 META_KEY = "sae_translate"  # safetensors header entry holding a checkpoint's metadata (JSON)
@@ -463,16 +503,19 @@ def checkpoint_meta(path: str | Path) -> dict:
     return json.loads(side.read_text())
 
 
-def _bigrams(sentences: Tensor, vocab: int, smoothing: float = 0.5) -> Tensor:
-    """Smoothed joint distribution of adjacent words [vocab, vocab]."""
-    pairs = sentences[:, :-1].reshape(-1) * vocab + sentences[:, 1:].reshape(-1)
-    counts = torch.bincount(pairs, minlength=vocab * vocab).double() + smoothing
-    return (counts / counts.sum()).view(vocab, vocab)
-
-
-def _bigram_kl(real: Tensor, translated: Tensor, vocab: int) -> float:
-    p, q = _bigrams(real, vocab), _bigrams(translated, vocab)
-    return float((p * (p / q).log()).sum())
+def _bigram_kl(real: Tensor, translated: Tensor, vocab: int, smoothing: float = 0.5) -> float:
+    """KL(p || q) of the smoothed joint distributions of adjacent words (every one of the vocab^2
+    bigrams gets `smoothing` added), computed on the bigrams that occur: all the others share one
+    value of p and of q, so they add up in closed form (no vocab x vocab matrix)."""
+    keys = [(s[:, :-1].reshape(-1) * vocab + s[:, 1:].reshape(-1)).long() for s in (real, translated)]
+    seen, inverse = torch.cat(keys).unique(return_inverse=True)
+    count_p = torch.bincount(inverse[: len(keys[0])], minlength=len(seen)).double()
+    count_q = torch.bincount(inverse[len(keys[0]) :], minlength=len(seen)).double()
+    cells = float(vocab) ** 2
+    total_p, total_q = len(keys[0]) + smoothing * cells, len(keys[1]) + smoothing * cells
+    p, q = (count_p + smoothing) / total_p, (count_q + smoothing) / total_q
+    unseen = (cells - len(seen)) * (smoothing / total_p) * math.log(total_q / total_p)
+    return float((p * (p / q).log()).sum()) + unseen
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -489,9 +532,11 @@ def train_translator(
     corpus_b: Corpus,
     out_dir: str | Path,
     pairs: ParallelCorpus | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> Path:
-    """Train (or resume) and return the checkpoint chosen by the selection score."""
-    return Trainer(cfg, corpus_a, corpus_b, out_dir, pairs).fit()
+    """Train (or resume) and return the checkpoint chosen by the selection score; `echo` gets the
+    settings and the expected time once the first steps are timed."""
+    return Trainer(cfg, corpus_a, corpus_b, out_dir, pairs).fit(echo)
 
 
 def load_translator(path: str | Path, device: str = "cpu") -> Translator:
