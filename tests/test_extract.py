@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -104,6 +105,94 @@ def test_statistics_match_a_direct_count(world_run):
     vals = np.array([dense[row[s] * world_run.ctx + p, f] for s, p in zip(seq, pos)])
     np.testing.assert_allclose(vals, world_run.top_values[f], rtol=1e-6)
     assert np.all(np.diff(world_run.top_values[f]) <= 0)
+
+
+def _reference_run(world, cfg: ExtractConfig) -> dict[str, np.ndarray]:
+    """Every array extract writes, computed the plain way: dense SAE codes batch by batch, then
+    numpy over them (statistics per chunk of `chunk_seqs` sequences, as the float64 sums depend on
+    that grouping)."""
+    from itertools import islice
+
+    from sae_translate.extract.corpus import iter_documents, pack_windows
+    from sae_translate.store.h5 import HIST_BINS, HIST_BINS_PER_DECADE, HIST_LO, QUANTILE_LEVELS, heldout_split
+
+    sae = load_sae(cfg.sae, device="cpu")
+    model = load_model(cfg.model, device="cpu", processing=model_kwargs_for(sae))
+    layer = int(world.hook.split(".")[1])
+    tokens = np.stack(
+        list(islice(pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx), cfg.tokens // cfg.ctx))
+    )
+    with torch.no_grad():
+        dense = []
+        for s in range(0, len(tokens), cfg.batch_size):
+            batch = torch.as_tensor(tokens[s : s + cfg.batch_size], dtype=torch.long)
+            _, cache = model.run_with_cache(batch, names_filter=[world.hook], stop_at_layer=layer + 1)
+            dense.append(sae.encode(cache[world.hook]).flatten(0, 1).numpy())
+        logits = (sae.W_dec @ model.W_U).numpy()
+    exact = np.concatenate(dense)  # [n_tokens, d_sae]
+    value = exact.astype(np.float16).astype(np.float32)  # as stored
+    n_seq, d_sae, ctx = len(tokens), exact.shape[1], cfg.ctx
+    split = heldout_split(n_seq, cfg.heldout, cfg.seed)
+    train = np.repeat(split == 0, ctx)
+    fires = (exact != 0) & train[:, None]
+
+    total = np.zeros(d_sae)
+    for s in range(0, n_seq * ctx, cfg.chunk_seqs * ctx):
+        block = value[s : s + cfg.chunk_seqs * ctx] * fires[s : s + cfg.chunk_seqs * ctx]
+        total += block.astype(np.float64).sum(0)
+    count = fires.sum(0)
+    hist = np.zeros((d_sae, HIST_BINS), np.int64)
+    top = np.full((d_sae, cfg.n_top), -1, np.int64)
+    top_value = np.zeros((d_sae, cfg.n_top), np.float32)
+    quantiles = np.zeros((d_sae, len(QUANTILE_LEVELS)), np.float32)
+    centres = 10.0 ** (HIST_LO + (np.arange(HIST_BINS) + 0.5) / HIST_BINS_PER_DECADE)
+    for f in range(d_sae):
+        pos = np.flatnonzero(fires[:, f])
+        v = value[pos, f]
+        decades = np.log10(np.maximum(np.abs(v.astype(np.float64)), 1e-30)) - HIST_LO
+        hist[f] = np.bincount(
+            np.clip((decades * HIST_BINS_PER_DECADE).astype(int), 0, HIST_BINS - 1), minlength=HIST_BINS
+        )
+        best = sorted(zip(-v, pos))[: cfg.n_top]  # largest first, then earliest position
+        top[f, : len(best)] = [p for _, p in best]
+        top_value[f, : len(best)] = [-nv for nv, _ in best]
+        if len(v):
+            cum = np.cumsum(hist[f])
+            for j, q in enumerate(QUANTILE_LEVELS):
+                quantiles[f, j] = min(centres[np.argmax(cum >= max(q * np.int64(len(v)), 1))], v.max())
+    rows, cols = np.nonzero(exact)
+    lens = torch.topk(torch.as_tensor(logits), cfg.logit_lens_k, dim=-1)
+    return {
+        "tokens": tokens,
+        "split": split,
+        "seq_index": np.arange(n_seq),
+        "codes/indptr": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_seq * ctx))]),
+        "codes/feature": cols,
+        "codes/value": exact[rows, cols].astype(np.float16),
+        "features/count": count,
+        "features/sum": total.astype(np.float32),
+        "features/max": np.where(fires, value, 0).max(0),
+        "features/hist": hist,
+        "features/quantiles": quantiles,
+        "features/top": top,
+        "features/top_value": top_value,
+        "features/logit_lens_tokens": lens.indices.numpy(),
+        "features/logit_lens_values": lens.values.numpy(),
+    }
+
+
+def test_every_written_array_equals_a_plain_computation(world_run, tiny_world):
+    """Bit for bit: the codes, split, statistics, top examples and logit lens in the file are what a
+    direct dense computation gives, so a faster extract cannot change what it writes."""
+    expected = _reference_run(tiny_world, _cfg(tiny_world, world_run.dir))
+    f = world_run.file
+    written = []
+    f.visititems(lambda name, obj: written.append(name) if isinstance(obj, h5py.Dataset) and name != "vocab" else None)
+    assert sorted(written) == sorted(expected)
+    for name, want in expected.items():
+        got = f[name][:]
+        assert got.shape == want.shape, name
+        assert np.array_equal(got, want.astype(got.dtype)), name
 
 
 def _same_run(a: RunStore, b: RunStore) -> None:
