@@ -251,7 +251,8 @@ class RunWriter:
         self.nnz = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = h5py.File(self.tmp, "w")
+            # 2.5 MiB of chunk cache per dataset: a partial chunk stays cached (compressed once, when full).
+            self.file = h5py.File(self.tmp, "w", rdcc_nbytes=5 << 19)
         except OSError as e:
             raise UserError(f"cannot write {self.tmp}: {e.strerror or e}; choose a writable --out") from e
         f = self.file
@@ -267,6 +268,11 @@ class RunWriter:
         g.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,), **_COMPRESSION)
         g.create_dataset("feature", (0,), maxshape=(None,), dtype=np.int32, chunks=(262144,), **_COMPRESSION)
         g.create_dataset("value", (0,), maxshape=(None,), dtype=value_dtype, chunks=(262144,), **_COMPRESSION)
+        # Held open: closing a dataset flushes its cache, so reopening it per append would compress
+        # (and read back) its last, partial chunk every time.
+        self.datasets = {
+            name: f[name] for name in ("tokens", "split", "seq_index", "codes/indptr", "codes/feature", "codes/value")
+        }
 
     def append(self, tokens: np.ndarray, split: np.ndarray, codes: Codes, seq_ids: np.ndarray | None = None) -> None:
         """Add whole sequences: tokens [n, ctx], their split flags, and CSR codes over n * ctx tokens.
@@ -278,13 +284,13 @@ class RunWriter:
         assert codes.n_tokens == n * self.ctx, "codes must cover every token of the sequences"
         if seq_ids is None:
             seq_ids = np.arange(self.n_seq, self.n_seq + n, dtype=np.int64)
-        f = self.file
-        _extend(f["tokens"], tokens.astype(np.int32))
-        _extend(f["split"], split.astype(np.uint8))
-        _extend(f["seq_index"], np.asarray(seq_ids, dtype=np.int64))
-        _extend(f["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
-        _extend(f["codes/feature"], codes.feature.astype(np.int32))
-        _extend(f["codes/value"], codes.value)
+        ds = self.datasets
+        _extend(ds["tokens"], tokens.astype(np.int32))
+        _extend(ds["split"], split.astype(np.uint8))
+        _extend(ds["seq_index"], np.asarray(seq_ids, dtype=np.int64))
+        _extend(ds["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
+        _extend(ds["codes/feature"], codes.feature.astype(np.int32))
+        _extend(ds["codes/value"], codes.value)
         # Statistics and top examples over the train split only: held-out data stays unseen.
         token_seq = np.repeat(np.arange(n), self.ctx)
         nz_token = codes.token_index()
