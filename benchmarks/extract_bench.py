@@ -14,6 +14,7 @@ the median ratio is reported.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -80,31 +81,42 @@ def pythia_160m_shape(root: Path, d_sae: int = 32768) -> tuple[str, str, str]:
     return str(root / "model"), str(root / "sae"), str(root / "corpus.txt")
 
 
+def _loaded(cfg: ExtractConfig):
+    """Model, SAE, hook and the token windows, loaded once for every bare run."""
+    return _load(cfg.model, cfg.sae, cfg.dataset, cfg.hook, cfg.ctx, cfg.tokens, cfg.device)
+
+
+@functools.cache
+def _load(model_dir: str, sae_dir: str, dataset: str, hook: str | None, ctx: int, n_tokens: int, device: str):
+    sae = load_sae(sae_dir, device=device)
+    model = load_model(model_dir, device=device, processing=model_kwargs_for(sae))
+    hook = hook or sae.cfg.metadata.hook_name
+    windows = pack_windows(iter_documents(dataset), model.tokenizer, ctx)
+    tokens = torch.as_tensor(np.stack(list(islice(windows, n_tokens // ctx))), dtype=torch.long)
+    return model, sae, hook, tokens
+
+
 @torch.no_grad()
-def bare_seconds(cfg: ExtractConfig) -> float:
-    sae = load_sae(cfg.sae, device=cfg.device)
-    model = load_model(cfg.model, device=cfg.device, processing=model_kwargs_for(sae))
-    hook = cfg.hook or sae.cfg.metadata.hook_name
+def bare_seconds(cfg: ExtractConfig) -> tuple[float, float]:
+    """Wall and CPU seconds of the forward passes (stopped at the hook's layer) and the SAE encode."""
+    model, sae, hook, tokens = _loaded(cfg)
     layer = hook_layer(hook)
-    windows = pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx)
-    tokens = torch.as_tensor(np.stack(list(islice(windows, cfg.tokens // cfg.ctx))), dtype=torch.long)
     sync = torch.cuda.synchronize if str(model.cfg.device).startswith("cuda") else (lambda: None)
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in range(0, len(tokens), cfg.batch_size):
         batch = tokens[s : s + cfg.batch_size].to(model.cfg.device)
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=None if layer is None else layer + 1)
         sae.encode(cache[hook])
     sync()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 @torch.no_grad()
 def fixed_seconds(cfg: ExtractConfig) -> float:
     """One-off work whatever the token count, timed alone: logit lens of every feature and the
     vocabulary strings (extract does both once, beside the forward passes)."""
-    sae = load_sae(cfg.sae, device=cfg.device)
-    model = load_model(cfg.model, device=cfg.device, processing=model_kwargs_for(sae))
+    model, sae, _, _ = _loaded(cfg)
     t0 = time.perf_counter()
     logit_lens(model, sae, cfg.logit_lens_k)
     token_strings(model.tokenizer, model.cfg.d_vocab)
@@ -112,29 +124,30 @@ def fixed_seconds(cfg: ExtractConfig) -> float:
 
 
 def extract_seconds(cfg: ExtractConfig):
-    """Wall time of one extract less the time its model and SAE loading took (timed in the same call)."""
-    loading = [0.0]
+    """Wall and CPU seconds (every thread) of one extract, less what its model and SAE loading took."""
+    loading = [0.0, 0.0]
 
     def timed(load):
         def run(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return load(*args, **kwargs)
             finally:
                 loading[0] += time.perf_counter() - t0
+                loading[1] += time.process_time() - c0
 
         return run
 
     originals = models_module.load_model, saes_module.load_sae
     models_module.load_model, saes_module.load_sae = timed(originals[0]), timed(originals[1])
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = extract(cfg)
-        total = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         models_module.load_model, saes_module.load_sae = originals
     shutil.rmtree(cfg.out)
-    return total - loading[0], result
+    return wall - loading[0], cpu - loading[1], result
 
 
 def peak_rss_mib(args: argparse.Namespace, model: str, sae: str, dataset: str, tokens: int) -> float:
@@ -207,21 +220,26 @@ def main() -> None:
         fixed = fixed_seconds(cfg)
         bares, works = [bare_seconds(cfg)], []
         for _ in range(args.repeat):
-            work, result = extract_seconds(cfg)
-            works.append(work)
+            wall, cpu, result = extract_seconds(cfg)
+            works.append((wall, cpu))
             bares.append(bare_seconds(cfg))
-        ratios = [w / ((b0 + b1) / 2) for w, b0, b1 in zip(works, bares, bares[1:])]
-        bare, work = statistics.median(bares), statistics.median(works)
+
+        def ratios(i: int) -> list[float]:  # each extract against the mean of the bare runs either side
+            return [w[i] / ((b0[i] + b1[i]) / 2) for w, b0, b1 in zip(works, bares, bares[1:])]
+
+        bare, work = statistics.median(b[0] for b in bares), statistics.median(w[0] for w in works)
         row = {
             "model": "pythia-160m shape (random)" if args.pythia_160m_shape else "demo world",
             "device": args.device,
             "tokens": result.n_tokens,
             "ctx": args.ctx,
             "batch_size": args.batch_size,
-            "bare_s": [round(b, 3) for b in bares],
-            "extract_s": [round(w, 3) for w in works],
-            "overhead_ratio": round(statistics.median(ratios), 3),
-            "ratios": [round(r, 3) for r in ratios],
+            "bare_s": [round(b[0], 3) for b in bares],
+            "extract_s": [round(w[0], 3) for w in works],
+            "overhead_ratio": round(statistics.median(ratios(0)), 3),
+            "ratios": [round(r, 3) for r in ratios(0)],
+            "cpu_ratio": round(statistics.median(ratios(1)), 3),
+            "cpu_ratios": [round(r, 3) for r in ratios(1)],
             "fixed_s": round(fixed, 3),
             "bare_tok_s": round(result.n_tokens / bare),
             "extract_tok_s": round(result.n_tokens / work),
