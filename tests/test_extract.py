@@ -111,17 +111,17 @@ def _reference_run(world, cfg: ExtractConfig) -> dict[str, np.ndarray]:
     """Every array extract writes, computed the plain way: dense SAE codes batch by batch, then
     numpy over them (statistics per chunk of `chunk_seqs` sequences, as the float64 sums depend on
     that grouping)."""
-    from itertools import islice
-
-    from sae_translate.extract.corpus import iter_documents, pack_windows
     from sae_translate.store.h5 import HIST_BINS, HIST_BINS_PER_DECADE, HIST_LO, QUANTILE_LEVELS, heldout_split
 
     sae = load_sae(cfg.sae, device="cpu")
     model = load_model(cfg.model, device="cpu", processing=model_kwargs_for(sae))
     layer = int(world.hook.split(".")[1])
-    tokens = np.stack(
-        list(islice(pack_windows(iter_documents(cfg.dataset), model.tokenizer, cfg.ctx), cfg.tokens // cfg.ctx))
-    )
+    n_seq = cfg.tokens // cfg.ctx
+    ids: list[int] = []  # every line a document, each followed by EOS, cut into windows
+    for line in Path(cfg.dataset).read_text(encoding="utf-8").splitlines():
+        if line.strip() and len(ids) < n_seq * cfg.ctx:
+            ids += model.tokenizer(line, add_special_tokens=False)["input_ids"] + [model.tokenizer.eos_token_id]
+    tokens = np.array(ids[: n_seq * cfg.ctx], dtype=np.int32).reshape(n_seq, cfg.ctx)
     with torch.no_grad():
         dense = []
         for s in range(0, len(tokens), cfg.batch_size):
@@ -131,7 +131,7 @@ def _reference_run(world, cfg: ExtractConfig) -> dict[str, np.ndarray]:
         logits = (sae.W_dec @ model.W_U).numpy()
     exact = np.concatenate(dense)  # [n_tokens, d_sae]
     value = exact.astype(np.float16).astype(np.float32)  # as stored
-    n_seq, d_sae, ctx = len(tokens), exact.shape[1], cfg.ctx
+    d_sae, ctx = exact.shape[1], cfg.ctx
     split = heldout_split(n_seq, cfg.heldout, cfg.seed)
     train = np.repeat(split == 0, ctx)
     fires = (exact != 0) & train[:, None]
@@ -193,6 +193,34 @@ def test_every_written_array_equals_a_plain_computation(world_run, tiny_world):
         got = f[name][:]
         assert got.shape == want.shape, name
         assert np.array_equal(got, want.astype(got.dtype)), name
+
+
+def test_packed_windows_hold_the_ids_a_tokenizer_call_gives():
+    """The direct backend path and the plain tokenizer call pack the same windows, and a tokenizer
+    set up differently (truncation on) goes through the plain call."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from sae_translate.extract.corpus import _batch_encoder, pack_windows
+
+    words = [f"w{i}" for i in range(50)]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<eos>", "<unk>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(words + ["unknown", "<eos>"], size=rng.integers(1, 40))) for _ in range(300)]
+    plain = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    assert _batch_encoder(tokenizer)(docs) == plain
+    flat = np.array([i for ids in plain for i in ids + [tokenizer.eos_token_id]], dtype=np.int32)
+    windows = np.stack(list(pack_windows(iter(docs), tokenizer, 16, batch_docs=7)))
+    assert np.array_equal(windows, flat[: len(windows) * 16].reshape(-1, 16))
+    assert len(flat) - len(windows) * 16 < 16
+
+    backend.enable_truncation(max_length=5)
+    truncating = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    assert truncating.backend_tokenizer.truncation is not None
+    assert _batch_encoder(truncating)(docs) == truncating(docs, add_special_tokens=False)["input_ids"]
 
 
 def _same_run(a: RunStore, b: RunStore) -> None:
