@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -104,6 +105,122 @@ def test_statistics_match_a_direct_count(world_run):
     vals = np.array([dense[row[s] * world_run.ctx + p, f] for s, p in zip(seq, pos)])
     np.testing.assert_allclose(vals, world_run.top_values[f], rtol=1e-6)
     assert np.all(np.diff(world_run.top_values[f]) <= 0)
+
+
+def _reference_run(world, cfg: ExtractConfig) -> dict[str, np.ndarray]:
+    """Every array extract writes, computed the plain way: dense SAE codes batch by batch, then
+    numpy over them (statistics per chunk of `chunk_seqs` sequences, as the float64 sums depend on
+    that grouping)."""
+    from sae_translate.store.h5 import HIST_BINS, HIST_BINS_PER_DECADE, HIST_LO, QUANTILE_LEVELS, heldout_split
+
+    sae = load_sae(cfg.sae, device="cpu")
+    model = load_model(cfg.model, device="cpu", processing=model_kwargs_for(sae))
+    layer = int(world.hook.split(".")[1])
+    n_seq = cfg.tokens // cfg.ctx
+    ids: list[int] = []  # every line a document, each followed by EOS, cut into windows
+    for line in Path(cfg.dataset).read_text(encoding="utf-8").splitlines():
+        if line.strip() and len(ids) < n_seq * cfg.ctx:
+            ids += model.tokenizer(line, add_special_tokens=False)["input_ids"] + [model.tokenizer.eos_token_id]
+    tokens = np.array(ids[: n_seq * cfg.ctx], dtype=np.int32).reshape(n_seq, cfg.ctx)
+    with torch.no_grad():
+        dense = []
+        for s in range(0, len(tokens), cfg.batch_size):
+            batch = torch.as_tensor(tokens[s : s + cfg.batch_size], dtype=torch.long)
+            _, cache = model.run_with_cache(batch, names_filter=[world.hook], stop_at_layer=layer + 1)
+            dense.append(sae.encode(cache[world.hook]).flatten(0, 1).numpy())
+        logits = (sae.W_dec @ model.W_U).numpy()
+    exact = np.concatenate(dense)  # [n_tokens, d_sae]
+    value = exact.astype(np.float16).astype(np.float32)  # as stored
+    d_sae, ctx = exact.shape[1], cfg.ctx
+    split = heldout_split(n_seq, cfg.heldout, cfg.seed)
+    train = np.repeat(split == 0, ctx)
+    fires = (exact != 0) & train[:, None]
+
+    total = np.zeros(d_sae)
+    for s in range(0, n_seq * ctx, cfg.chunk_seqs * ctx):
+        block = value[s : s + cfg.chunk_seqs * ctx] * fires[s : s + cfg.chunk_seqs * ctx]
+        total += block.astype(np.float64).sum(0)
+    count = fires.sum(0)
+    hist = np.zeros((d_sae, HIST_BINS), np.int64)
+    top = np.full((d_sae, cfg.n_top), -1, np.int64)
+    top_value = np.zeros((d_sae, cfg.n_top), np.float32)
+    quantiles = np.zeros((d_sae, len(QUANTILE_LEVELS)), np.float32)
+    centres = 10.0 ** (HIST_LO + (np.arange(HIST_BINS) + 0.5) / HIST_BINS_PER_DECADE)
+    for f in range(d_sae):
+        pos = np.flatnonzero(fires[:, f])
+        v = value[pos, f]
+        decades = np.log10(np.maximum(np.abs(v.astype(np.float64)), 1e-30)) - HIST_LO
+        hist[f] = np.bincount(
+            np.clip((decades * HIST_BINS_PER_DECADE).astype(int), 0, HIST_BINS - 1), minlength=HIST_BINS
+        )
+        best = sorted(zip(-v, pos))[: cfg.n_top]  # largest first, then earliest position
+        top[f, : len(best)] = [p for _, p in best]
+        top_value[f, : len(best)] = [-nv for nv, _ in best]
+        if len(v):
+            cum = np.cumsum(hist[f])
+            for j, q in enumerate(QUANTILE_LEVELS):
+                quantiles[f, j] = min(centres[np.argmax(cum >= max(q * np.int64(len(v)), 1))], v.max())
+    rows, cols = np.nonzero(exact)
+    lens = torch.topk(torch.as_tensor(logits), cfg.logit_lens_k, dim=-1)
+    return {
+        "tokens": tokens,
+        "split": split,
+        "seq_index": np.arange(n_seq),
+        "codes/indptr": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_seq * ctx))]),
+        "codes/feature": cols,
+        "codes/value": exact[rows, cols].astype(np.float16),
+        "features/count": count,
+        "features/sum": total.astype(np.float32),
+        "features/max": np.where(fires, value, 0).max(0),
+        "features/hist": hist,
+        "features/quantiles": quantiles,
+        "features/top": top,
+        "features/top_value": top_value,
+        "features/logit_lens_tokens": lens.indices.numpy(),
+        "features/logit_lens_values": lens.values.numpy(),
+    }
+
+
+def test_every_written_array_equals_a_plain_computation(world_run, tiny_world):
+    """Bit for bit: the codes, split, statistics, top examples and logit lens in the file are what a
+    direct dense computation gives, so a faster extract cannot change what it writes."""
+    expected = _reference_run(tiny_world, _cfg(tiny_world, world_run.dir))
+    f = world_run.file
+    written = []
+    f.visititems(lambda name, obj: written.append(name) if isinstance(obj, h5py.Dataset) and name != "vocab" else None)
+    assert sorted(written) == sorted(expected)
+    for name, want in expected.items():
+        got = f[name][:]
+        assert got.shape == want.shape, name
+        assert np.array_equal(got, want.astype(got.dtype)), name
+
+
+def test_packed_windows_hold_the_ids_a_tokenizer_call_gives():
+    """The direct backend path and the plain tokenizer call pack the same windows, and a tokenizer
+    set up differently (truncation on) goes through the plain call."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from sae_translate.extract.corpus import _batch_encoder, pack_windows
+
+    words = [f"w{i}" for i in range(50)]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<eos>", "<unk>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(words + ["unknown", "<eos>"], size=rng.integers(1, 40))) for _ in range(300)]
+    plain = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    assert _batch_encoder(tokenizer)(docs) == plain
+    flat = np.array([i for ids in plain for i in ids + [tokenizer.eos_token_id]], dtype=np.int32)
+    windows = np.stack(list(pack_windows(iter(docs), tokenizer, 16, batch_docs=7)))
+    assert np.array_equal(windows, flat[: len(windows) * 16].reshape(-1, 16))
+    assert len(flat) - len(windows) * 16 < 16
+
+    backend.enable_truncation(max_length=5)
+    truncating = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    assert truncating.backend_tokenizer.truncation is not None
+    assert _batch_encoder(truncating)(docs) == truncating(docs, add_special_tokens=False)["input_ids"]
 
 
 def _same_run(a: RunStore, b: RunStore) -> None:

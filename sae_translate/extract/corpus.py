@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +76,13 @@ def iter_documents(
 def pack_windows(documents: Iterable[str], tokenizer, ctx: int, batch_docs: int = 256) -> Iterator[np.ndarray]:
     """Tokenize documents and pack them, separated by EOS, into windows of exactly ctx tokens."""
     eos = tokenizer.eos_token_id
+    encode = _batch_encoder(tokenizer)
     buffer: list[int] = []
     batch: list[str] = []
 
     def flush(texts: list[str]) -> Iterator[np.ndarray]:
         nonlocal buffer
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        for ids in encode(texts):
             buffer.extend(ids)
             if eos is not None:
                 buffer.append(eos)
@@ -98,6 +99,25 @@ def pack_windows(documents: Iterable[str], tokenizer, ctx: int, batch_docs: int 
             batch = []
     if batch:
         yield from flush(batch)
+
+
+def _batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """Token ids of each text, without special tokens: what `tokenizer(texts)["input_ids"]` gives.
+
+    A fast tokenizer whose backend is set up as such a call would leave it (no truncation, no
+    padding, the same special-token splitting) is called directly, without offsets or Python-side
+    conversion: a third to a half less CPU for the same ids."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+    same_setup = (
+        backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    )
+    if not same_setup:
+        return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def prefetch(items: Iterable, depth: int = 64) -> Iterator:

@@ -1,11 +1,12 @@
 """extract: corpus -> model hook activations -> SAE codes -> activations.h5.
 
-Work is cut into chunks of `chunk_seqs` sequences. Each finished chunk is saved atomically to
-`<out>/.partial/chunk-NNNNNN.npz` by a writer thread (bounded queue: compute never waits on
-disk, memory stays bounded). A rerun of the same command skips finished chunks, so a killed run
-resumes; when every chunk is there, they are streamed into `activations.h5.tmp`, which is renamed
-into place. Chunk boundaries depend only on sequence indices, so a resumed run and an
-uninterrupted one produce the same file.
+Work is cut into chunks of `chunk_seqs` sequences. A writer thread takes each finished chunk while
+the next one is computed (bounded queue: compute never waits on disk, memory stays bounded): it
+saves the chunk atomically to `<out>/.partial/chunk-NNNNNN.npz` and appends it to
+`activations.h5.tmp`, which is renamed into place once every chunk is in. A rerun of the same
+command skips finished chunks (the writer reads them back), so a killed run resumes. Chunk
+boundaries depend only on sequence indices, so a resumed run and an uninterrupted one produce the
+same file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -102,7 +104,14 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         ),
         depth=2 * cfg.chunk_seqs,
     )
-    writer = _ChunkWriter(partial, np.dtype(cfg.value_dtype))
+    path = out / (FILENAME if ranks.world_size == 1 else shard_name(ranks.rank, ranks.world_size))
+    attrs = _run_attrs(cfg, model, sae, hook)
+    writer = _ChunkWriter(
+        partial,
+        cfg,
+        open_run=functools.partial(_open_run, path, cfg, model, attrs),
+        lens=functools.partial(logit_lens_blocks, model, sae, cfg.logit_lens_k),
+    )
     bar = progress(
         total=n_seq_max * cfg.ctx,
         unit="tok",
@@ -110,7 +119,7 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         desc="extract",
         disable=not cfg.progress or ranks.rank != 0,
     )
-    n_seq, resumed, mine = 0, 0, []
+    n_seq, resumed = 0, 0
     try:
         for chunk_idx in range((n_seq_max + cfg.chunk_seqs - 1) // cfg.chunk_seqs):
             want = min(cfg.chunk_seqs, n_seq_max - chunk_idx * cfg.chunk_seqs)
@@ -119,36 +128,30 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
                 break
             n_seq += len(batch)
             if chunk_idx % ranks.world_size == ranks.rank:
-                mine.append(chunk_idx)
                 tokens = np.stack(batch)
                 if writer.has(chunk_idx, len(tokens)):
                     resumed += 1
+                    writer.put(chunk_idx, tokens, None)
                 else:
                     writer.put(chunk_idx, tokens, encode_chunk(model, sae, hook, tokens, cfg))
             bar.update(len(batch) * cfg.ctx)
             if len(batch) < want:
                 break
-        writer.close()
+        if n_seq == 0:
+            raise UserError(f"dataset {cfg.dataset!r} gave no window of {cfg.ctx} tokens; lower --ctx or add text")
+        writer.finish()
     except BaseException:
-        writer.close(raise_errors=False)
-        if ranks.world_size == 1 and not any(partial.glob("chunk-*.npz")):
+        writer.abort()
+        if n_seq == 0 or (ranks.world_size == 1 and not any(partial.glob("chunk-*.npz"))):
             shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
         raise
     finally:
         bar.close()
-    if n_seq == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise UserError(f"dataset {cfg.dataset!r} gave no window of {cfg.ctx} tokens; lower --ctx or add text")
 
-    lens = logit_lens(model, sae, cfg.logit_lens_k)
-    attrs = _run_attrs(cfg, model, sae, hook)
     if ranks.world_size == 1:
-        _assemble(partial, out / FILENAME, mine, cfg, model, attrs, lens)
         shutil.rmtree(partial, ignore_errors=True)
         with RunStore.open(out) as run:
             return ExtractResult(run.path, run.n_seq, run.n_tokens, time.time() - t0, resumed_chunks=resumed)
-    shard = shard_name(ranks.rank, ranks.world_size)
-    _assemble(partial, out / shard, mine, cfg, model, attrs, lens)
     ranks.barrier()
     if ranks.rank == 0:
         write_manifest(out, [shard_name(r, ranks.world_size) for r in range(ranks.world_size)], attrs)
@@ -181,15 +184,18 @@ def encode_chunk(model, sae, hook: str, tokens: np.ndarray, cfg: ExtractConfig) 
 
 
 @torch.no_grad()
-def logit_lens(model, sae, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k tokens of each feature's decoder direction through the unembedding."""
+def logit_lens_blocks(model, sae, k: int, block: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Top-k tokens (and logits) of each feature's decoder direction through the unembedding,
+    `block` features at a time, computed on the model's device."""
     W_U = model.W_U.to(sae.W_dec.dtype)
-    tokens, values = [], []
     for s in range(0, sae.W_dec.shape[0], block):
         logits = sae.W_dec[s : s + block].to(W_U.device) @ W_U
         top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
-        tokens.append(top.indices.int().cpu().numpy())
-        values.append(top.values.float().cpu().numpy())
+        yield top.indices.int().cpu().numpy(), top.values.float().cpu().numpy()
+
+
+def logit_lens(model, sae, k: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens, values = zip(*logit_lens_blocks(model, sae, k))
     return np.concatenate(tokens), np.concatenate(values)
 
 
@@ -224,17 +230,8 @@ def _run_attrs(cfg: ExtractConfig, model, sae, hook: str) -> dict:
     }
 
 
-def _assemble(
-    partial: Path,
-    path: Path,
-    chunks: list[int],
-    cfg: ExtractConfig,
-    model,
-    attrs: dict,
-    lens: tuple[np.ndarray, np.ndarray],
-) -> Path:
-    """Stream finished chunks into one HDF5 file, which appears atomically."""
-    writer = RunWriter(
+def _open_run(path: Path, cfg: ExtractConfig, model, attrs: dict) -> RunWriter:
+    return RunWriter(
         path,
         ctx=cfg.ctx,
         d_sae=int(attrs["d_sae"]),
@@ -243,32 +240,33 @@ def _assemble(
         n_top=cfg.n_top,
         value_dtype=cfg.value_dtype,
     )
-    try:
-        for idx in chunks:
-            with np.load(partial / f"chunk-{idx:06d}.npz") as z:
-                tokens = z["tokens"]
-                codes = Codes(z["indptr"], z["feature"], z["value"])
-            first = idx * cfg.chunk_seqs
-            split = heldout_split(len(tokens), cfg.heldout, cfg.seed, offset=first)
-            writer.append(tokens, split, codes, seq_ids=np.arange(first, first + len(tokens)))
-        return writer.close(lens)
-    except OSError as e:
-        writer.abort()
-        raise _disk_error(e, path) from e
-    except BaseException:
-        writer.abort()
-        raise
 
 
 class _ChunkWriter:
-    """Saves chunks on a background thread; each file appears atomically."""
+    """The run file's writer, on a background thread that works while the next chunk is computed.
 
-    def __init__(self, partial: Path, value_dtype: np.dtype, depth: int = 4):
+    It opens the run file and computes the logit lens first (the model's forward passes do not
+    wait for either), then takes the chunks in order: each is saved to `.partial` (for resuming)
+    unless it came from there, and appended to the run file.
+    """
+
+    def __init__(
+        self,
+        partial: Path,
+        cfg: ExtractConfig,
+        open_run: Callable[[], RunWriter],
+        lens: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+        depth: int = 4,
+    ):
         self.partial = partial
-        self.value_dtype = value_dtype
+        self.cfg = cfg
+        self.value_dtype = np.dtype(cfg.value_dtype)
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.run: RunWriter | None = None
+        self.lens: tuple[np.ndarray, np.ndarray] | None = None
+        self.thread = threading.Thread(target=self._work, args=(open_run, lens), daemon=True)
         self.thread.start()
 
     def path(self, idx: int) -> Path:
@@ -285,35 +283,65 @@ class _ChunkWriter:
             path.unlink(missing_ok=True)  # unreadable chunk: redo it
             return False
 
-    def put(self, idx: int, tokens: np.ndarray, codes: Codes) -> None:
+    def put(self, idx: int, tokens: np.ndarray, codes: Codes | None) -> None:
+        """Queue a chunk; codes None: it is already saved in `.partial`."""
         if self.error is not None:
             raise _disk_error(self.error, self.partial)
         self.queue.put((idx, tokens, codes))
 
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            idx, tokens, codes = item
-            try:
-                arrays = {
-                    "tokens": tokens,
-                    "indptr": codes.indptr,
-                    "feature": codes.feature,
-                    "value": codes.value.astype(self.value_dtype),
-                }
-                atomic_write(self.path(idx), functools.partial(np.savez, **arrays))
-            except BaseException as e:  # reported on the main thread
-                self.error = e
-
-    def close(self, raise_errors: bool = True) -> None:
+    def finish(self) -> Path:
+        """Wait for every queued chunk, then complete the run file."""
         self.queue.put(None)
         self.thread.join()
-        if raise_errors and self.error is not None:
+        if self.error is not None:
             raise _disk_error(self.error, self.partial)
+        assert self.run is not None and self.lens is not None
+        try:
+            return self.run.close(self.lens)
+        except OSError as e:
+            raise _disk_error(e, self.run.path) from e
+
+    def abort(self) -> None:
+        """Stop the thread and remove the unfinished run file (finished chunks stay for a rerun)."""
+        self.stop.set()
+        self.queue.put(None)
+        self.thread.join()
+        if self.run is not None:
+            self.run.abort()
+
+    def _work(self, open_run: Callable[[], RunWriter], lens: Callable[[], Iterator]) -> None:
+        try:
+            self.run = open_run()
+            blocks = []
+            for block in lens():
+                if self.stop.is_set():
+                    break
+                blocks.append(block)
+            if blocks:
+                self.lens = (np.concatenate([t for t, _ in blocks]), np.concatenate([v for _, v in blocks]))
+            while (item := self.queue.get()) is not None:
+                if not self.stop.is_set():
+                    self._append(*item)
+        except BaseException as e:  # reported on the main thread
+            self.error = e
+            while self.queue.get() is not None:  # keep the producer from blocking
+                pass
+
+    def _append(self, idx: int, tokens: np.ndarray, codes: Codes | None) -> None:
+        if codes is None:
+            with np.load(self.path(idx)) as z:
+                codes = Codes(z["indptr"], z["feature"], z["value"])
+        else:
+            # Stored values are rounded to the storage dtype first: statistics are of what is stored.
+            codes = Codes(codes.indptr, codes.feature, codes.value.astype(self.value_dtype))
+            save = functools.partial(
+                np.savez, tokens=tokens, indptr=codes.indptr, feature=codes.feature, value=codes.value
+            )
+            atomic_write(self.path(idx), save)
+        first = idx * self.cfg.chunk_seqs
+        split = heldout_split(len(tokens), self.cfg.heldout, self.cfg.seed, offset=first)
+        assert self.run is not None
+        self.run.append(tokens, split, codes, seq_ids=np.arange(first, first + len(tokens)))
 
 
 def _disk_error(e: BaseException, where: Path) -> BaseException:

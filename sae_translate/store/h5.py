@@ -120,10 +120,12 @@ class FeatureStats:
         if len(feature) == 0:
             return
         self.count += np.bincount(feature, minlength=d_sae)
+        # Summed per block first, then added: the float64 totals depend on that grouping.
         self.sum += np.bincount(feature, weights=value, minlength=d_sae)
         np.maximum.at(self.max, feature, value)
+        # In place: a [d_sae, n_bins] temporary per block costs more than the nonzeros themselves.
         flat = feature.astype(np.int64) * HIST_BINS + _hist_bin(value)
-        self.hist += np.bincount(flat, minlength=d_sae * HIST_BINS).reshape(d_sae, HIST_BINS)
+        np.add.at(self.hist.reshape(-1), flat, 1)
 
     def merge(self, other: FeatureStats) -> None:
         self.count += other.count
@@ -167,37 +169,63 @@ class TopK:
         self.values = np.full((d_sae, n_top), -np.inf, np.float32)
 
     def update(self, feature: np.ndarray, value: np.ndarray, position: np.ndarray) -> None:
+        n_top = self.values.shape[1]
+        # A nonzero below its feature's current n_top-th value can never enter the list (nor can
+        # NaN): once the lists fill, this drops almost every nonzero before any sorting.
+        maybe = value >= self.values[feature, -1]
+        feature, value, position = feature[maybe], value[maybe], position[maybe]
         if len(feature) == 0:
             return
-        d_sae, n_top = self.values.shape
-        # Rank each nonzero within its feature (descending value), keep the first n_top.
-        order = np.lexsort((position, -value, feature))
+        # Rank each candidate within its feature (descending value, then position), keep the first
+        # n_top, and merge them into the lists of the features they touch (not all d_sae of them).
+        order = _rank_order(feature, value, position)
         f_sorted = feature[order]
-        starts = np.searchsorted(f_sorted, f_sorted, side="left")
-        rank = np.arange(len(order)) - starts
+        rank = np.arange(len(order)) - np.searchsorted(f_sorted, f_sorted, side="left")
+        first = rank == 0
+        rows = f_sorted[first]
+        slot = np.cumsum(first) - 1
         keep = rank < n_top
-        cand_v = np.full((d_sae, n_top), -np.inf, np.float32)
-        cand_p = np.full((d_sae, n_top), -1, np.int64)
-        cand_v[f_sorted[keep], rank[keep]] = value[order][keep]
-        cand_p[f_sorted[keep], rank[keep]] = position[order][keep]
-        self._merge(cand_v, cand_p)
+        width = int(rank[keep].max()) + 1  # candidates per feature, padded to the most any has
+        cand_v = np.full((len(rows), width), -np.inf, np.float32)
+        cand_p = np.full((len(rows), width), -1, np.int64)
+        cand_v[slot[keep], rank[keep]] = value[order][keep]
+        cand_p[slot[keep], rank[keep]] = position[order][keep]
+        self.values[rows], self.positions[rows] = _merge_rows(self.values[rows], self.positions[rows], cand_v, cand_p)
 
     def merge(self, other: TopK) -> None:
         self._merge(other.values, other.positions)
 
     def _merge(self, values: np.ndarray, positions: np.ndarray) -> None:
-        n_top = self.values.shape[1]
-        all_v = np.concatenate([self.values, values], axis=1)
-        all_p = np.concatenate([self.positions, positions], axis=1)
-        # Ties broken by position so the result does not depend on merge order.
-        tie = np.where(all_p < 0, np.iinfo(np.int64).max, all_p)
-        order = np.lexsort((tie, -all_v), axis=1)[:, :n_top]
-        self.values = np.take_along_axis(all_v, order, axis=1)
-        self.positions = np.take_along_axis(all_p, order, axis=1)
+        self.values, self.positions = _merge_rows(self.values, self.positions, values, positions)
 
     def finished(self) -> tuple[np.ndarray, np.ndarray]:
         values = np.where(np.isfinite(self.values), self.values, 0.0).astype(np.float32)
         return self.positions, values
+
+
+def _merge_rows(
+    values: np.ndarray, positions: np.ndarray, other_v: np.ndarray, other_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, the n_top largest of two top lists. Ties are broken by position (padding, -1,
+    last) so the result does not depend on merge order."""
+    n_top = values.shape[1]
+    all_v = np.concatenate([values, other_v], axis=1)
+    all_p = np.concatenate([positions, other_p], axis=1)
+    tie = np.where(all_p < 0, np.iinfo(np.int64).max, all_p)
+    order = np.lexsort((tie, -all_v), axis=1)[:, :n_top]
+    return np.take_along_axis(all_v, order, axis=1), np.take_along_axis(all_p, order, axis=1)
+
+
+def _rank_order(feature: np.ndarray, value: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The order of lexsort((position, -value, feature)) for non-NaN values: by feature, descending
+    value, then position. Positions arrive in order (nonzeros in token order), so one stable sort
+    of a combined (feature, descending value) key does it, at a third of the cost of lexsort."""
+    if len(position) > 1 and np.any(position[1:] < position[:-1]):
+        return np.lexsort((position, -value, feature))
+    bits = (value.astype(np.float32) + np.float32(0.0)).view(np.int32).astype(np.int64)  # -0.0 == 0.0
+    ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order == float order
+    key = feature.astype(np.int64) * (1 << 32) + ((1 << 31) - 1 - ordered)
+    return np.argsort(key, kind="stable")
 
 
 class RunWriter:
@@ -223,7 +251,8 @@ class RunWriter:
         self.nnz = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = h5py.File(self.tmp, "w")
+            # 2.5 MiB of chunk cache per dataset: a partial chunk stays cached (compressed once, when full).
+            self.file = h5py.File(self.tmp, "w", rdcc_nbytes=5 << 19)
         except OSError as e:
             raise UserError(f"cannot write {self.tmp}: {e.strerror or e}; choose a writable --out") from e
         f = self.file
@@ -239,6 +268,11 @@ class RunWriter:
         g.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,), **_COMPRESSION)
         g.create_dataset("feature", (0,), maxshape=(None,), dtype=np.int32, chunks=(262144,), **_COMPRESSION)
         g.create_dataset("value", (0,), maxshape=(None,), dtype=value_dtype, chunks=(262144,), **_COMPRESSION)
+        # Held open: closing a dataset flushes its cache, so reopening it per append would compress
+        # (and read back) its last, partial chunk every time.
+        self.datasets = {
+            name: f[name] for name in ("tokens", "split", "seq_index", "codes/indptr", "codes/feature", "codes/value")
+        }
 
     def append(self, tokens: np.ndarray, split: np.ndarray, codes: Codes, seq_ids: np.ndarray | None = None) -> None:
         """Add whole sequences: tokens [n, ctx], their split flags, and CSR codes over n * ctx tokens.
@@ -250,13 +284,13 @@ class RunWriter:
         assert codes.n_tokens == n * self.ctx, "codes must cover every token of the sequences"
         if seq_ids is None:
             seq_ids = np.arange(self.n_seq, self.n_seq + n, dtype=np.int64)
-        f = self.file
-        _extend(f["tokens"], tokens.astype(np.int32))
-        _extend(f["split"], split.astype(np.uint8))
-        _extend(f["seq_index"], np.asarray(seq_ids, dtype=np.int64))
-        _extend(f["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
-        _extend(f["codes/feature"], codes.feature.astype(np.int32))
-        _extend(f["codes/value"], codes.value)
+        ds = self.datasets
+        _extend(ds["tokens"], tokens.astype(np.int32))
+        _extend(ds["split"], split.astype(np.uint8))
+        _extend(ds["seq_index"], np.asarray(seq_ids, dtype=np.int64))
+        _extend(ds["codes/indptr"], (codes.indptr[1:] - codes.indptr[0] + self.nnz).astype(np.int64))
+        _extend(ds["codes/feature"], codes.feature.astype(np.int32))
+        _extend(ds["codes/value"], codes.value)
         # Statistics and top examples over the train split only: held-out data stays unseen.
         token_seq = np.repeat(np.arange(n), self.ctx)
         nz_token = codes.token_index()
