@@ -139,6 +139,21 @@ def vocab_grid(args: argparse.Namespace) -> None:
         )
 
 
+def bench_config(args: argparse.Namespace, **overrides) -> TranslatorConfig:
+    """The translator settings the command line gives, plus ``overrides``."""
+    return TranslatorConfig(
+        batch_size=args.batch_size,
+        crop=args.crop,
+        dim=args.dim,
+        depth=args.depth,
+        decoder_depth=args.depth,
+        device=args.device,
+        sampled_softmax=args.sampled_softmax,
+        progress=False,
+        **overrides,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="stores/demo")
@@ -160,17 +175,7 @@ def main() -> None:
     if args.vocab_grid:
         return vocab_grid(args)
     if args.cell:
-        cfg = TranslatorConfig(
-            batch_size=args.batch_size,
-            crop=args.crop,
-            dim=args.dim,
-            depth=args.depth,
-            decoder_depth=args.depth,
-            device=args.device,
-            sampled_softmax=args.sampled_softmax,
-            progress=False,
-        )
-        print(json.dumps(grid_cell(cfg, *args.cell, args.grid_steps)))
+        print(json.dumps(grid_cell(bench_config(args), *args.cell, args.grid_steps)))
         return
 
     with RunStore.open(args.run) as run:
@@ -179,20 +184,7 @@ def main() -> None:
         alive = np.flatnonzero(run.stats.count > 0)
     features, text = languages.unsupervised()
     pairs = languages.aligned() if args.mode == "aligned" else None
-    cfg = TranslatorConfig(
-        mode=args.mode,
-        steps=WARMUP + args.steps,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        dim=args.dim,
-        depth=args.depth,
-        decoder_depth=args.depth,
-        device=args.device,
-        sampled_softmax=args.sampled_softmax,
-        eval_every=10**9,
-        checkpoint_every=10**9,
-        progress=False,
-    )
+    cfg = bench_config(args, mode=args.mode, steps=WARMUP + args.steps, eval_every=10**9, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         trainer = Trainer(cfg, features, text, tmp, pairs)

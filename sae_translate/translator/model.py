@@ -117,19 +117,8 @@ class Translator(nn.Module):
 
     def decode(self, latent: Tensor, mask: Tensor, tgt_lang: Tensor) -> Tensor:
         """Logits [B, L, n_joint] (float32) for the L positions of the latent, restricted to each
-        row's target language. Query i is MASK + position + target language + latent i (the
-        aligned path is direct) and cross-attends to the whole latent (for reordered inputs)."""
-        queries = torch.full(latent.shape[:2], MASK, dtype=torch.long, device=latent.device)
-        lang_ids = tgt_lang[:, None].expand_as(queries)
-        positions = torch.arange(latent.shape[1], device=latent.device)
-        logits = self.decoder(
-            queries,
-            embed_ids={"lang": lang_ids},
-            sum_embeds=latent,
-            context=latent,
-            context_mask=mask,
-            context_pos=positions,
-        )
+        row's target language."""
+        logits = self.decoder.to_logits(self.decode_hidden(latent, mask, tgt_lang))
         return logits.float() + self.allowed[tgt_lang][:, None, :]
 
     def forward(self, tokens: Tensor, src_lang: Tensor, tgt_lang: Tensor):
@@ -139,7 +128,9 @@ class Translator(nn.Module):
 
     def decode_hidden(self, latent: Tensor, mask: Tensor, tgt_lang: Tensor) -> Tensor:
         """The decoder's last hidden states [B, L, D]: `decode` without the output layer, for losses
-        and decoders that need the logits of a few words only."""
+        and decoders that need the logits of a few words only. Query i is MASK + position + target
+        language + latent i (the aligned path is direct) and cross-attends to the whole latent
+        (for reordered inputs)."""
         queries = torch.full(latent.shape[:2], MASK, dtype=torch.long, device=latent.device)
         lang_ids = tgt_lang[:, None].expand_as(queries)
         positions = torch.arange(latent.shape[1], device=latent.device)
