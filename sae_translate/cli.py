@@ -18,7 +18,7 @@ import typer
 # only the stages' config modules: light, so --help and query start fast (each stage's heavy
 # libraries, torch among them, are imported inside the command that runs it)
 from sae_translate.bench.config import BenchConfig, HMMConfig
-from sae_translate.errors import UserError
+from sae_translate.errors import UserError, error_line
 from sae_translate.extract.config import ExtractConfig, TrainSaeConfig
 from sae_translate.label.config import LabelConfig
 from sae_translate.options import ConfigOptions, with_configs
@@ -60,12 +60,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()
-    except UserError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except OSError as e:  # disk full, permissions, vanished files: one line, not a traceback
-        where = f" ({e.filename})" if e.filename else ""
-        typer.echo(f"error: {e.strerror or e}{where}", err=True)
+    except (UserError, OSError) as e:  # disk full, permissions, vanished files too: one line
+        typer.echo(error_line(e), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sae_translate.errors import UserError
+from sae_translate.errors import UserError, error_line
 
 QUERY_FORMATS = ("table", "csv", "json")
 
@@ -36,12 +36,8 @@ def run_query_command(argv: Sequence[str]) -> int:
         from sae_translate.store.db import format_result, run_query
 
         print(format_result(run_query(args.sql, args.db), args.fmt))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        print(error_line(e), file=sys.stderr)
         return 1
     return 0
 
