@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pytest
 
 from sae_translate.label.describe import rule_evaluator
-from sae_translate.label.describer import Describer, DescriberConfig, Evidence, choose
+from sae_translate.label.describer import Describer, DescriberConfig, Evidence, TrainSample, choose, tie_margin
 from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector
 
 VOCAB = [
@@ -31,6 +34,16 @@ VOCAB = [
     "!",
 ]
 ID = {w: i for i, w in enumerate(VOCAB)}
+
+
+def bare_sample(evaluator: RuleEvaluator) -> Any:
+    """A train sample with no text: the describer's word handling without corpus counts (its
+    neighbours imply no word, its contexts hold none)."""
+    return SimpleNamespace(
+        evaluator=evaluator,
+        implied_by_neighbours=lambda evidence, n: (np.zeros(0, np.int64), np.zeros(0)),
+        context_counts=lambda context: np.zeros(len(evaluator.vocab)),
+    )
 
 
 def ids(text: str) -> np.ndarray:
@@ -153,14 +166,21 @@ def test_rendering_and_json_round_trip(rule, text):
     assert Rule.from_json(rule.to_json()) == rule
 
 
+def test_a_context_label_shows_example_words_and_stays_the_same_rule():
+    after = Context("after", of=Selector(tokens=("at", "in")))
+    shown = Rule(context=after, examples=("the", "first"))
+    assert shown.text() == 'the word right after "at" or "in", e.g. "the" or "first"'
+    assert shown == Rule(context=after)  # examples are text only
+    back = Rule.from_json(shown.to_json())
+    assert back.examples == ("the", "first") and back.text() == shown.text()
+
+
 def test_a_category_label_shows_the_members_its_evidence_weighs_most():
     """The examples beside a category are its members in the evidence's order at the firing
     position, never a non-member or the category's own name; the rule stays the category."""
-    from types import SimpleNamespace
-
     evaluator, categories = rule_evaluator(VOCAB)
     fruit = categories.propose({ID[w]: 1.0 for w in ("apple", "pear", "banana", "plum")}, 1)[0]
-    describer = Describer(SimpleNamespace(evaluator=evaluator), categories, DescriberConfig(n_examples=2))  # type: ignore[arg-type]
+    describer = Describer(bare_sample(evaluator), categories, DescriberConfig(n_examples=2))
     evidence = evidence_at({0: ["plum", "dog", "apple", "pear"]})
     shown = describer.with_examples(Rule(target=fruit), evidence)
     assert shown == Rule(target=fruit) and shown.target is not None
@@ -194,6 +214,19 @@ def test_choose_prefers_the_simpler_rule_within_the_tie():
     assert choose({simple: 0.50, longer: 0.62}, tie=0.05)[0][0] == longer
 
 
+def test_a_rare_feature_gets_its_most_faithful_rule_not_the_simplest():
+    """Every rule of a rare feature has a small F1; the margin within which the simpler rule wins
+    is capped at a share of the best, so a rule at a tiny fraction of the best fidelity never wins
+    for being simple. At ordinary fidelities it is the one-standard-error rule."""
+    cfg = DescriberConfig()
+    simplest = Rule(context=Context("sentence_end"))
+    faithful = Rule(context=Context("before", of=Selector(tokens=("after",))))
+    assert simplest.complexity < faithful.complexity
+    assert choose({simplest: 0.0001, faithful: 0.008}, tie_margin(0.008, 5, cfg))[0][0] == faithful
+    assert tie_margin(0.6, 64, cfg) == pytest.approx(np.sqrt(0.6 * 0.4 / 64))
+    assert choose({simplest: 0.57, faithful: 0.62}, tie_margin(0.62, 64, cfg))[0][0] == simplest
+
+
 def test_evidence_is_contrast_to_the_base_rate():
     base = np.array([0.5, 0.3, 0.1, 0.1])
     ev = Evidence.from_distributions([np.arange(4)], [np.array([0.5, 0.1, 0.3, 0.1])], [base])
@@ -224,9 +257,7 @@ def test_structural_contexts_are_proposed_where_the_evidence_shows_their_marks(m
     """A structural context is a candidate only where its marks stand out around the firing
     position, so a feature whose evidence proposes nothing faithful does not fall back to the
     corpus's most common structure."""
-    from types import SimpleNamespace
-
-    describer = Describer(SimpleNamespace(evaluator=RuleEvaluator(VOCAB)), None, DescriberConfig())  # type: ignore[arg-type]
+    describer = Describer(bare_sample(RuleEvaluator(VOCAB)), None, DescriberConfig())
     found = {
         f"inside {' '.join(c.delimiters)}" if c.kind == "inside" else c.kind
         for c in describer.supported_structure(evidence_at(marks))
@@ -239,9 +270,7 @@ def test_structural_contexts_are_proposed_where_the_evidence_shows_their_marks(m
 
 
 def test_a_mark_near_its_base_rate_proposes_no_structure():
-    from types import SimpleNamespace
-
-    describer = Describer(SimpleNamespace(evaluator=RuleEvaluator(VOCAB)), None, DescriberConfig(min_lift=2.0))  # type: ignore[arg-type]
+    describer = Describer(bare_sample(RuleEvaluator(VOCAB)), None, DescriberConfig(min_lift=2.0))
     weak = evidence_at({0: ["cat"], 1: ["."]})
     weak.lift[4][:] = 1.5  # "." right after, but only 1.5 times as often as anywhere
     assert describer.supported_structure(weak) == []
@@ -270,18 +299,62 @@ def test_describer_finds_a_context_rule_from_corpus_evidence(tiny_run):
 
 def test_train_sample_positions_are_where_each_feature_fires(tiny_run):
     """Every sampled firing position, including the top positions added for features too rare in
-    the random sample, is a token where the feature fires."""
-    from sae_translate.label.describer import TrainSample
-
+    the random sample, is a token where the feature fires; the positions evidence is read from and
+    those fidelity is measured on are apart (cross-fitting) wherever there are enough to split."""
     run = tiny_run
     evaluator, _ = rule_evaluator(run.vocab)
     features = run.alive.astype(np.int64)
     sample = TrainSample(run, evaluator, features, DescriberConfig(sample_tokens=2048, min_firings=8))
     assert len(sample.seqs) > sample.n_sample_rows  # some rare feature brought its top sequences
     ctx = run.ctx
-    rows = np.unique(np.concatenate([sample.positions[f] for f in features.tolist()]) // ctx)
+    both = [sample.positions[f] for f in features.tolist()] + [sample.evidence_positions[f] for f in features.tolist()]
+    rows = np.unique(np.concatenate(both) // ctx)
     fires = {int(r): run.dense(sample.seqs[[r]])[0] > 0 for r in rows.tolist()}  # [ctx, d_sae] per row
+    split = 0
     for f in features.tolist():
-        flat = sample.positions[f]
-        assert len(flat) > 0
-        assert all(fires[int(p // ctx)][p % ctx, f] for p in flat.tolist()), f
+        fidelity, evidence = sample.positions[f], sample.evidence_positions[f]
+        assert len(fidelity) > 0 and len(evidence) > 0
+        for flat in (fidelity, evidence):
+            assert all(fires[int(p // ctx)][p % ctx, f] for p in flat.tolist()), f
+        if len(fidelity) + len(evidence) >= 5:
+            assert not np.intersect1d(fidelity, evidence).size, f
+            split += 1
+    assert split > len(features) // 2
+
+
+def test_neighbour_evidence_implies_the_word_between(tiny_run):
+    """Evidence of one word right before the firing position implies the words that follow it in
+    the train sample, ranked by their PMI weight there (counted here from the raw tokens)."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    sample = TrainSample(run, evaluator, run.alive.astype(np.int64), DescriberConfig())
+    tokens = sample.view.tokens[: sample.n_sample_rows]
+    prev, word = tokens[:, :-1].reshape(-1), tokens[:, 1:].reshape(-1)
+    ok = (prev >= 0) & evaluator.is_word[np.where(word >= 0, word, len(evaluator.vocab))]
+    u = int(np.bincount(prev[ok]).argmax())  # the commonest token before a word
+    after_u = np.bincount(word[ok & (prev == u)], minlength=len(evaluator.vocab)) / (ok & (prev == u)).sum()
+    base = sample.unigram_rate
+    weight = np.where(after_u > base, after_u * np.log(np.maximum(after_u, 1e-12) / np.maximum(base, 1e-12)), 0)
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    evidence = Evidence(
+        ids=[np.array([u]) if d == -1 else empty[0] for d in range(-3, 4)],
+        weights=[np.ones(1) if d == -1 else empty[1] for d in range(-3, 4)],
+        lift=[np.ones(1) if d == -1 else empty[1] for d in range(-3, 4)],
+    )
+    ids, weights = sample.implied_by_neighbours(evidence, 16)
+    assert ids[0] == int(weight.argmax())
+    assert len(ids) == min(64, int((weight > 0).sum()))  # Evidence keeps the 64 strongest
+    assert np.allclose(weights, weight[ids])
+    assert (np.diff(weights) <= 1e-12).all()
+    # without neighbour evidence nothing is implied
+    none = Evidence([empty[0]] * 7, [empty[1]] * 7, [empty[1]] * 7)
+    assert len(sample.implied_by_neighbours(none, 16)[0]) == 0
+    # a context rule's examples are words its evidence puts there that the context does hold
+    describer = Describer(sample, None, DescriberConfig())
+    after_u = Context("after", of=Selector(tokens=(evaluator.text[u],)))
+    never = int(np.flatnonzero(sample.context_counts(after_u) == 0)[0])
+    at_ids = np.array([never, int(weight.argmax())])
+    evidence.ids[3], evidence.weights[3], evidence.lift[3] = at_ids, np.array([5.0, 1.0]), np.ones(2)
+    shown = describer.with_examples(Rule(context=after_u), evidence)
+    assert shown.examples and shown.examples[0] == evaluator.text[int(weight.argmax())]
+    assert evaluator.text[never] not in shown.examples

@@ -6,13 +6,16 @@ so the corpus's frequent tokens do not win by being frequent. It comes from the 
 (``label/translator.py``) or from the feature's real train contexts (``describe-corpus``).
 
 From the evidence the describer proposes candidate rules (``rules.py``): token sets and WordNet
-categories for the firing token (offset 0) and for its neighbours (offsets -1 and +1, as
-"right after X" / "right before X"), the structural contexts the evidence points at (sentence start
-and end, inside a delimiter pair: where the marks stand out around the firing position) and
+categories for the firing token (offset 0), also for the words its neighbours imply there (the
+corpus's bigrams between the evidence at -1 and +1), and for its neighbours (offsets -1 and +1,
+as "right after X" / "right before X"), the structural contexts the evidence points at (sentence
+start and end, inside a delimiter pair: where the marks stand out around the firing position) and
 targets in contexts. It keeps the candidate with the best
 *fidelity* on train windows: F1 between the tokens the rule selects and the tokens where the
-feature fires, estimated from a sample of train tokens (never held-out ones). Where fidelities
-tie within one standard error of the estimate, the shorter, more general rule wins.
+feature fires, estimated from a sample of train tokens (never held-out ones), on firing
+positions apart from those the evidence was read from (cross-fitting: a rule read off a few
+contexts fits those contexts). Where fidelities tie within one standard error of the estimate
+(capped at a share of the best), the shorter, more general rule wins.
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
 feature's firing positions that the rule selects; the number of tokens the rule selects in the
@@ -43,6 +46,8 @@ from sae_translate.store.h5 import RunStore
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
+# a feature's top train windows: those of even rank give evidence, those of odd rank fidelity
+EVIDENCE_TOP, FIDELITY_TOP = slice(0, None, 2), slice(1, None, 2)
 
 
 class CategorySource(Protocol):
@@ -96,8 +101,10 @@ class DescriberConfig:
     n_categories: int = 3  # WordNet categories proposed per offset
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
     n_combined: int = 3  # best targets x best contexts tried together
-    n_examples: int = 3  # members shown beside a category label: "fruit (apple, pear, plum)"
+    n_examples: int = 3  # members shown beside a category or context label: "fruit (apple, pear, plum)"
+    neighbour_words: int = 16  # evidence words at offsets -1 / +1 that imply the firing word (0: off)
     tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
+    max_tie_share: float = 0.5  # and never a rule below this share of the best fidelity
     min_lift: float = 2.0  # a structural mark must be this many times its base rate near the firing
     sample_tokens: int = 262_144  # train tokens the fidelity statistics come from
     firing_sample: int = 64  # firing positions per feature for recall
@@ -114,7 +121,8 @@ class Description:
 
 class TrainSample:
     """A random sample of train sequences with the counts fidelity needs, and each feature's firing
-    positions in it (plus top positions of features that fire too rarely in the sample)."""
+    positions in it (plus top positions of features that fire too rarely in the sample), split
+    into those evidence is read from and those fidelity is measured on."""
 
     def __init__(self, run: RunStore, evaluator: RuleEvaluator, features: np.ndarray, cfg: DescriberConfig):
         rng = np.random.default_rng(cfg.seed)
@@ -127,8 +135,8 @@ class TrainSample:
         self.count = stats.count.astype(np.float64)  # firings over the whole train split
         self.scale = len(train) / len(sample)  # sample counts -> train counts (sequences of equal length)
 
-        positions = self._firing_positions(run, sample, features, cfg, rng)
-        rare = [f for f in features.tolist() if len(positions.get(f, ())) < cfg.min_firings]
+        found = self._firing_positions(run, sample, features, cfg, rng)
+        rare = [f for f in features.tolist() if len(found.get(f, ())) < cfg.min_firings]
         top_rows = run.top_positions[np.asarray(rare, dtype=np.int64)] if rare else np.zeros((0, 0), np.int64)
         extra = np.setdiff1d(np.unique(top_rows[top_rows >= 0] // run.ctx), sample)
         seqs = np.concatenate([sample, extra])
@@ -139,18 +147,43 @@ class TrainSample:
         )
         self.view = evaluator.view(tokens)
         self.n_sample_rows = len(sample)
-        row_of = {int(s): i for i, s in enumerate(seqs.tolist())}
-        for f, top in zip(rare, top_rows):
-            top = top[top >= 0]
-            flat = np.array([row_of[int(p) // run.ctx] * run.ctx + int(p) % run.ctx for p in top], dtype=np.int64)
-            positions[f] = np.union1d(positions.get(f, np.zeros(0, np.int64)), flat)
-        self.positions = positions
+        top = np.asarray(run.top_positions[features], dtype=np.int64)  # [F, K], -1 padded
+        row_of = np.full(max(int(seqs.max(initial=0)), int(top.max(initial=0)) // run.ctx) + 1, -1, dtype=np.int64)
+        row_of[seqs] = np.arange(len(seqs))  # run sequence -> view row (-1: not in the view)
+        top_row = np.where(top >= 0, row_of[np.maximum(top, 0) // run.ctx], -1)
+        top_flat = np.where(top_row >= 0, top_row * run.ctx + top % run.ctx, -1)  # view index, -1: not in it
+        rare_set = set(rare)
+        # Cross-fitting: the positions a rule is proposed from are not the ones its fidelity is
+        # measured on. Rules read off a feature's own contexts fit those contexts (a rare
+        # feature's one-off neighbour makes a narrow rule of high train F1 that never fires
+        # again), so each feature's firings are split in two: ``evidence_positions`` for
+        # ``evidence`` and ``positions`` for fidelity. The top windows of even rank, which the
+        # translator decodes (``EVIDENCE_TOP``), are on the evidence side.
+        self.positions: dict[int, np.ndarray] = {}
+        self.evidence_positions: dict[int, np.ndarray] = {}
+        for i, f in enumerate(features.tolist()):
+            tops = top_flat[i][top[i] >= 0]
+            own = found.get(f, np.zeros(0, np.int64))
+            if f in rare_set:
+                own = np.concatenate([own, tops[tops >= 0][~isin(tops[tops >= 0], own)]])
+            own = own[np.sort(np.unique(own, return_index=True)[1])]  # a position once, order kept
+            on_evidence = isin(own, tops[EVIDENCE_TOP])
+            on_fidelity = isin(own, tops[FIDELITY_TOP]) & ~on_evidence
+            rest = own[~on_evidence & ~on_fidelity]  # random order: halves are random halves
+            half = (len(rest) + 1) // 2
+            fidelity = np.concatenate([own[on_fidelity], rest[:half]])[: cfg.firing_sample]
+            evidence = np.concatenate([own[on_evidence], rest[half:]])[: cfg.firing_sample]
+            if len(fidelity) < 2:  # too few firings to split: measure on all of them (optimistic)
+                fidelity = own[: cfg.firing_sample]
+            self.positions[f] = np.sort(fidelity)
+            self.evidence_positions[f] = np.sort(evidence) if len(evidence) else self.positions[f]
         self._counts(run.ctx)
 
     def _firing_positions(
         self, run: RunStore, sample: np.ndarray, features: np.ndarray, cfg: DescriberConfig, rng: np.random.Generator
     ) -> dict[int, np.ndarray]:
-        """Up to ``firing_sample`` random firing positions (flat indices into the sample) per feature."""
+        """Up to twice ``firing_sample`` random firing positions (flat indices into the sample) per
+        feature, in random order (half for evidence, half for fidelity)."""
         want = np.zeros(run.d_sae, dtype=bool)
         want[features] = True
         feats, flats = [], []
@@ -168,7 +201,7 @@ class TrainSample:
         f, flat = f[order], flat[order]
         starts = np.searchsorted(f, features)
         ends = np.searchsorted(f, features, side="right")
-        return {int(x): np.sort(flat[a : min(b, a + cfg.firing_sample)]) for x, a, b in zip(features, starts, ends)}
+        return {int(x): flat[a : min(b, a + 2 * cfg.firing_sample)] for x, a, b in zip(features, starts, ends)}
 
     def _counts(self, ctx: int) -> None:
         """Counts over the random sample rows only (top sequences are not a random sample)."""
@@ -187,6 +220,37 @@ class TrainSample:
             ok = word & (other >= 0)
             self.neighbour[kind] = np.bincount(other[ok], minlength=v).astype(np.float64)
             self.bigram[kind] = sp.csr_matrix((np.ones(int(ok.sum())), (other[ok], tok[ok])), shape=(v, v))
+        # P(word | the token before it) and P(word | the token after it): rows normalised
+        self.conditional = {
+            kind: sp.diags(1.0 / np.maximum(self.neighbour[kind], 1.0)) @ m for kind, m in self.bigram.items()
+        }
+
+    def implied_by_neighbours(self, evidence: Evidence, n_words: int) -> tuple[np.ndarray, np.ndarray]:
+        """The words the evidence's neighbours imply at the firing position, strongest first, with
+        PMI weights as in ``Evidence``. A translator can read a feature's contexts (the features
+        around it in its windows) better than the feature itself: a frequent function word's
+        feature may decode as the wrong function word, its neighbours right ("at" before, "first"
+        after). The corpus's bigrams say which word stands between such neighbours: with
+        neighbour evidence a (before) and b (after), P(w | a, b) ~ P(w | a) P(w | b) / P(w)
+        (the two sides taken as independent given w), each side the evidence-weighted mean of
+        the bigram conditionals over the top ``n_words`` words. Sides without evidence drop out."""
+        base = np.maximum(self.unigram_rate, 1e-12)
+        log_p = np.log(base)
+        used = False
+        for kind, at in (("after", BEFORE), ("before", AFTER)):
+            ids, w = evidence.ids[at][:n_words], evidence.weights[at][:n_words]
+            if n_words <= 0 or len(ids) == 0 or w.sum() <= 0:
+                continue
+            rows = self.conditional[kind][ids]  # P(w | neighbour) per evidence word
+            given = np.asarray((w / w.sum()) @ rows).ravel()  # [V]
+            log_p += np.log(np.maximum(given, 1e-12)) - np.log(base)
+            used = True
+        if not used:
+            return np.zeros(0, np.int64), np.zeros(0)
+        p = np.exp(log_p - log_p.max())
+        p /= p.sum()
+        found = Evidence.from_contrast([np.arange(len(p))], [p], [base])
+        return found.ids[0], found.weights[0]
 
     @property
     def unigram_rate(self) -> np.ndarray:
@@ -216,6 +280,16 @@ class TrainSample:
             n = hist.sum() if target is None else hist[target].sum()
         return float(n) * self.scale
 
+    def context_counts(self, context: Context) -> np.ndarray:
+        """[V]: how often each token stands in the context in the sample."""
+        ev = self.evaluator
+        if context.kind in ("after", "before"):
+            assert context.of is not None
+            rows = ev.selector_ids(context.of)
+            return np.asarray(self.bigram[context.kind][rows].sum(axis=0)).ravel()
+        key = context.kind if context.kind in STRUCTURAL else ("inside", *context.delimiters)
+        return self.flag_hist.get(key, np.zeros(self.vocab_size))
+
     def firing_cells(self, feature: int) -> TokenView:
         """The view at the feature's sampled firing positions."""
         flat = self.positions.get(feature, np.zeros(0, np.int64))
@@ -236,8 +310,8 @@ class TrainSample:
 
     def evidence(self, feature: int, max_words: int = 64) -> Evidence:
         """The feature's real train contexts as evidence: token counts at each offset of its firing
-        sample, contrasted with the sample's unigram distribution."""
-        flat = self.positions.get(feature, np.zeros(0, np.int64))
+        sample (the evidence half), contrasted with the sample's unigram distribution."""
+        flat = self.evidence_positions.get(feature, np.zeros(0, np.int64))
         ctx = self.view.tokens.shape[1]
         rows, cols = flat // ctx, flat % ctx
         base = self.unigram_rate
@@ -309,6 +383,8 @@ class Describer:
     def candidates(self, evidence: Evidence) -> list[Rule]:
         cfg = self.cfg
         targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens)
+        implied_ids, implied_weights = self.sample.implied_by_neighbours(evidence, cfg.neighbour_words)
+        targets += [t for t in self.selectors(implied_ids, implied_weights, cfg.max_tokens) if t not in targets]
         contexts = self.supported_structure(evidence)
         for kind, at in (("after", BEFORE), ("before", AFTER)):
             for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
@@ -332,11 +408,8 @@ class Describer:
                     scored[rule] = fid(feature, rule)
         if not scored:
             return None
-        # the one-standard-error rule: a fidelity estimated from n firing positions is uncertain by
-        # about sqrt(F (1 - F) / n), and within that the simpler rule is as good as the best
-        best, n = max(scored.values()), len(self.sample.positions.get(feature, ()))
-        tie = max(self.cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
-        ranked = choose(scored, tie)
+        n = len(self.sample.positions.get(feature, ()))
+        ranked = choose(scored, tie_margin(max(scored.values()), n, self.cfg))
         return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
 
     def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
@@ -348,10 +421,31 @@ class Describer:
         if rule.target is not None and rule.target.is_category:
             return replace(rule, target=self._examples(rule.target, evidence.ids[AT]))
         c = rule.context
-        if rule.target is None and c is not None and c.of is not None and c.of.is_category:
-            at = BEFORE if c.kind == "after" else AFTER
-            return replace(rule, context=replace(c, of=self._examples(c.of, evidence.ids[at])))
+        if rule.target is None and c is not None:
+            if c.of is not None and c.of.is_category:
+                at = BEFORE if c.kind == "after" else AFTER
+                rule = replace(rule, context=replace(c, of=self._examples(c.of, evidence.ids[at])))
+            return replace(rule, examples=self._context_examples(c, evidence))
         return rule
+
+    def _context_examples(self, context: Context, evidence: Evidence) -> tuple[str, ...]:
+        """The words a context rule's evidence puts at the firing position ('the word right after
+        "at" or "in", e.g. "the"'): the evidence's words there and those its neighbours
+        imply, each weighted by its evidence and by how often the context holds it in the train
+        sample (so a word the context never holds is no example)."""
+        ev = self.sample.evaluator
+        ids, weights = self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)
+        score = np.zeros(len(ev.vocab))
+        np.add.at(score, evidence.ids[AT], evidence.weights[AT])
+        np.add.at(score, ids, weights)
+        score *= self.sample.context_counts(context)
+        words: list[str] = []
+        for i in np.argsort(-score, kind="stable").tolist():
+            if score[i] <= 0 or len(words) == self.cfg.n_examples:
+                break
+            if ev.text[i] not in words:
+                words.append(ev.text[i])
+        return tuple(words)
 
     def _examples(self, category: Selector, ids: np.ndarray) -> Selector:
         ev = self.sample.evaluator
@@ -363,6 +457,17 @@ class Describer:
             if len(words) == self.cfg.n_examples:
                 break
         return replace(category, examples=tuple(words))
+
+
+def tie_margin(best: float, n: int, cfg: DescriberConfig) -> float:
+    """How far below the best fidelity a simpler rule still counts as good as the best: the
+    one-standard-error rule (a fidelity estimated from n firing positions is uncertain by about
+    sqrt(F (1 - F) / n)), at least ``cfg.tie``, capped at ``cfg.max_tie_share`` of the best. For a
+    rare feature every rule's F1 is small (few firings against many selected tokens): uncapped,
+    the margin would exceed the best fidelity itself, call every candidate equal and hand the
+    feature the simplest rule proposed, faithful or not."""
+    margin = max(cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
+    return min(margin, cfg.max_tie_share * best)
 
 
 def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:

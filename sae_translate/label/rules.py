@@ -183,6 +183,9 @@ def delimiter_name(open_: str, close: str) -> str:
 class Rule:
     target: Selector | None = None
     context: Context | None = None
+    # a context rule's words the evidence shows most at the firing position, for the reader: text
+    # only, the rule selects every word in the context
+    examples: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.target is None and self.context is None:
@@ -204,7 +207,8 @@ class Rule:
             assert self.target is not None
             return self.target.text()
         if self.target is None:
-            return self.context.text()
+            for_example = f", e.g. {_or_list(self.examples)}" if self.examples else ""
+            return self.context.text() + for_example
         return f"{self.target.noun_phrase()} {self.context.phrase()}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +217,8 @@ class Rule:
             d["target"] = self.target.to_dict()
         if self.context is not None:
             d["context"] = self.context.to_dict()
+        if self.examples:
+            d["examples"] = list(self.examples)
         return d
 
     def to_json(self) -> str:
@@ -223,7 +229,7 @@ class Rule:
         d = json.loads(text)
         target = Selector.from_dict(d["target"]) if "target" in d else None
         context = Context.from_dict(d["context"]) if "context" in d else None
-        return Rule(target, context)
+        return Rule(target, context, tuple(map(str, d.get("examples", ()))))
 
     @staticmethod
     def tokens(tokens: Sequence[str]) -> Rule:

@@ -14,7 +14,7 @@ import numpy as np
 from sae_translate.errors import UserError
 from sae_translate.label.base import Label, LabelContext, register_labeler
 from sae_translate.label.describe import describe_all, describer_for
-from sae_translate.label.describer import OFFSETS, Evidence
+from sae_translate.label.describer import EVIDENCE_TOP, OFFSETS, Evidence
 from sae_translate.translator.run import (
     context_distributions,
     load_languages,
@@ -29,8 +29,10 @@ def translator_evidence(ctx: LabelContext, mode: str) -> list[Evidence]:
         flag = "" if mode == "unsupervised" else f" --mode {mode}"
         raise UserError(f"no translator in {directory}; train one with `sae-translate train --run {ctx.run.dir}{flag}`")
     languages = load_languages(ctx.run, directory)
+    # the top windows of even rank: those of odd rank are where the describer measures fidelity
+    top_positions = np.asarray(ctx.run.top_positions)[:, EVIDENCE_TOP]
     ids, probs, marginal = context_distributions(
-        checkpoint, languages, ctx.features, ctx.run.top_positions, OFFSETS, device=ctx.cfg.device
+        checkpoint, languages, ctx.features, top_positions, OFFSETS, device=ctx.cfg.device
     )
     sample = describer_for(ctx).sample
     unigram = sample.unigram_rate
