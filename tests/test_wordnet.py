@@ -153,6 +153,7 @@ def test_category_name(wn):
     assert category_name(wn.synset("body_part.n.01")) == "body part"
     assert category_name(wn.synset("calendar_month.n.01")) == "month"  # the lemma people use
     assert category_name(wn.synset("color.n.01")) == "color"
+    assert category_name(wn.synset("ordinal_number.n.01")) == "ordinal number"  # not its abbreviation "no."
 
 
 def test_missing_wordnet_is_a_user_error_with_the_install_hint(tmp_path):

@@ -194,12 +194,16 @@ def _lemma_counts(wn: WordNetCorpusReader) -> dict[str, int]:
 
 
 def _display_name(synset: Synset, counts: Mapping[str, int] | None = None) -> str:
-    lemmas = synset.lemmas()
+    # an abbreviation is no name to show ("no." is ordinal_number.n.01's most used lemma)
+    lemmas = [lemma for lemma in synset.lemmas() if _WORD_LEMMA.fullmatch(lemma.name())] or synset.lemmas()
     used = [counts.get(lemma.key(), 0) if counts is not None else lemma.count() for lemma in lemmas]
     # WordNet's head word, unless nobody uses it and another lemma is used
     # (calendar_month -> "month", metallic_element -> "metal", but consume.v.02 stays "consume")
     best = 0 if used[0] > 0 or max(used) == 0 else used.index(max(used))
     return lemmas[best].name().replace("_", " ")
+
+
+_WORD_LEMMA = re.compile(r"[A-Za-z][A-Za-z_'-]*")
 
 
 def category_name(synset: Synset) -> str:
