@@ -26,9 +26,9 @@ from torch import Tensor
 @dataclass
 class HMMFitConfig:
     states: int = 8  # hidden states of each language's HMM
-    restarts: int = 32  # random initialisations, each fitted on a small sample of the sentences
-    restart_sentences: int = 1000  # the sample
-    restart_iterations: int = 30  # Baum-Welch iterations at most per restart
+    restarts: int = 16  # random initialisations, each fitted on a small sample of the sentences
+    restart_sentences: int = 2000  # the sample
+    restart_iterations: int = 40  # Baum-Welch iterations at most per restart
     refine: int = 3  # the most likely restarts refined on a larger sample; the most likely result is kept
     fit_sentences: int = 8000  # the larger sample (more adds little to the estimates and costs time)
     iterations: int = 60  # Baum-Welch iterations at most in the refinement
@@ -126,9 +126,10 @@ def _random_start(vocab: int, states: int, unigram: np.ndarray, rng: np.random.G
     return FittedHMM(transition, np.full(states, 1 / states), emission, -math.inf)
 
 
-def fit_hmm(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | None = None) -> FittedHMM:
+def fit_hmm_candidates(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | None = None) -> list[FittedHMM]:
     """Baum-Welch from many random starts, each run for a few iterations on a small sample of the
-    sentences (cheap: local optima show early); the most likely few are refined on a larger sample."""
+    sentences (cheap: local optima show early); the most likely few are refined on a larger sample
+    and returned, most likely first."""
     cfg = cfg or HMMFitConfig()
     rng = np.random.default_rng(cfg.seed)
     unigram = np.bincount(sentences.ravel(), minlength=vocab) + 1.0
@@ -141,7 +142,12 @@ def fit_hmm(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | None = None) 
     ]
     starts.sort(key=lambda f: -f.log_likelihood)
     refined = [_baum_welch(larger, start, cfg.iterations, cfg.tolerance) for start in starts[: cfg.refine]]
-    return max(refined, key=lambda f: f.log_likelihood)
+    return sorted(refined, key=lambda f: -f.log_likelihood)
+
+
+def fit_hmm(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | None = None) -> FittedHMM:
+    """The most likely of the refined Baum-Welch fits."""
+    return fit_hmm_candidates(sentences, vocab, cfg)[0]
 
 
 def _discrepancy(ta: np.ndarray, pa: np.ndarray, tb: np.ndarray, pb: np.ndarray, perms: np.ndarray) -> np.ndarray:
@@ -270,7 +276,12 @@ class HMMAnchor:
 def fit_hmm_anchor(
     sentences_a: np.ndarray, vocab_a: int, sentences_b: np.ndarray, vocab_b: int, cfg: HMMFitConfig | None = None
 ) -> HMMAnchor:
-    """Fit one HMM per language (monolingual sentences only) and match their states."""
+    """Fit HMMs to each language (monolingual sentences only) and match their states. Of the refined
+    fits of each language, the pair whose chains agree best is kept: both languages are emitted by
+    one chain, so a fit stuck in a poor local optimum shows as a chain the other language's fits do
+    not share (a likelihood gap of a thousandth per word can hide a wrong chain)."""
     cfg = cfg or HMMFitConfig()
-    a, b = fit_hmm(sentences_a, vocab_a, cfg), fit_hmm(sentences_b, vocab_b, cfg)
-    return HMMAnchor((a, b), match_states(a, b, cfg))
+    fits_a, fits_b = fit_hmm_candidates(sentences_a, vocab_a, cfg), fit_hmm_candidates(sentences_b, vocab_b, cfg)
+    pairs = [(a, b, match_states(a, b, cfg)) for a in fits_a for b in fits_b]
+    a, b, match = min(pairs, key=lambda p: p[2].discrepancy)
+    return HMMAnchor((a, b), match)
