@@ -2,7 +2,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sae_translate.bench.hmm import HMMConfig, both_ways, make_data
-from sae_translate.translator.hmm_anchor import HMMAnchor, HMMFitConfig, fit_hmm_anchor, match_states
+from sae_translate.translator.hmm_anchor import FittedHMM, HMMAnchor, HMMFitConfig, fit_hmm_anchor, match_states
 
 
 def _true_states(fitted: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -36,8 +36,6 @@ def test_state_match_finds_a_relabelled_chain_by_local_search_as_by_brute_force(
     # permutation (few states) or by local search (many)
     data = make_data(HMMConfig(states=7, vocab_a=9, vocab_b=9, seed=2), 10, 10)
     hmm = data.hmm
-    from sae_translate.translator.hmm_anchor import FittedHMM
-
     relabel = np.random.default_rng(0).permutation(7)
     a = FittedHMM(hmm.transition, hmm.initial, hmm.emission_a, 0.0)
     inverse = np.argsort(relabel)  # state k of a is state inverse[k] of b
