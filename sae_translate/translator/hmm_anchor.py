@@ -1,12 +1,12 @@
 """A context-aware unsupervised anchor: one hidden Markov model per language, states matched without pairs.
 
-1. Fit an HMM to each language's monolingual sentences (Baum-Welch, scaled forward-backward,
-   vectorised over sentences; several random restarts, the highest log-likelihood kept).
+1. Fit HMMs to each language's monolingual sentences (Baum-Welch, scaled forward-backward,
+   vectorised over sentences; many random restarts, the most likely few refined).
 2. If both languages describe one hidden process, their fitted chains agree up to a relabelling
    of the states: find the permutation that best aligns the two transition matrices and
    stationary distributions (every permutation for a few states; otherwise swap-based local
-   search from many starts). The gap between the best and the runner-up permutation says how
-   sure the match is, without pairs.
+   search from many starts); of the refined fits, the pair of chains that agree best is kept. The
+   gap between the best and the runner-up permutation says how sure the match is, without pairs.
 3. Translate a sentence: state posteriors under the source HMM (forward-backward: the whole
    sentence is read), matched to the target's states, and the target word that the most probable
    states emit most (each state's most probable word, posteriors summed over states sharing it).
