@@ -202,6 +202,8 @@ def bench_hmm(
     )
     if "word_by_word_accuracy" in result:
         typer.echo(f"word-by-word anchor {result['word_by_word_accuracy']:.3f} ({result['anchor_gap_closed']:.0%})")
+    if "hmm_anchor_accuracy" in result:
+        typer.echo(f"HMM anchor {result['hmm_anchor_accuracy']:.3f} ({result['hmm_anchor_gap_closed']:.0%})")
     if cfg.aligned:
         typer.echo(
             f"aligned (true pairs) {result['aligned_accuracy']:.3f} ({result['aligned_gap_closed']:.0%}) "

@@ -205,6 +205,23 @@ def test_resume_reproduces_the_next_step_exactly(hmm_data, tmp_path):
     assert got == expected  # the same losses, bit for bit, past the dictionary phase
 
 
+def test_resume_with_the_hmm_anchor_restores_its_fit_and_reproduces_the_next_step(hmm_data, tmp_path):
+    a, b = corpora(hmm_data)
+    cfg = TranslatorConfig(steps=10, anchor_model="hmm", anchor_states=3, dictionary_steps=6, **TINY)
+    straight = Trainer(cfg, a, b, tmp_path / "straight")
+    assert straight.dictionary is None and straight.anchored is not None
+    interrupted = Trainer(cfg, a, b, tmp_path / "resumed")
+    for _ in range(4):
+        straight.train_step()
+        interrupted.train_step()
+    interrupted.save_last()
+    resumed = Trainer(cfg, a, b, tmp_path / "resumed")  # no refit: the anchor comes from the checkpoint
+    assert resumed.step == 4
+    assert all(torch.equal(x, y) for x, y in zip(resumed.anchored, straight.anchored))
+    expected, got = straight.train_step(), resumed.train_step()
+    assert got == expected and "dictionary" in got  # the anchor's pseudo-pairs, bit for bit
+
+
 class Untouchable:
     """A pairing that fails the test on any use."""
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from sae_translate.translator.losses import NoiseConfig
 
 LOSSES = ("denoise", "back_translation", "adversarial", "kl", "anchor")
+ANCHOR_MODELS = ("words", "hmm")
 
 
 @dataclass
@@ -40,10 +41,14 @@ class TranslatorConfig:
     back_translation: float = 1.0
     adversarial: float = 0.1
     kl: float = 0.0  # needs variational=True
-    anchor: bool = True  # word-by-word dictionary from embeddings aligned without pairs
-    anchor_starts: int = 24  # distinct starting maps the anchor refines (more: robust, slower)
-    dictionary_steps: int = 300  # before this step back-translation sources come from the dictionary
-    dictionary_weight: float = 1.0  # weight of learning the dictionary's translations (all steps)
+    anchor: bool = True  # start from translations found without pairs (see anchor_model)
+    # "words": a word-by-word dictionary from embeddings aligned without pairs; "hmm": one hidden
+    # Markov model per language, states matched by their chains, sentences translated in context
+    anchor_model: str = "words"
+    anchor_starts: int = 24  # distinct starting maps the word anchor refines (more: robust, slower)
+    anchor_states: int = 8  # hidden states of each language's HMM (anchor_model "hmm")
+    dictionary_steps: int = 300  # before this step back-translation sources come from the anchor
+    dictionary_weight: float = 1.0  # weight of learning the anchor's translations (all steps)
     dictionary_until: int = -1  # stop learning them at this step (-1: never)
     bt_start: int = 0  # no back-translation before this step
     bt_sample: bool = False  # argmax translations; sampling is closer to real sentences but can collapse
@@ -73,6 +78,10 @@ class TranslatorConfig:
             raise UserError("steps and batch size must be positive")
         if self.selection not in ("round_trip", "statistics"):
             raise UserError(f"selection must be 'round_trip' or 'statistics' (got {self.selection!r})")
+        if self.anchor_model not in ANCHOR_MODELS:
+            raise UserError(f"anchor_model must be one of {', '.join(ANCHOR_MODELS)} (got {self.anchor_model!r})")
+        if self.anchor_model == "hmm" and self.anchor_states < 2:
+            raise UserError(f"anchor_states must be at least 2 (got {self.anchor_states})")
         if self.kl > 0 and not self.variational:
             raise UserError("a KL weight needs the variational bottleneck: set variational=True")
 

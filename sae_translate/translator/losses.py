@@ -145,9 +145,13 @@ def back_translation_loss(
     dictionary: WordDictionary | None = None,
     generator: torch.Generator | None = None,
     sampled: SampledSoftmax | None = None,
+    translated: Tensor | None = None,
 ) -> tuple[Tensor, Encoded]:
-    """Recover the original sentence from its translation into the other language."""
-    source = back_translate(model, tokens, lang, sample, dictionary, generator)
+    """Recover the original sentence from its translation into the other language: `translated`
+    when given (an anchor's translation of `tokens`), else the model's or the dictionary's."""
+    source = translated
+    if source is None:
+        source = back_translate(model, tokens, lang, sample, dictionary, generator)
     return _translation_loss(model, source, 1 - lang, lang, tokens, sampled, generator)
 
 
@@ -163,6 +167,19 @@ def dictionary_loss(
     every word of both languages starts from its dictionary counterparts."""
     target = back_translate(model, tokens, lang, dictionary=dictionary, generator=generator)
     return _translation_loss(model, tokens, lang, 1 - lang, target, sampled, generator)
+
+
+def pseudo_pair_loss(
+    model: Translator,
+    tokens: Tensor,
+    lang: Tensor,
+    translated: Tensor,
+    generator: torch.Generator | None = None,
+    sampled: SampledSoftmax | None = None,
+) -> tuple[Tensor, Encoded]:
+    """Anchor phase with a sentence-level anchor: translate real sentences into the anchor's
+    translations of them (joint ids in the other language), as if they were true pairs."""
+    return _translation_loss(model, tokens, lang, 1 - lang, translated, sampled, generator)
 
 
 def supervised_loss(

@@ -32,6 +32,7 @@ from sae_translate.store.atomic import atomic_write, atomic_write_text
 from sae_translate.translator.anchor import AnchorConfig, WordDictionary, induce_dictionary
 from sae_translate.translator.config import LOSSES as LOSSES  # re-exported
 from sae_translate.translator.config import TranslatorConfig
+from sae_translate.translator.hmm_anchor import HMMAnchor, HMMFitConfig, fit_hmm_anchor
 from sae_translate.translator.losses import (
     Discriminator,
     Encoded,
@@ -40,6 +41,7 @@ from sae_translate.translator.losses import (
     denoising_loss,
     dictionary_loss,
     discriminator_loss,
+    pseudo_pair_loss,
     supervised_loss,
 )
 from sae_translate.translator.model import ModelConfig, Translator
@@ -97,7 +99,7 @@ class Objective(nn.Module):
 
     def forward(
         self,
-        batch: tuple[Tensor, Tensor],
+        batch: tuple[Tensor, ...],
         step: int,
         disc: Discriminator,
         dictionary: WordDictionary | None,
@@ -107,10 +109,11 @@ class Objective(nn.Module):
         logs: dict[str, float] = {}
         encoded: list[Encoded] = []
         if cfg.mode == "aligned":
-            loss, enc = supervised_loss(model, *batch, sampled, generator)
+            loss, enc = supervised_loss(model, batch[0], batch[1], sampled, generator)
             logs["supervised"] = loss.item()
             return loss, logs, [enc]
-        tokens, lang = batch
+        tokens, lang = batch[0], batch[1]
+        anchored = batch[2] if len(batch) > 2 else None  # a sentence anchor's translations of `tokens`
         loss = tokens.new_zeros((), dtype=torch.float32)
         if cfg.denoise > 0:
             dae, enc = denoising_loss(model, tokens, lang, cfg.noise(), generator, sampled)
@@ -118,16 +121,28 @@ class Objective(nn.Module):
             logs["denoise"] = dae.item()
             encoded.append(enc)
         learn_dictionary = cfg.dictionary_until < 0 or step < cfg.dictionary_until
-        if dictionary is not None and cfg.dictionary_weight > 0 and learn_dictionary:
-            anchored, enc = dictionary_loss(model, tokens, lang, dictionary, generator, sampled)
-            loss = loss + cfg.dictionary_weight * anchored
-            logs["dictionary"] = anchored.item()
+        if cfg.dictionary_weight > 0 and learn_dictionary and (dictionary is not None or anchored is not None):
+            if anchored is not None:
+                learned, enc = pseudo_pair_loss(model, tokens, lang, anchored, generator, sampled)
+            else:
+                assert dictionary is not None
+                learned, enc = dictionary_loss(model, tokens, lang, dictionary, generator, sampled)
+            loss = loss + cfg.dictionary_weight * learned
+            logs["dictionary"] = learned.item()
             encoded.append(enc)
         if cfg.back_translation > 0 and step >= cfg.bt_start:
-            # early on, back-translation sources come from the word-by-word dictionary
-            use_dict = dictionary is not None and step < cfg.dictionary_steps
+            # early on, back-translation sources come from the anchor (dictionary or sentence anchor)
+            early = step < cfg.dictionary_steps
+            use_dict = dictionary is not None and early
             bt, enc = back_translation_loss(
-                model, tokens, lang, cfg.bt_sample, dictionary if use_dict else None, generator, sampled
+                model,
+                tokens,
+                lang,
+                cfg.bt_sample,
+                dictionary if use_dict else None,
+                generator,
+                sampled,
+                anchored if early else None,
             )
             loss = loss + cfg.back_translation * bt
             logs["back_translation"] = bt.item()
@@ -221,10 +236,21 @@ class Trainer:
         self.step = 0
         self.best_score, self.best_step = float("-inf"), -1  # the statistics score is negative
         self.dictionary: WordDictionary | None = None
+        self.hmm_anchor: HMMAnchor | None = None
+        self.anchored: tuple[Tensor, Tensor] | None = None  # the HMM anchor's translations of train_a, train_b
         self.anchor_report: dict = {}
 
         if (self.out_dir / "last.safetensors").exists():
             self._load_last()
+        elif cfg.mode == "unsupervised" and cfg.anchor and cfg.anchor_model == "hmm":
+            self.hmm_anchor = fit_hmm_anchor(
+                self.train_a.numpy(),
+                self.vocab[0],
+                self.train_b.numpy(),
+                self.vocab[1],
+                HMMFitConfig(states=cfg.anchor_states, seed=cfg.seed),
+            )
+            self.anchor_report = self.hmm_anchor.report()
         elif cfg.mode == "unsupervised" and cfg.anchor:
             self.dictionary, report = induce_dictionary(
                 self.train_a.numpy(),
@@ -234,6 +260,21 @@ class Trainer:
                 AnchorConfig(candidates=cfg.anchor_starts),
             )
             self.anchor_report = asdict(report)
+
+        # the language each translation is compared with by the statistics score: real sentences, or
+        # with the HMM anchor (whose translations are the states' most probable words, not samples)
+        # the real sentences as the anchor writes them; models learning it are decoded by argmax
+        self.reference = (self.train_a, self.train_b)
+        if self.hmm_anchor is not None:
+            as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
+            self.anchored = (
+                as_long(self.hmm_anchor.translate(self.train_a.numpy(), 0)),
+                as_long(self.hmm_anchor.translate(self.train_b.numpy(), 1)),
+            )
+            self.reference = (
+                as_long(self.hmm_anchor.clean(self.train_a.numpy(), 0)),
+                as_long(self.hmm_anchor.clean(self.train_b.numpy(), 1)),
+            )
 
     def _seed_streams(self, step: int) -> None:
         """Seed this rank's sampling streams: different per rank, reproducible per (rank, step)."""
@@ -250,11 +291,16 @@ class Trainer:
         start = torch.randint(length - self.cfg.crop + 1, (n, 1), generator=self.gen)
         return start + torch.arange(self.cfg.crop)
 
-    def _batch(self, sentences: Tensor, lang: int) -> tuple[Tensor, Tensor]:
+    def _batch(self, sentences: Tensor, lang: int, anchored: Tensor | None = None) -> tuple[Tensor, ...]:
+        """(joint ids, languages), and the anchor's translations of the same windows when given."""
         rows = torch.randint(len(sentences), (self.local_batch,), generator=self.gen)
-        words = sentences[rows].gather(1, self._window(len(rows))).to(self.device)
+        cols = self._window(len(rows))
+        words = sentences[rows].gather(1, cols).to(self.device)
         langs = torch.full((len(rows),), lang, dtype=torch.long, device=self.device)
-        return self.model.to_joint(words, langs), langs
+        if anchored is None:
+            return self.model.to_joint(words, langs), langs
+        translated = anchored[rows].gather(1, cols).to(self.device)
+        return self.model.to_joint(words, langs), langs, self.model.to_joint(translated, 1 - langs)
 
     def _paired_batch(self) -> tuple[Tensor, Tensor]:
         rows = torch.randint(len(self.train_a), (self.local_batch,), generator=self.gen)
@@ -276,8 +322,15 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.model.train()
+        batch: tuple[Tensor, ...]
         if self.cfg.mode == "aligned":
             batch = self._paired_batch()
+        elif self.anchored is not None:
+            side_a, side_b = (
+                self._batch(self.train_a, 0, self.anchored[0]),
+                self._batch(self.train_b, 1, self.anchored[1]),
+            )
+            batch = tuple(torch.cat([x, y]) for x, y in zip(side_a, side_b))
         else:
             (a, lang_a), (b, lang_b) = self._batch(self.train_a, 0), self._batch(self.train_b, 1)
             batch = (torch.cat([a, b]), torch.cat([lang_a, lang_b]))
@@ -337,14 +390,19 @@ class Trainer:
         """Unsupervised, and unlike the round trip able to tell a wrong mapping from a right one:
         sampled translations of held-out sentences should reproduce the other language's bigram
         statistics (a faithful P(b | a) sampled on real a yields text distributed like real b).
-        Minus the mean KL divergence of real bigrams from translated ones, both directions; 0 is best."""
+        Minus the mean KL divergence of real bigrams from translated ones, both directions; 0 is best.
+        With the HMM anchor: argmax translations against real sentences as the anchor writes them."""
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        sample = self.hmm_anchor is None
         score = 0.0
-        for src, tgt, held_out, target in ((0, 1, self.select_a, self.train_b), (1, 0, self.select_b, self.train_a)):
+        for src, tgt, held_out, target in (
+            (0, 1, self.select_a, self.reference[1]),
+            (1, 0, self.select_b, self.reference[0]),
+        ):
             words = held_out.to(self.device)
             lang = torch.full((len(words),), src, dtype=torch.long, device=self.device)
-            joint = self.model.translate(self.model.to_joint(words, lang), lang, 1 - lang, sample=True, generator=gen)
+            joint = self.model.translate(self.model.to_joint(words, lang), lang, 1 - lang, sample=sample, generator=gen)
             translated = self.model.to_words(joint, 1 - lang).cpu()
             score -= _bigram_kl(target, translated, self.vocab[tgt])
         return score / 2
@@ -374,6 +432,8 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.dictionary is not None:
             tensors |= self.dictionary.to_tensors()
+        if self.hmm_anchor is not None:
+            tensors |= self.hmm_anchor.to_tensors()
         meta = self._meta() | {"opt_groups": opt_groups, "disc_opt_groups": disc_groups}
         return save_checkpoint(self.out_dir / "last.safetensors", tensors, meta)
 
@@ -398,6 +458,11 @@ class Trainer:
             self._seed_streams(meta["step"])
         if "dict_ids_a" in tensors:
             self.dictionary = WordDictionary.from_tensors(tensors)
+        if "hmm_match" in tensors:
+            report = meta.get("anchor", {})
+            self.hmm_anchor = HMMAnchor.from_tensors(
+                tensors, report.get("match_discrepancy", math.nan), report.get("match_runner_up", math.nan)
+            )
         self.step = meta["step"]
         self.best_score, self.best_step = meta["best_score"], meta["best_step"]
         self.anchor_report = meta.get("anchor", {})
