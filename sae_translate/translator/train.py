@@ -266,15 +266,11 @@ class Trainer:
         # the real sentences as the anchor writes them; models learning it are decoded by argmax
         self.reference = (self.train_a, self.train_b)
         if self.hmm_anchor is not None:
-            as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
-            self.anchored = (
-                as_long(self.hmm_anchor.translate(self.train_a.numpy(), 0)),
-                as_long(self.hmm_anchor.translate(self.train_b.numpy(), 1)),
-            )
-            self.reference = (
-                as_long(self.hmm_anchor.clean(self.train_a.numpy(), 0)),
-                as_long(self.hmm_anchor.clean(self.train_b.numpy(), 1)),
-            )
+            anchor, sentences = self.hmm_anchor, (self.train_a.numpy(), self.train_b.numpy())
+            translated = [torch.as_tensor(anchor.translate(s, i), dtype=torch.long) for i, s in enumerate(sentences)]
+            cleaned = [torch.as_tensor(anchor.clean(s, i), dtype=torch.long) for i, s in enumerate(sentences)]
+            self.anchored = (translated[0], translated[1])
+            self.reference = (cleaned[0], cleaned[1])
 
     def _seed_streams(self, step: int) -> None:
         """Seed this rank's sampling streams: different per rank, reproducible per (rank, step)."""
