@@ -179,6 +179,15 @@ def test_trainer_updates_touch_only_their_own_network(hmm_data, tmp_path):
     assert last < first - 0.05  # the discriminator learns to tell the languages apart
 
 
+def test_a_step_without_any_active_loss_is_a_clear_error(hmm_data, tmp_path):
+    """No anchor, no denoising and back-translation not yet started: nothing to learn from."""
+    a, b = corpora(hmm_data)
+    cfg = TranslatorConfig(steps=5, anchor=False, denoise=0.0, adversarial=0.0, bt_start=3, **TINY)
+    trainer = Trainer(cfg, a, b, tmp_path)
+    with pytest.raises(UserError, match="no loss is active at step 0"):
+        trainer.model_update()
+
+
 def test_variational_bottleneck_reports_a_kl_that_trains_mu_and_logvar():
     model = tiny_model(variational=True)
     tokens, lang = batch(model)

@@ -318,7 +318,7 @@ def run_ablation(cfg: BenchConfig) -> list[dict]:
     rows = []
     for removed in ("", *ABLATIONS):
         tcfg = cfg.translator if not removed else cfg.translator.without(removed)
-        if removed == "anchor":  # without the dictionary, back-translation waits for the autoencoders
+        if removed == "anchor" and tcfg.denoise > 0:  # without an anchor, back-translation waits for the autoencoders
             tcfg = replace(tcfg, bt_start=tcfg.dictionary_steps)
         result = run_benchmark(replace(cfg, translator=tcfg, aligned=False, out_dir=""))
         rows.append({"removed": removed or "(none)", **result})

@@ -155,6 +155,11 @@ class Objective(nn.Module):
             kl = torch.stack([torch.as_tensor(e.kl) for e in encoded]).mean()
             loss = loss + cfg.kl * kl
             logs["kl"] = kl.item()
+        if not logs:  # a step with no loss term has nothing to learn from (and no gradient)
+            raise UserError(
+                f"no loss is active at step {step}: denoise {cfg.denoise}, anchor {cfg.anchor}, "
+                f"back-translation from step {cfg.bt_start}; enable one of them for every step"
+            )
         return loss, logs, encoded
 
 
