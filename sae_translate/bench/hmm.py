@@ -10,6 +10,7 @@ the state that emitted it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from sae_translate.bench.config import BENCH_TRANSLATOR as BENCH_TRANSLATOR  # r
 from sae_translate.bench.config import BenchConfig, HMMConfig
 from sae_translate.bench.config import bench_translator as bench_translator  # re-exported
 from sae_translate.translator.anchor import WordDictionary, induce_dictionary
-from sae_translate.translator.hmm_anchor import HMMAnchor
+from sae_translate.translator.hmm_anchor import FittedHMM, HMMAnchor, posteriors
 from sae_translate.translator.model import Translator
 from sae_translate.translator.train import (
     Corpus,
@@ -72,20 +73,7 @@ class HMM:
 
     def posterior(self, symbols: np.ndarray, language: str) -> np.ndarray:
         """Forward-backward state posteriors [n, L, S] for sentences [n, L] of one language."""
-        emit = self.emission(language)[:, symbols].transpose(1, 2, 0)  # [n, L, S]
-        n, length, s = emit.shape
-        alpha = np.empty((n, length, s))
-        a = self.initial[None] * emit[:, 0]
-        alpha[:, 0] = a / a.sum(1, keepdims=True)
-        for t in range(1, length):
-            a = (alpha[:, t - 1] @ self.transition) * emit[:, t]
-            alpha[:, t] = a / a.sum(1, keepdims=True)
-        beta = np.ones((n, length, s))
-        for t in range(length - 2, -1, -1):
-            b = (emit[:, t + 1] * beta[:, t + 1]) @ self.transition.T
-            beta[:, t] = b / b.sum(1, keepdims=True)
-        post = alpha * beta
-        return post / post.sum(-1, keepdims=True)
+        return posteriors(symbols, FittedHMM(self.transition, self.initial, self.emission(language), math.nan))
 
     def ceiling_translate(self, symbols: np.ndarray, source: str, target: str) -> np.ndarray:
         """The decoder that knows the HMM: most probable posterior state -> its home symbol."""

@@ -145,11 +145,6 @@ def fit_hmm_candidates(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | No
     return sorted(refined, key=lambda f: -f.log_likelihood)
 
 
-def fit_hmm(sentences: np.ndarray, vocab: int, cfg: HMMFitConfig | None = None) -> FittedHMM:
-    """The most likely of the refined Baum-Welch fits."""
-    return fit_hmm_candidates(sentences, vocab, cfg)[0]
-
-
 def _discrepancy(ta: np.ndarray, pa: np.ndarray, tb: np.ndarray, pb: np.ndarray, perms: np.ndarray) -> np.ndarray:
     """Squared distance of chain a from chain b relabelled by each permutation [P, S] (state k of a is
     state perm[k] of b): transition entries plus stationary probabilities."""
