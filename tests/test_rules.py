@@ -358,3 +358,30 @@ def test_neighbour_evidence_implies_the_word_between(tiny_run):
     shown = describer.with_examples(Rule(context=after_u), evidence)
     assert shown.examples and shown.examples[0] == evaluator.text[int(weight.argmax())]
     assert evaluator.text[never] not in shown.examples
+
+
+def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
+    """Evidence that ranks a feature's own word fifth, behind words the feature never fires on,
+    still gives that word as the label: the words below the top are tried alone, and fidelity on
+    train windows picks (tried only as the top 1..3 together, it would be missed)."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
+    f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))  # the most word-like feature
+    own = int(sample.evidence(f).ids[3][0])
+    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
+    others = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()][:4]
+    at = np.array(others + [own])
+    evidence = Evidence(
+        ids=[at if d == 0 else empty[0] for d in range(-3, 4)],
+        weights=[np.linspace(5, 1, 5) if d == 0 else empty[1] for d in range(-3, 4)],
+        lift=[np.full(5, 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
+    )
+    found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
+    assert found is not None and found.rule == word[f]
+    assert sample.fidelity(f, word[f]) > 0.3
+    top_only = Describer(sample, None, DescriberConfig(single_words=0)).describe(f, evidence)
+    assert top_only is not None and top_only.rule != word[f]

@@ -5,8 +5,9 @@ as *contrast* to the base rate: positive pointwise mutual information weights p 
 so the corpus's frequent tokens do not win by being frequent. It comes from the translator
 (``label/translator.py``) or from the feature's real train contexts (``describe-corpus``).
 
-From the evidence the describer proposes candidate rules (``rules.py``): token sets and WordNet
-categories for the firing token (offset 0), also for the words its neighbours imply there (the
+From the evidence the describer proposes candidate rules (``rules.py``): token sets (the top
+words together, and each of the top words alone) and WordNet categories for the firing token
+(offset 0), also for the words its neighbours imply there (the
 corpus's bigrams between the evidence at -1 and +1), and for its neighbours (offsets -1 and +1,
 as "right after X" / "right before X"), the structural contexts the evidence points at (sentence
 start and end, inside a delimiter pair: where the marks stand out around the firing position) and
@@ -98,6 +99,7 @@ class Evidence:
 @dataclass
 class DescriberConfig:
     max_tokens: int = 3  # words in a token-set rule
+    single_words: int = 16  # each of this many top words at the firing position is also tried alone
     n_categories: int = 3  # WordNet categories proposed per offset
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
     n_combined: int = 3  # best targets x best contexts tried together
@@ -342,20 +344,26 @@ class Describer:
             (Context("sentence_end"), empty, ev.sentence_end),
         ] + [(Context("inside", delimiters=d), ev.token_ids((d[0],)), ev.token_ids((d[1],))) for d in ev.delimiters]
 
-    def selectors(self, ids: np.ndarray, weights: np.ndarray, n_tokens: int) -> list[Selector]:
-        """Token sets of the top 1..n distinct words, and WordNet categories of the weighted words."""
-        text = self.sample.evaluator.text
-        words: list[str] = []
-        for i in ids.tolist():
-            if text[i] not in words:
-                words.append(text[i])
-            if len(words) == n_tokens:
-                break
-        out = [Selector(tokens=tuple(words[:k])) for k in range(1, len(words) + 1)]
+    def selectors(self, ids: np.ndarray, weights: np.ndarray, n_tokens: int, n_single: int = 0) -> list[Selector]:
+        """Token sets of the top 1..n distinct words, each of the top ``n_single`` words alone, and
+        WordNet categories of the weighted words."""
+        words = self._distinct_words(ids, max(n_tokens, n_single))
+        out = [Selector(tokens=tuple(words[:k])) for k in range(1, min(n_tokens, len(words)) + 1)]
+        out += [Selector(tokens=(w,)) for w in words[1:n_single]]
         if self.categories is not None and len(ids):
             weights_of = {int(i): float(w) for i, w in zip(ids, weights)}
             out += list(self.categories.propose(weights_of, self.cfg.n_categories))
         return out
+
+    def _distinct_words(self, ids: np.ndarray, n: int) -> list[str]:
+        text = self.sample.evaluator.text
+        words: list[str] = []
+        for i in ids.tolist():
+            if len(words) == n:
+                break
+            if text[i] not in words:
+                words.append(text[i])
+        return words
 
     def supported_structure(self, evidence: Evidence) -> list[Context]:
         """The structural contexts the evidence points at: a sentence start where a sentence end
@@ -382,9 +390,13 @@ class Describer:
 
     def candidates(self, evidence: Evidence) -> list[Rule]:
         cfg = self.cfg
-        targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens)
+        # The firing word's evidence ranks the right word high but not always first (a translator
+        # confuses function words of one class; neighbours imply several words): the words below
+        # the top are tried alone as well, and fidelity on train windows picks.
+        targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens, cfg.single_words)
         implied_ids, implied_weights = self.sample.implied_by_neighbours(evidence, cfg.neighbour_words)
-        targets += [t for t in self.selectors(implied_ids, implied_weights, cfg.max_tokens) if t not in targets]
+        implied = self.selectors(implied_ids, implied_weights, cfg.max_tokens, cfg.single_words)
+        targets += [t for t in implied if t not in targets]
         contexts = self.supported_structure(evidence)
         for kind, at in (("after", BEFORE), ("before", AFTER)):
             for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
