@@ -452,3 +452,21 @@ def test_query_command_sandbox_error_is_one_line(tmp_path):
     bad = _cli("query", f"COPY (SELECT * FROM labels) TO '{out}'", "--db", str(path))
     assert bad.returncode != 0 and not out.exists()
     assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error:")
+
+
+def test_version_4_database_gains_label_fidelity_on_write(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    db.write_label_stage(path, "a", _stage(20, methods=("top-tokens",)))
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE labels DROP COLUMN fidelity")
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.close()
+    stage = _stage(5, methods=("describe-corpus",))
+    stage.labels["fidelity"] = np.linspace(0.1, 0.5, 5)
+    db.write_label_stage(path, "b", stage)  # any write migrates
+    rows = db.run_query(
+        "SELECT run_id, count(*), count(fidelity), max(fidelity) FROM labels GROUP BY 1 ORDER BY 1", path
+    )
+    assert rows.rows == [("a", 20, 0, None), ("b", 5, 5, 0.5)]
+    version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
+    assert version == [(str(db.SCHEMA_VERSION),)]

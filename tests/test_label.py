@@ -206,3 +206,29 @@ def test_label_and_score_close_the_run_store(tmp_path):
     assert open_files() == before
     score_run(ScoreConfig(run=str(syn.run.dir), db=str(db), scorers=("detection",)))
     assert open_files() == before
+
+
+def test_describer_labels_store_their_train_fidelity(planted, tmp_path):
+    """Each describer label carries the F1 on train tokens it was chosen by (what the describer
+    computes for the stored rule); labels of methods that measure none carry NULL."""
+    import numpy as np
+
+    from sae_translate.label.describe import rule_evaluator
+    from sae_translate.label.describer import DescriberConfig, TrainSample
+    from sae_translate.label.rules import Rule
+
+    db = tmp_path / "labels.duckdb"
+    cfg = LabelConfig(run=str(planted.run.dir), db=str(db), methods=("describe-corpus", "top-tokens"))
+    label_run(cfg)
+    rows = _rows(db, "SELECT feature, rule, fidelity FROM labels WHERE method = 'describe-corpus' AND rank = 0")
+    assert len(rows) == len(planted.run.alive)
+    features = planted.run.alive.astype(np.int64)
+    sample = TrainSample(planted.run, rule_evaluator(planted.run.vocab)[0], features, DescriberConfig(seed=cfg.seed))
+    for f, rule, fidelity in rows:
+        assert 0 < fidelity <= 1
+        assert fidelity == pytest.approx(sample.fidelity(f, Rule.from_json(rule)))
+    # the planted features fire on their trigger: the chosen rules fit well
+    assert np.median([r[2] for r in rows]) > 0.5
+    ranked = _rows(db, "SELECT fidelity FROM labels WHERE method = 'describe-corpus' AND rank > 0")
+    assert ranked and all(0 <= r[0] <= 1 for r in ranked)
+    assert _rows(db, "SELECT count(*) FROM labels WHERE method = 'top-tokens' AND fidelity IS NOT NULL") == [(0,)]

@@ -34,10 +34,13 @@ class LabelResult:
 
 @dataclass(frozen=True)
 class Label:
-    """A label's text and the rule it states (None for free text: scorers then match its words)."""
+    """A label's text, the rule it states (None for free text: scorers then match its words) and,
+    for a describer's label, its fidelity: F1 of the rule against the feature's firing on train
+    tokens, what the describer chose it by (None where no method measured one)."""
 
     text: str
     rule: Rule | None = None
+    fidelity: float | None = None
 
 
 @dataclass

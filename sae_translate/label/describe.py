@@ -84,7 +84,7 @@ def describe_all(ctx: LabelContext, evidence: Sequence[Evidence], n_alternatives
             out.append([Label("<none>", None)])
             continue
         ranked = [(found.rule, found.fidelity)] + found.alternatives[:n_alternatives]
-        out.append([Label(rule.text(), rule) for rule, _ in ranked])
+        out.append([Label(rule.text(), rule, fidelity) for rule, fidelity in ranked])
     return out
 
 

@@ -79,7 +79,15 @@ def example_rows(run: RunStore, data: HeldoutSlice, ex: ExampleSet, window: int)
 
 
 def label_rows(features: np.ndarray, labels: dict[str, list[list[Label]]]) -> dict[str, list]:
-    out: dict[str, list] = {"feature": [], "method": [], "label": [], "rank": [], "rule_kind": [], "rule": []}
+    out: dict[str, list] = {
+        "feature": [],
+        "method": [],
+        "label": [],
+        "rank": [],
+        "rule_kind": [],
+        "rule": [],
+        "fidelity": [],
+    }
     for method, per_feature in labels.items():
         for f, candidates in zip(features.tolist(), per_feature):
             for rank, label in enumerate(candidates):
@@ -89,6 +97,7 @@ def label_rows(features: np.ndarray, labels: dict[str, list[list[Label]]]) -> di
                 out["rank"].append(rank)
                 out["rule_kind"].append(label.rule.kind if label.rule is not None else None)
                 out["rule"].append(label.rule.to_json() if label.rule is not None else None)
+                out["fidelity"].append(label.fidelity)
     return out
 
 

@@ -41,11 +41,12 @@ from sae_translate.store import DEFAULT_DB
 if TYPE_CHECKING:  # imported where rows are written: a read-only query does not need it
     import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
-# beside the planted concepts, version 3 a compressed label_lower; opening any of them for writing
-# adds the missing columns (empty) and rebuilds the materialised best labels.
-MIGRATES_FROM = (1, 2, 3)
+# beside the planted concepts, version 3 a compressed label_lower, version 4 no label fidelity;
+# opening any of them for writing adds the missing columns (empty) and rebuilds the materialised
+# best labels.
+MIGRATES_FROM = (1, 2, 3, 4)
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS features(
     max_activation REAL, mean_activation REAL, heldout_windows BIGINT);
 CREATE TABLE IF NOT EXISTS labels(
     run_id VARCHAR, feature INTEGER, method VARCHAR, label VARCHAR, rank INTEGER,
-    rule_kind VARCHAR, rule JSON);
+    rule_kind VARCHAR, rule JSON, fidelity DOUBLE);
 CREATE TABLE IF NOT EXISTS examples(
     run_id VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, activation REAL, text VARCHAR,
     seq BIGINT, start INTEGER, stop INTEGER);
@@ -105,7 +106,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "mean_activation",
         "heldout_windows",
     ),
-    "labels": ("run_id", "feature", "method", "label", "rank", "rule_kind", "rule"),
+    "labels": ("run_id", "feature", "method", "label", "rank", "rule_kind", "rule", "fidelity"),
     "examples": ("run_id", "feature", "kind", "rank", "activation", "text", "seq", "start", "stop"),
     "scores": ("run_id", "feature", "method", "scorer", "value"),
     "score_summary": ("run_id", "method", "scorer", "mean", "n_scored", "n_excluded"),
@@ -159,6 +160,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
         for table, column, kind in (
             ("labels", "rule_kind", "VARCHAR"),
             ("labels", "rule", "JSON"),
+            ("labels", "fidelity", "DOUBLE"),
             ("true_concepts", "kind", "VARCHAR"),
             ("true_concepts", "status", "VARCHAR"),
             ("true_concepts", "firing_f1", "DOUBLE"),
