@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -385,3 +386,37 @@ def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
     assert sample.fidelity(f, word[f]) > 0.3
     top_only = Describer(sample, None, DescriberConfig(single_words=0)).describe(f, evidence)
     assert top_only is not None and top_only.rule != word[f]
+
+
+def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run):
+    """Lift is recall over the share of train tokens a rule selects (counted here from the view).
+    Rules of lift below ``min_rule_lift`` lose to any that reaches it: with fidelity weighted all
+    but entirely to recall, a bar that half the features' chosen rules miss leaves below it only
+    features none of whose proposed rules reaches it."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    recall_only = DescriberConfig(fidelity_beta=50.0)
+    sample = TrainSample(run, evaluator, features, recall_only)
+    n = sample.n_sample_rows
+    view = evaluator.view(np.asarray(sample.view.tokens[:n]))
+    f = int(features[0])
+    rule = Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],)))
+    recall = float(evaluator.select(rule, sample.firing_cells(f)).mean())
+    share = evaluator.select(rule, view).sum() / (n * run.ctx)
+    assert sample.fidelity_and_lift(f, rule)[1] == pytest.approx(recall / share)
+
+    def chosen_lifts(cfg: DescriberConfig) -> dict[int, float]:
+        describer = Describer(sample, None, cfg)
+        found = {f: describer.describe(f, sample.evidence(f)) for f in features.tolist()}
+        return {f: sample.fidelity_and_lift(f, d.rule)[1] for f, d in found.items() if d is not None}
+
+    unfiltered = chosen_lifts(replace(recall_only, min_rule_lift=0.0))
+    bar = float(np.median(list(unfiltered.values())))  # a bar half the features' chosen rules miss
+    filtered = chosen_lifts(replace(recall_only, min_rule_lift=bar))
+    below = [f for f, lift in filtered.items() if lift < bar]
+    assert len(below) < sum(lift < bar for lift in unfiltered.values())
+    describer = Describer(sample, None, recall_only)
+    for f in below:  # only where no proposed rule reaches the bar
+        candidates = describer.candidates(sample.evidence(f))
+        assert all(sample.fidelity_and_lift(f, r)[1] < bar for r in candidates)

@@ -15,7 +15,8 @@ targets in contexts. It keeps the candidate with the best *fidelity* on train wi
 (beta 2: recall weighs four times precision) between the tokens the rule selects and the tokens
 where the feature fires, estimated from a sample of train tokens (never held-out ones), on
 firing positions apart from those the evidence was read from (cross-fitting: a rule read off a
-few contexts fits those contexts). Where fidelities tie within one standard error of the estimate
+few contexts fits those contexts). A rule under which the feature fires less than twice as often
+as anywhere (lift) loses to any that reaches it. Where fidelities tie within one standard error of the estimate
 (capped at a share of the best), the shorter, more general rule wins.
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
@@ -117,6 +118,7 @@ class DescriberConfig:
     # word in a context: 0.65 against 0.88 for the top tokens). At beta 2 a missed firing costs
     # four times an extra selected token.
     fidelity_beta: float = 2.0
+    min_rule_lift: float = 2.0  # rules under which the feature fires less than this many times its rate lose
     seed: int = 0
 
 
@@ -143,6 +145,7 @@ class TrainSample:
         stats = run.stats
         self.count = stats.count.astype(np.float64)  # firings over the whole train split
         self.scale = len(train) / len(sample)  # sample counts -> train counts (sequences of equal length)
+        self.n_tokens = float(len(train) * run.ctx)  # train tokens
 
         found = self._firing_positions(run, sample, features, cfg, rng)
         rare = [f for f in features.tolist() if len(found.get(f, ())) < cfg.min_firings]
@@ -307,16 +310,22 @@ class TrainSample:
 
     def fidelity(self, feature: int, rule: Rule, cells: TokenView | None = None) -> float:
         """F-beta of the rule's selection against the feature's firing, on train tokens."""
+        return self.fidelity_and_lift(feature, rule, cells)[0]
+
+    def fidelity_and_lift(self, feature: int, rule: Rule, cells: TokenView | None = None) -> tuple[float, float]:
+        """(F-beta, lift) of the rule on train tokens. Lift is how much more often the feature
+        fires where the rule selects than anywhere (precision over the feature's firing rate, i.e.
+        recall over the share of tokens selected): near 1 the rule says nothing about the feature."""
         cells = cells if cells is not None else self.firing_cells(feature)
         if cells.tokens.size == 0:
-            return 0.0
+            return 0.0, 0.0
         recall = float(self.evaluator.select(rule, cells).mean())
-        if recall == 0.0:
-            return 0.0
         selected = self.selected(rule)
-        precision = min(1.0, recall * self.count[feature] / selected) if selected > 0 else 0.0
+        if recall == 0.0 or selected <= 0:
+            return 0.0, 0.0
+        precision = min(1.0, recall * self.count[feature] / selected)
         b2 = self.beta**2
-        return (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall > 0 else 0.0
+        return (1 + b2) * precision * recall / (b2 * precision + recall), recall * self.n_tokens / selected
 
     def evidence(self, feature: int, max_words: int = 64) -> Evidence:
         """The feature's real train contexts as evidence: token counts at each offset of its firing
@@ -414,8 +423,11 @@ class Describer:
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
 
+        lifts: dict[Rule, float] = {}
+
         def fid(f: int, rule: Rule) -> float:
-            return self.sample.fidelity(f, rule, cells)
+            fidelity, lifts[rule] = self.sample.fidelity_and_lift(f, rule, cells)
+            return fidelity
 
         scored = {r: fid(feature, r) for r in self.candidates(evidence)}
         # targets in contexts: the best few of each, together
@@ -428,6 +440,10 @@ class Describer:
                     scored[rule] = fid(feature, rule)
         if not scored:
             return None
+        # a rule under which the feature fires hardly more often than anywhere describes nothing;
+        # recall-weighted fidelity would otherwise let a broad one win ("a word inside quotes")
+        telling = {r: s for r, s in scored.items() if lifts[r] >= self.cfg.min_rule_lift}
+        scored = telling or scored
         n = len(self.sample.positions.get(feature, ()))
         ranked = choose(scored, tie_margin(max(scored.values()), n, self.cfg))
         return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
