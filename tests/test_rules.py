@@ -404,12 +404,12 @@ def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run
     rule = Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],)))
     recall = float(evaluator.select(rule, sample.firing_cells(f)).mean())
     share = evaluator.select(rule, view).sum() / (n * run.ctx)
-    assert sample.fidelity_and_lift(f, rule)[1] == pytest.approx(recall / share)
+    assert sample.fit(f, rule).lift == pytest.approx(recall / share)
 
     def chosen_lifts(cfg: DescriberConfig) -> dict[int, float]:
         describer = Describer(sample, None, cfg)
         found = {f: describer.describe(f, sample.evidence(f)) for f in features.tolist()}
-        return {f: sample.fidelity_and_lift(f, d.rule)[1] for f, d in found.items() if d is not None}
+        return {f: sample.fit(f, d.rule).lift for f, d in found.items() if d is not None}
 
     unfiltered = chosen_lifts(replace(recall_only, min_rule_lift=0.0))
     bar = float(np.median(list(unfiltered.values())))  # a bar half the features' chosen rules miss
@@ -419,4 +419,41 @@ def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run
     describer = Describer(sample, None, recall_only)
     for f in below:  # only where no proposed rule reaches the bar
         candidates = describer.candidates(sample.evidence(f))
-        assert all(sample.fidelity_and_lift(f, r)[1] < bar for r in candidates)
+        assert all(sample.fit(f, r).lift < bar for r in candidates)
+
+
+def test_a_word_in_a_context_must_hold_most_of_the_words_firings(tiny_run):
+    """A target in a context that beats the target alone on fidelity but holds under
+    ``min_context_share`` of the feature's firings on it (the feature fires on the word in other
+    contexts too) is not chosen; without that condition it is."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    cfg = DescriberConfig(fidelity_beta=0.5)  # precision-weighted: narrow rules win more often
+    sample = TrainSample(run, evaluator, features, cfg)
+    narrow = []  # (feature, word, neighbour) where "word right after neighbour" fits better but holds little
+    for f in features.tolist():
+        word = int(sample.evidence(f).ids[3][0])
+        alone = sample.fit(f, Rule(target=Selector(tokens=(evaluator.text[word],))))
+        for x in np.flatnonzero(sample.neighbour["after"]).tolist():
+            rule = Rule(
+                Selector(tokens=(evaluator.text[word],)), Context("after", Selector(tokens=(evaluator.text[x],)))
+            )
+            fit = sample.fit(f, rule)
+            if fit.fidelity > alone.fidelity > 0 and fit.recall < cfg.min_context_share * alone.recall:
+                narrow.append((f, word, x, rule))
+    assert narrow
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    picked_unchecked = 0
+    for f, word, x, rule in narrow:
+        at = {0: np.array([word]), -1: np.array([x])}
+        evidence = Evidence(
+            ids=[at.get(d, empty[0]) for d in range(-3, 4)],
+            weights=[np.ones(1) if d in at else empty[1] for d in range(-3, 4)],
+            lift=[np.ones(1) if d in at else empty[1] for d in range(-3, 4)],
+        )
+        checked = Describer(sample, None, cfg).describe(f, evidence)
+        assert checked is not None and checked.rule != rule
+        unchecked = Describer(sample, None, replace(cfg, min_context_share=0.0)).describe(f, evidence)
+        picked_unchecked += unchecked is not None and unchecked.rule == rule
+    assert picked_unchecked > 0

@@ -16,8 +16,10 @@ targets in contexts. It keeps the candidate with the best *fidelity* on train wi
 where the feature fires, estimated from a sample of train tokens (never held-out ones), on
 firing positions apart from those the evidence was read from (cross-fitting: a rule read off a
 few contexts fits those contexts). A rule under which the feature fires less than twice as often
-as anywhere (lift) loses to any that reaches it. Where fidelities tie within one standard error of the estimate
-(capped at a share of the best), the shorter, more general rule wins.
+as anywhere (lift) loses to any that reaches it; a target in a context must hold at least half
+of the feature's firings on the target and make them twice as likely. Where fidelities tie
+within one standard error of the estimate (capped at a share of the best), the shorter, more
+general rule wins.
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
 feature's firing positions that the rule selects; the number of tokens the rule selects in the
@@ -119,7 +121,17 @@ class DescriberConfig:
     # four times an extra selected token.
     fidelity_beta: float = 2.0
     min_rule_lift: float = 2.0  # rules under which the feature fires less than this many times its rate lose
+    min_context_share: float = 0.5  # a target in a context keeps at least this share of the target's recall
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class RuleFit:
+    fidelity: float  # F-beta against the feature's firing
+    # how much more often the feature fires where the rule selects than anywhere (precision over
+    # the feature's firing rate = recall over the share of tokens selected): near 1 it says nothing
+    lift: float
+    recall: float  # share of the feature's firings the rule selects
 
 
 @dataclass
@@ -310,22 +322,21 @@ class TrainSample:
 
     def fidelity(self, feature: int, rule: Rule, cells: TokenView | None = None) -> float:
         """F-beta of the rule's selection against the feature's firing, on train tokens."""
-        return self.fidelity_and_lift(feature, rule, cells)[0]
+        return self.fit(feature, rule, cells).fidelity
 
-    def fidelity_and_lift(self, feature: int, rule: Rule, cells: TokenView | None = None) -> tuple[float, float]:
-        """(F-beta, lift) of the rule on train tokens. Lift is how much more often the feature
-        fires where the rule selects than anywhere (precision over the feature's firing rate, i.e.
-        recall over the share of tokens selected): near 1 the rule says nothing about the feature."""
+    def fit(self, feature: int, rule: Rule, cells: TokenView | None = None) -> RuleFit:
+        """How the rule fits the feature's firing on train tokens."""
         cells = cells if cells is not None else self.firing_cells(feature)
         if cells.tokens.size == 0:
-            return 0.0, 0.0
+            return RuleFit(0.0, 0.0, 0.0)
         recall = float(self.evaluator.select(rule, cells).mean())
         selected = self.selected(rule)
         if recall == 0.0 or selected <= 0:
-            return 0.0, 0.0
+            return RuleFit(0.0, 0.0, recall)
         precision = min(1.0, recall * self.count[feature] / selected)
         b2 = self.beta**2
-        return (1 + b2) * precision * recall / (b2 * precision + recall), recall * self.n_tokens / selected
+        fidelity = (1 + b2) * precision * recall / (b2 * precision + recall)
+        return RuleFit(fidelity, recall * self.n_tokens / selected, recall)
 
     def evidence(self, feature: int, max_words: int = 64) -> Evidence:
         """The feature's real train contexts as evidence: token counts at each offset of its firing
@@ -423,11 +434,11 @@ class Describer:
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
 
-        lifts: dict[Rule, float] = {}
+        fits: dict[Rule, RuleFit] = {}
 
         def fid(f: int, rule: Rule) -> float:
-            fidelity, lifts[rule] = self.sample.fidelity_and_lift(f, rule, cells)
-            return fidelity
+            fits[rule] = self.sample.fit(f, rule, cells)
+            return fits[rule].fidelity
 
         scored = {r: fid(feature, r) for r in self.candidates(evidence)}
         # targets in contexts: the best few of each, together
@@ -437,12 +448,20 @@ class Describer:
             for c in best_contexts:
                 if scored[t] > 0 and scored[c] > 0:
                     rule = Rule(target=t.target, context=c.context)
-                    scored[rule] = fid(feature, rule)
+                    fidelity = fid(feature, rule)
+                    # the context must hold most of the feature's firings on the target (a feature
+                    # that fires on the word anywhere, most in one context, is about the word) and
+                    # make them likelier than on the target anywhere (not the word's usual context)
+                    fit, alone = fits[rule], fits[t]
+                    if fit.recall >= self.cfg.min_context_share * alone.recall and (
+                        fit.lift >= self.cfg.min_rule_lift * alone.lift
+                    ):
+                        scored[rule] = fidelity
         if not scored:
             return None
         # a rule under which the feature fires hardly more often than anywhere describes nothing;
         # recall-weighted fidelity would otherwise let a broad one win ("a word inside quotes")
-        telling = {r: s for r, s in scored.items() if lifts[r] >= self.cfg.min_rule_lift}
+        telling = {r: s for r, s in scored.items() if fits[r].lift >= self.cfg.min_rule_lift}
         scored = telling or scored
         n = len(self.sample.positions.get(feature, ()))
         ranked = choose(scored, tie_margin(max(scored.values()), n, self.cfg))
