@@ -350,3 +350,18 @@ def test_cli_writes_the_report_and_fails_in_one_line(labelled_run, tmp_path):
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: no run at")
+
+
+def test_cards_show_a_describer_labels_fidelity(tmp_path):
+    """A describer's label shows its fidelity on train tokens (as stored); a baseline's shows none."""
+    syn = make_synthetic_run(tmp_path / "run", n_seq=160, ctx=32, d_sae=8, p_fire=0.95, noise_per_token=0.3, seed=3)
+    db = tmp_path / "labels.duckdb"
+    label_run(LabelConfig(run=str(syn.run.dir), db=str(db), methods=("describe-corpus", "top-tokens")))
+    page = write_report(ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "r.html"))).path.read_text()
+    rows = run_query("SELECT feature, method, fidelity FROM labels WHERE rank = 0", db).rows
+    assert rows
+    for f, method, fidelity in rows:
+        card = page.split(f'id="feature-{f}"', 1)[1].split("</section>", 1)[0]
+        row = card.split(f"<td>{method}</td>", 1)[1].split("</tr>", 1)[0]
+        shown = re.findall(r"fidelity (\d\.\d\d)", row.split('<div class="alt">', 1)[0])
+        assert shown == ([f"{fidelity:.2f}"] if method == "describe-corpus" else []), (f, method)

@@ -61,7 +61,8 @@ class LabelTables:
     summary: list[tuple[str, str, float | None, int, int]]  # method, scorer, mean, n, excluded
     concepts: dict[int, tuple[str, float]]  # feature -> (true concept, precision)
     best: dict[int, tuple[str, str, float]]  # feature -> (method, label, score)
-    labels: dict[int, dict[str, list[tuple[str, str | None]]]]  # card feature -> method -> (label, rule kind)
+    # card feature -> method -> (label, rule kind, fidelity on train tokens)
+    labels: dict[int, dict[str, list[tuple[str, str | None, float | None]]]]
     examples: dict[str, np.ndarray]  # card windows: feature, kind, rank, ...
 
     @property
@@ -113,8 +114,13 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
             "SELECT feature, method, label, score FROM best_labels WHERE run_id = ?", [run_id]
         ).fetchall()
         feats = [int(f) for f in card_features]
+        # databases written before schema 5 have no fidelity column (it is added on their next write)
+        has_fidelity = con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'labels' AND column_name = 'fidelity'"
+        ).fetchone()
+        fidelity = "fidelity" if has_fidelity and has_fidelity[0] else "NULL"
         label_rows = con.execute(
-            "SELECT feature, method, label, rule_kind FROM labels WHERE run_id = ? AND feature IN "
+            f"SELECT feature, method, label, rule_kind, {fidelity} FROM labels WHERE run_id = ? AND feature IN "
             "(SELECT unnest(?::INTEGER[])) ORDER BY feature, method, rank",
             [run_id, feats],
         ).fetchall()
@@ -128,9 +134,9 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
         raise UserError(f"cannot read {db}: {str(e).splitlines()[0]}; is it a label database?") from e
     finally:
         con.close()
-    labels: dict[int, dict[str, list[tuple[str, str | None]]]] = {}
-    for f, method, text, kind in label_rows:
-        labels.setdefault(int(f), {}).setdefault(method, []).append((text, kind))
+    labels: dict[int, dict[str, list[tuple[str, str | None, float | None]]]] = {}
+    for f, method, text, kind, fid in label_rows:
+        labels.setdefault(int(f), {}).setdefault(method, []).append((text, kind, fid))
     return LabelTables(
         db=db,
         run_id=run_id,
@@ -646,9 +652,12 @@ def activation_histogram(run: RunStore, feature: int) -> go.Figure | None:
     return fig
 
 
-def _label_html(text: str, kind: str | None) -> str:
-    """A label's text with the kind of rule it states (token set, category, context, in context)."""
+def _label_html(text: str, kind: str | None, fidelity: float | None = None) -> str:
+    """A label's text with the kind of rule it states (token set, category, context, in context)
+    and, for a describer's label, its fidelity on train tokens."""
     badge = f' <span class="rule">{html.escape(kind.replace("_", " "))}</span>' if kind else ""
+    if fidelity is not None:
+        badge += f' <span class="rule" title="fidelity on train tokens">fidelity {fidelity:.2f}</span>'
     return html.escape(text) + badge
 
 
@@ -659,7 +668,7 @@ def card_html(
     count, freq = int(stats.count[feature]), float(stats.frequency[feature])
     fmax, mean = float(stats.max[feature]), float(stats.mean[feature])
     labels = tables.labels.get(feature, {}) if tables else {}
-    search = " ".join([str(feature)] + [lab for cands in labels.values() for lab, _ in cands[:1]])
+    search = " ".join([str(feature)] + [cands[0][0] for cands in labels.values() if cands])
     parts = [
         f'<section class="card" id="feature-{feature}" data-search="{html.escape(search.lower())}">',
         f"<h3>Feature {feature}</h3>",
