@@ -52,24 +52,37 @@ class FittedHMM:
         return p / p.sum()
 
 
+def _forward_backward_time_major(
+    words: np.ndarray, transition: np.ndarray, initial: np.ndarray, emission_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scaled forward-backward over sentences stored time-major, words [L, n] (emission_t [V, S]):
+    (alpha, beta, emission likelihoods) [L, n, S] and scales [L, n]. Each step reads and writes one
+    contiguous [n, S] block (sentence-major slices are strided: about twice as slow)."""
+    emit = emission_t[words]  # [L, n, S]
+    length, n, s = emit.shape
+    alpha, beta, scale = np.empty((length, n, s)), np.empty((length, n, s)), np.empty((length, n))
+    a = initial[None] * emit[0]
+    for t in range(length):
+        if t > 0:
+            a = (alpha[t - 1] @ transition) * emit[t]
+        scale[t] = a.sum(1)
+        alpha[t] = a / scale[t, :, None]
+    beta[-1] = 1.0
+    for t in range(length - 2, -1, -1):
+        beta[t] = ((emit[t + 1] * beta[t + 1]) @ transition.T) / scale[t + 1, :, None]
+    return alpha, beta, scale, emit
+
+
 def forward_backward(
     sentences: np.ndarray, transition: np.ndarray, initial: np.ndarray, emission: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Scaled forward-backward over sentences [n, L]: (alpha [n, L, S], beta [n, L, S], scales [n, L],
     emission likelihoods [n, L, S]). Posteriors are alpha * beta; log P(sentence) = sum log scales."""
-    emit = emission[:, sentences].transpose(1, 2, 0)  # [n, L, S]
-    n, length, s = emit.shape
-    alpha, beta, scale = np.empty((n, length, s)), np.empty((n, length, s)), np.empty((n, length))
-    a = initial[None] * emit[:, 0]
-    for t in range(length):
-        if t > 0:
-            a = (alpha[:, t - 1] @ transition) * emit[:, t]
-        scale[:, t] = a.sum(1)
-        alpha[:, t] = a / scale[:, t, None]
-    beta[:, -1] = 1.0
-    for t in range(length - 2, -1, -1):
-        beta[:, t] = ((emit[:, t + 1] * beta[:, t + 1]) @ transition.T) / scale[:, t + 1, None]
-    return alpha, beta, scale, emit
+    words = np.ascontiguousarray(np.asarray(sentences).T)
+    alpha, beta, scale, emit = _forward_backward_time_major(
+        words, transition, initial, np.ascontiguousarray(emission.T)
+    )
+    return alpha.transpose(1, 0, 2), beta.transpose(1, 0, 2), scale.T, emit.transpose(1, 0, 2)
 
 
 def posteriors(sentences: np.ndarray, hmm: FittedHMM) -> np.ndarray:
@@ -79,7 +92,7 @@ def posteriors(sentences: np.ndarray, hmm: FittedHMM) -> np.ndarray:
     return post / post.sum(-1, keepdims=True)
 
 
-CHUNK = 2048  # sentences per forward-backward pass: arrays that stay in cache run several times faster
+CHUNK = 1024  # sentences per forward-backward pass: arrays that stay in cache run several times faster
 
 
 def _expected_counts(
@@ -89,32 +102,65 @@ def _expected_counts(
     total log-likelihood of the sentences."""
     s, vocab = emission.shape
     trans, words, first, ll = np.zeros((s, s)), np.zeros((vocab, s)), np.zeros(s), 0.0
+    emission_t = np.ascontiguousarray(emission.T)
     for lo in range(0, len(sentences), CHUNK):
-        chunk = sentences[lo : lo + CHUNK]
-        alpha, beta, scale, emit = forward_backward(chunk, transition, initial, emission)
+        chunk = np.ascontiguousarray(sentences[lo : lo + CHUNK].T)  # [L, n]
+        alpha, beta, scale, emit = _forward_backward_time_major(chunk, transition, initial, emission_t)
         ll += float(np.log(scale).sum())
-        gamma = alpha * beta
+        gamma = (alpha * beta).reshape(-1, s)
         # alpha_t(i) T_ij e_t+1(j) beta_t+1(j) / scale_t+1, summed over sentences and t
-        right = (emit[:, 1:] * beta[:, 1:] / scale[:, 1:, None]).reshape(-1, s)
-        trans += alpha[:, :-1].reshape(-1, s).T @ right
-        words += np.eye(vocab)[chunk.ravel()].T @ gamma.reshape(-1, s)
-        first += gamma[:, 0].sum(0)
+        right = (emit[1:] * beta[1:] / scale[1:, :, None]).reshape(-1, s)
+        trans += alpha[:-1].reshape(-1, s).T @ right
+        flat = chunk.ravel()
+        for k in range(s):  # posterior mass per word: a bincount per state (no [n * L, V] one-hot)
+            words[:, k] += np.bincount(flat, gamma[:, k], vocab)
+        first += gamma[: chunk.shape[1]].sum(0)
     return trans * transition, words.T, first, ll
 
 
-def _baum_welch(sentences: np.ndarray, hmm: FittedHMM, iterations: int, tolerance: float) -> FittedHMM:
-    transition, initial, emission = hmm.transition, hmm.initial, hmm.emission
-    previous, ll = -math.inf, -math.inf
+def _extrapolate(old: np.ndarray, new: np.ndarray, step: float) -> np.ndarray:
+    """Rows of probabilities moved `step` times as far as from `old` to `new` in log space (step 1:
+    `new` itself), renormalised: stays on the simplex however long the step."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log = np.log(old) + step * (np.log(new) - np.log(old))
+    log = np.where(new > 0, log, -np.inf)  # an entry that EM sets to zero stays zero
+    p = np.exp(log - log.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True)
+
+
+def _baum_welch(
+    sentences: np.ndarray, hmm: FittedHMM, iterations: int, tolerance: float, growth: float = 1.0
+) -> FittedHMM:
+    """Baum-Welch, over-relaxed when growth > 1 (adaptive over-relaxed EM, Salakhutdinov & Roweis
+    2003): each update goes `step` times the EM step's way, the step growing by `growth` while the
+    likelihood rises; when it falls the plain EM update of the last good parameters is taken and the
+    step starts again at 1. Where EM creeps along a ridge (diffuse emissions, many states) it needs
+    several times fewer E-steps to the same likelihood."""
+    params = (hmm.transition, hmm.initial, hmm.emission)
+    previous, step, fallback, extrapolated = -math.inf, 1.0, params, False
     for _ in range(iterations):
-        trans, words, first, total = _expected_counts(sentences, transition, initial, emission)
+        trans, words, first, total = _expected_counts(sentences, *params)
         ll = total / sentences.size  # of the parameters before this update
-        transition = trans / trans.sum(1, keepdims=True)
-        emission = (words + 1e-6) / (words + 1e-6).sum(1, keepdims=True)
-        initial = first / first.sum()
-        if ll - previous < tolerance:
+        if extrapolated and ll < previous:  # the extrapolation overshot: back to the plain EM update
+            params, step, extrapolated = fallback, 1.0, False
+            continue
+        em = (
+            trans / trans.sum(1, keepdims=True),
+            first / first.sum(),
+            (words + 1e-6) / (words + 1e-6).sum(1, keepdims=True),
+        )
+        converged = ll - previous < tolerance
+        previous, fallback = ll, em
+        if converged:
             break
-        previous = ll
-    return FittedHMM(transition, initial, emission, ll)
+        extrapolated = step > 1.0
+        if extrapolated:
+            params = (_extrapolate(params[0], em[0], step), em[1], _extrapolate(params[2], em[2], step))
+        else:
+            params = em
+        step *= growth
+    # the EM update of the last parameters scored, with their likelihood (the update's is at least that)
+    return FittedHMM(*fallback, previous)
 
 
 def _random_start(vocab: int, states: int, unigram: np.ndarray, rng: np.random.Generator) -> FittedHMM:
