@@ -2,7 +2,18 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sae_translate.bench.hmm import HMMConfig, both_ways, make_data
-from sae_translate.translator.hmm_anchor import FittedHMM, HMMAnchor, HMMFitConfig, fit_hmm_anchor, match_states
+from sae_translate.translator.hmm_anchor import (
+    FittedHMM,
+    HMMAnchor,
+    HMMFitConfig,
+    _baum_welch,
+    _expected_counts,
+    _random_start,
+    fit_hmm_anchor,
+    forward_backward,
+    match_states,
+    posteriors,
+)
 
 
 def _true_states(fitted: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -43,3 +54,33 @@ def test_state_match_finds_a_relabelled_chain_by_local_search_as_by_brute_force(
     for brute in (8, 0):
         match = match_states(a, b, HMMFitConfig(brute_force_states=brute, match_starts=20))
         assert (match.perm == inverse).all() and match.discrepancy < 1e-12 < match.runner_up
+
+
+def test_expected_counts_are_the_posteriors_summed_per_word_and_per_transition():
+    # the E-step's accumulations (time-major, per-state bincounts) against the direct sums
+    data = make_data(HMMConfig(states=5, vocab_a=9, vocab_b=9, length=7, seed=3), 1500, 10)
+    hmm, x = data.hmm, data.train_a
+    trans, words, first, ll = _expected_counts(x, hmm.transition, hmm.initial, hmm.emission_a)
+    post = posteriors(x, FittedHMM(hmm.transition, hmm.initial, hmm.emission_a, 0.0))
+    direct_words = np.einsum("nlv,nls->sv", np.eye(9)[x], post)
+    assert np.allclose(words, direct_words) and np.allclose(first, post[:, 0].sum(0))
+    alpha, beta, scale, emit = forward_backward(x, hmm.transition, hmm.initial, hmm.emission_a)
+    pair = alpha[:, :-1, :, None] * hmm.transition * (emit[:, 1:] * beta[:, 1:] / scale[:, 1:, None])[:, :, None]
+    assert np.allclose(trans, pair.sum((0, 1))) and np.isclose(ll, np.log(scale).sum())
+    assert np.isclose(trans.sum(), x.shape[0] * (x.shape[1] - 1))  # one transition per adjacent pair
+
+
+def test_over_relaxed_baum_welch_climbs_faster_than_plain_and_reports_a_likelihood_it_reaches():
+    data = make_data(HMMConfig(states=6, vocab_a=12, vocab_b=12, seed=4), 2000, 10)
+    x = data.train_a
+    unigram = np.bincount(x.ravel(), minlength=12) + 1.0
+    start = _random_start(12, 6, unigram / unigram.sum(), np.random.default_rng(0))
+    plain = _baum_welch(x, start, 20, 0.0, growth=1.0)
+    fast = _baum_welch(x, start, 20, 0.0, growth=1.5)
+    longer = _baum_welch(x, start, 60, 0.0, growth=1.0)
+    assert fast.log_likelihood > plain.log_likelihood, (fast.log_likelihood, plain.log_likelihood)
+    for fit in (plain, fast, longer):
+        # the parameters returned are at least as likely as the likelihood reported with them
+        scored = _expected_counts(x, fit.transition, fit.initial, fit.emission)[3] / x.size
+        assert scored >= fit.log_likelihood - 1e-9
+        assert np.allclose(fit.transition.sum(1), 1) and np.allclose(fit.emission.sum(1), 1)
