@@ -433,14 +433,8 @@ class Describer:
 
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
-
-        fits: dict[Rule, RuleFit] = {}
-
-        def fid(f: int, rule: Rule) -> float:
-            fits[rule] = self.sample.fit(f, rule, cells)
-            return fits[rule].fidelity
-
-        scored = {r: fid(feature, r) for r in self.candidates(evidence)}
+        fits = {r: self.sample.fit(feature, r, cells) for r in self.candidates(evidence)}
+        scored = {r: fit.fidelity for r, fit in fits.items()}
         # targets in contexts: the best few of each, together
         best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[: self.cfg.n_combined]
         best_contexts = sorted((r for r in scored if r.target is None), key=lambda r: -scored[r])[: self.cfg.n_combined]
@@ -448,15 +442,15 @@ class Describer:
             for c in best_contexts:
                 if scored[t] > 0 and scored[c] > 0:
                     rule = Rule(target=t.target, context=c.context)
-                    fidelity = fid(feature, rule)
+                    fit = fits[rule] = self.sample.fit(feature, rule, cells)
                     # the context must hold most of the feature's firings on the target (a feature
                     # that fires on the word anywhere, most in one context, is about the word) and
                     # make them likelier than on the target anywhere (not the word's usual context)
-                    fit, alone = fits[rule], fits[t]
+                    alone = fits[t]
                     if fit.recall >= self.cfg.min_context_share * alone.recall and (
                         fit.lift >= self.cfg.min_rule_lift * alone.lift
                     ):
-                        scored[rule] = fidelity
+                        scored[rule] = fit.fidelity
         if not scored:
             return None
         # a rule under which the feature fires hardly more often than anywhere describes nothing;

@@ -165,8 +165,8 @@ def dictionary_loss(
 ) -> tuple[Tensor, Encoded]:
     """Anchor phase: translate real sentences into a sampled word-by-word dictionary translation, so
     every word of both languages starts from its dictionary counterparts."""
-    target = back_translate(model, tokens, lang, dictionary=dictionary, generator=generator)
-    return _translation_loss(model, tokens, lang, 1 - lang, target, sampled, generator)
+    translated = back_translate(model, tokens, lang, dictionary=dictionary, generator=generator)
+    return pseudo_pair_loss(model, tokens, lang, translated, generator, sampled)
 
 
 def pseudo_pair_loss(
