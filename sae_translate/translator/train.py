@@ -326,15 +326,10 @@ class Trainer:
         batch: tuple[Tensor, ...]
         if self.cfg.mode == "aligned":
             batch = self._paired_batch()
-        elif self.anchored is not None:
-            side_a, side_b = (
-                self._batch(self.train_a, 0, self.anchored[0]),
-                self._batch(self.train_b, 1, self.anchored[1]),
-            )
+        else:  # both languages, each with its sentence anchor's translations when there is one
+            anchored = self.anchored if self.anchored is not None else (None, None)
+            side_a, side_b = self._batch(self.train_a, 0, anchored[0]), self._batch(self.train_b, 1, anchored[1])
             batch = tuple(torch.cat([x, y]) for x, y in zip(side_a, side_b))
-        else:
-            (a, lang_a), (b, lang_b) = self._batch(self.train_a, 0), self._batch(self.train_b, 1)
-            batch = (torch.cat([a, b]), torch.cat([lang_a, lang_b]))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, logs, encoded = self.objective(batch, self.step, self.disc, self.dictionary, self.noise_gen)
         self.opt.zero_grad(set_to_none=True)
