@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file
 
+from sae_translate.errors import UserError
 from sae_translate.store.h5 import RunStore
 from sae_translate.translator.anchor import cooccurrence
 from sae_translate.translator.run import FEATURES, TEXT, load_languages, translator_dir
@@ -164,4 +165,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
