@@ -350,6 +350,7 @@ def test_cli_writes_the_report_and_fails_in_one_line(labelled_run, tmp_path):
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: no run at")
+    assert f"--out {tmp_path / 'none'}`" in bad.stderr  # the directory given, not its parent
 
 
 def test_cards_show_a_describer_labels_fidelity(tmp_path):

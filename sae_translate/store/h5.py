@@ -441,6 +441,8 @@ class RunStore:
                     f.close()
                 raise
             return RunStore(path / MANIFEST, files)
+        if not path.exists() and path.suffix != ".h5":  # a run directory that was never extracted
+            raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path}` first")
         if path.is_dir():
             path = path / FILENAME
         return RunStore(path, [_open_shard(path)])
