@@ -457,3 +457,48 @@ def test_a_word_in_a_context_must_hold_most_of_the_words_firings(tiny_run):
         unchecked = Describer(sample, None, replace(cfg, min_context_share=0.0)).describe(f, evidence)
         picked_unchecked += unchecked is not None and unchecked.rule == rule
     assert picked_unchecked > 0
+
+
+def test_a_neighbour_word_that_adds_nothing_is_dropped_from_a_context_rule(tiny_run):
+    """Neighbour sets are the evidence's top words in order: where a word that never stands next
+    to the feature's firings ranks first, the only faithful candidate lists it beside the word
+    that carries the rule, and the describer drops it (the fidelity stays within the tie)."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    ctx = run.ctx
+
+    def before(*words: str) -> Rule:
+        return Rule(context=Context("before", Selector(tokens=words)))
+
+    def after_firing(f: int) -> np.ndarray:
+        pos = sample.positions[f]
+        rows, cols = pos // ctx, pos % ctx
+        ok = cols + 1 < ctx
+        return np.unique(sample.view.tokens[rows[ok], cols[ok] + 1])
+
+    next_words = {f: sample.evidence(f).ids[4] for f in features.tolist()}  # offset +1
+    candidates = [(f, evaluator.text[int(w[0])]) for f, w in next_words.items() if len(w)]
+    f, carrier = max(candidates, key=lambda c: sample.fidelity(c[0], before(c[1])))
+    assert sample.fidelity(f, before(carrier)) > 0.3
+    tokens = np.asarray(sample.view.tokens[: sample.n_sample_rows]).ravel()
+    seen = np.bincount(tokens[tokens >= 0], minlength=len(evaluator.is_word))
+    unused = [
+        i
+        for i in np.flatnonzero(evaluator.is_word & (seen > 0)).tolist()
+        if i not in after_firing(f).tolist() and evaluator.text[i] != carrier
+    ]
+    junk = evaluator.text[min(unused, key=lambda i: seen[i])]  # the rarest word never after a firing
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    at_next = np.array([evaluator.token_ids((junk,))[0], evaluator.token_ids((carrier,))[0]])
+    evidence = Evidence(
+        ids=[at_next if d == 1 else empty[0] for d in range(-3, 4)],
+        weights=[np.array([2.0, 1.0]) if d == 1 else empty[1] for d in range(-3, 4)],
+        lift=[np.ones(2) if d == 1 else empty[1] for d in range(-3, 4)],
+    )
+    describer = Describer(sample, None, DescriberConfig(neighbour_words=0))  # no words implied between neighbours
+    assert describer.candidates(evidence) == [before(junk), before(junk, carrier)]  # no rule of the carrier alone
+    found = describer.describe(f, evidence)
+    assert found is not None and found.rule == before(carrier)
+    assert found.fidelity == pytest.approx(sample.fidelity(f, before(carrier)))

@@ -458,8 +458,28 @@ class Describer:
         telling = {r: s for r, s in scored.items() if fits[r].lift >= self.cfg.min_rule_lift}
         scored = telling or scored
         n = len(self.sample.positions.get(feature, ()))
-        ranked = choose(scored, tie_margin(max(scored.values()), n, self.cfg))
-        return Description(self.with_examples(ranked[0][0], evidence), ranked[0][1], ranked[1:6])
+        margin = tie_margin(max(scored.values()), n, self.cfg)
+        ranked = choose(scored, margin)
+        rule, fidelity = self.pruned(feature, ranked[0][0], ranked[0][1], max(scored.values()) - margin, cells, telling)
+        return Description(self.with_examples(rule, evidence), fidelity, ranked[1:6])
+
+    def pruned(
+        self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView, telling: dict[Rule, float]
+    ) -> tuple[Rule, float]:
+        """A context rule with the neighbour words that fit nothing dropped, one at a time while the
+        fidelity stays at or above ``floor`` (the tie margin below the best). Neighbour sets are
+        the evidence's top words in order, and the rare word among them that adds nothing is no
+        part of the description ('right before "they", "administering" or ","' where "," carries
+        the rule)."""
+        while True:
+            options = []
+            for simpler in one_token_fewer(rule):
+                fit = self.sample.fit(feature, simpler, cells)
+                if fit.fidelity >= floor and (not telling or fit.lift >= self.cfg.min_rule_lift):
+                    options.append((fit.fidelity, simpler))
+            if not options:
+                return rule, fidelity
+            fidelity, rule = max(options, key=lambda o: o[0])
 
     def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
         """A target category, or else the neighbour category of a context, shown with the members
@@ -517,6 +537,17 @@ def tie_margin(best: float, n: int, cfg: DescriberConfig) -> float:
     feature the simplest rule proposed, faithful or not."""
     margin = max(cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
     return min(margin, cfg.max_tie_share * best)
+
+
+def one_token_fewer(rule: Rule) -> list[Rule]:
+    """A context rule with one word left out of its neighbour's token set. A word rule keeps its
+    words: they show the reader the class ("my, our, your"), and a target in a context keeps the
+    words its context was chosen for."""
+    c = rule.context
+    if rule.target is None and c is not None and c.of is not None and not c.of.is_category and len(c.of.tokens) > 1:
+        words = c.of.tokens
+        return [Rule(context=replace(c, of=Selector(tokens=words[:i] + words[i + 1 :]))) for i in range(len(words))]
+    return []
 
 
 def choose(scored: dict[Rule, float], tie: float) -> list[tuple[Rule, float]]:
