@@ -48,11 +48,11 @@ def scores(joint: np.ndarray, best: np.ndarray) -> dict[str, float]:
     }
 
 
-def neighbour_profiles(blocks: list, columns: np.ndarray, base: np.ndarray) -> np.ndarray:
+def neighbour_profiles(blocks: list[sp.csr_matrix], columns: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Unit rows of positive PMI of each word's neighbours (one block per offset) over `columns`."""
     out = []
-    for counts in blocks:
-        counts = np.asarray(counts[:, columns].todense() if sp.issparse(counts) else counts[:, columns])
+    for block in blocks:
+        counts = block[:, columns].toarray()
         p = counts / np.maximum(counts.sum(1, keepdims=True), 1e-12)
         out.append(np.where(p > 0, np.maximum(np.log(np.maximum(p, 1e-12) / base), 0.0), 0.0))
     x = np.hstack(out)

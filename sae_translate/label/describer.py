@@ -458,16 +458,18 @@ class Describer:
         telling = {r: s for r, s in scored.items() if fits[r].lift >= self.cfg.min_rule_lift}
         scored = telling or scored
         n = len(self.sample.positions.get(feature, ()))
-        margin = tie_margin(max(scored.values()), n, self.cfg)
+        best = max(scored.values())
+        margin = tie_margin(best, n, self.cfg)
         ranked = choose(scored, margin)
-        rule, fidelity = self.pruned(feature, ranked[0][0], ranked[0][1], max(scored.values()) - margin, cells, telling)
+        rule, fidelity = self.pruned(feature, *ranked[0], best - margin, cells, bool(telling))
         return Description(self.with_examples(rule, evidence), fidelity, ranked[1:6])
 
     def pruned(
-        self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView, telling: dict[Rule, float]
+        self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView, need_lift: bool
     ) -> tuple[Rule, float]:
         """A context rule with the neighbour words that fit nothing dropped, one at a time while the
-        fidelity stays at or above ``floor`` (the tie margin below the best). Neighbour sets are
+        fidelity stays at or above ``floor`` (the tie margin below the best), and its lift at
+        ``min_rule_lift`` where the choice required it (``need_lift``). Neighbour sets are
         the evidence's top words in order, and the rare word among them that adds nothing is no
         part of the description ('right before "they", "administering" or ","' where "," carries
         the rule)."""
@@ -475,7 +477,7 @@ class Describer:
             options = []
             for simpler in one_token_fewer(rule):
                 fit = self.sample.fit(feature, simpler, cells)
-                if fit.fidelity >= floor and (not telling or fit.lift >= self.cfg.min_rule_lift):
+                if fit.fidelity >= floor and (not need_lift or fit.lift >= self.cfg.min_rule_lift):
                     options.append((fit.fidelity, simpler))
             if not options:
                 return rule, fidelity

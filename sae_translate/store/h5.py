@@ -441,9 +441,7 @@ class RunStore:
                     f.close()
                 raise
             return RunStore(path / MANIFEST, files)
-        if not path.exists() and path.suffix != ".h5":  # a run directory that was never extracted
-            raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path}` first")
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and path.suffix != ".h5"):  # a run directory, extracted or not
             path = path / FILENAME
         return RunStore(path, [_open_shard(path)])
 
