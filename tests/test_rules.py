@@ -388,6 +388,36 @@ def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
     assert top_only is not None and top_only.rule != word[f]
 
 
+def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
+    """A dictionary induced without pairs is identifiable only up to a shift (text read one
+    position off has the statistics of text), so a translator can put a feature's own word beside
+    the firing position and words the feature never fires on at it. The describer still labels the
+    feature with its word, from either side: the neighbours' top words are tried as the firing
+    word too, and fidelity on train windows picks. Without that it cannot."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
+    f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))  # the most word-like feature
+    own = int(sample.evidence(f).ids[3][0])
+    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
+    others = np.array([i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()][:3])
+    assert sample.fidelity(f, word[f]) > 0.3
+    for off in (-1, 1):
+        at = {0: others, off: np.array([own])}
+        evidence = Evidence(
+            ids=[at.get(d, empty[0]) for d in range(-3, 4)],
+            weights=[np.linspace(3, 1, len(at[d])) if d in at else empty[1] for d in range(-3, 4)],
+            lift=[np.full(len(at[d]), 10.0) if d in at else empty[1] for d in range(-3, 4)],
+        )
+        found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
+        assert found is not None and found.rule == word[f], off
+        unshifted = Describer(sample, None, DescriberConfig(shifted_words=0)).describe(f, evidence)
+        assert unshifted is None or unshifted.rule != word[f], off
+
+
 def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run):
     """Lift is recall over the share of train tokens a rule selects (counted here from the view).
     Rules of lift below ``min_rule_lift`` lose to any that reaches it: with fidelity weighted all
@@ -497,7 +527,8 @@ def test_a_neighbour_word_that_adds_nothing_is_dropped_from_a_context_rule(tiny_
         weights=[np.array([2.0, 1.0]) if d == 1 else empty[1] for d in range(-3, 4)],
         lift=[np.ones(2) if d == 1 else empty[1] for d in range(-3, 4)],
     )
-    describer = Describer(sample, None, DescriberConfig(neighbour_words=0))  # no words implied between neighbours
+    # no words implied between neighbours, nor the neighbours' words tried as the firing word
+    describer = Describer(sample, None, DescriberConfig(neighbour_words=0, shifted_words=0))
     assert describer.candidates(evidence) == [before(junk), before(junk, carrier)]  # no rule of the carrier alone
     found = describer.describe(f, evidence)
     assert found is not None and found.rule == before(carrier)

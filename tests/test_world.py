@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +94,23 @@ def test_custom_config_any_concepts_generate_and_tag(custom_config):
     assert {"fruit", "colour", "after_colour", "before_fruit", "quoted", "after_and", "first"} <= seen
     for doc in docs:
         assert tag_words(cfg, doc.words) == list(doc.concepts)
+
+
+def test_the_second_benchmark_world_shares_no_concept_or_word_list_with_the_default():
+    """benchmarks/worlds/market.toml checks that methods generalise beyond the default world: it
+    parses, every one of its concepts occurs in what it generates, and its lexical concepts are
+    new (no name or member list shared with the default beyond numbers and person names)."""
+    path = Path(__file__).parent.parent / "benchmarks" / "worlds" / "market.toml"
+    market, default = load_world_config(path), load_world_config(None)
+    docs = generate_documents(market, 2000, seed=0)
+    seen = set().union(*(s for d in docs for s in d.concepts))
+    assert {c.name for c in market.concepts} <= seen
+    shared = {c.name for c in market.lexical} & {c.name for c in default.lexical}
+    assert shared <= {"number", "person_name", "food"}
+    for name in shared:
+        assert set(market.concept(name).words) != set(default.concept(name).words)
+    for doc in docs[:200]:
+        assert tag_words(market, doc.words) == list(doc.concepts)
 
 
 def test_same_slot_repeats_the_previous_slots_concept(tmp_path):

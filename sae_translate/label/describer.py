@@ -8,7 +8,10 @@ so the corpus's frequent tokens do not win by being frequent. It comes from the 
 From the evidence the describer proposes candidate rules (``rules.py``): token sets (the top
 words together, and each of the top words alone) and WordNet categories for the firing token
 (offset 0), also for the words its neighbours imply there (the
-corpus's bigrams between the evidence at -1 and +1), and for its neighbours (offsets -1 and +1,
+corpus's bigrams between the evidence at -1 and +1) and for the top words at -1 and +1 themselves
+(a dictionary induced without pairs is identifiable only up to a shift: text read one position off
+has the statistics of text, so an unsupervised translator can put the feature's word beside the
+firing position), and for its neighbours (offsets -1 and +1,
 as "right after X" / "right before X"), the structural contexts the evidence points at (sentence
 start and end, inside a delimiter pair: where the marks stand out around the firing position) and
 targets in contexts. It keeps the candidate with the best *fidelity* on train windows: F-beta
@@ -108,6 +111,7 @@ class DescriberConfig:
     n_combined: int = 3  # best targets x best contexts tried together
     n_examples: int = 3  # members shown beside a category or context label: "fruit (apple, pear, plum)"
     neighbour_words: int = 16  # evidence words at offsets -1 / +1 that imply the firing word (0: off)
+    shifted_words: int = 3  # the top words at offsets -1 / +1 also tried as the firing word (0: off)
     tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
     max_tie_share: float = 0.5  # and never a rule below this share of the best fidelity
     min_lift: float = 2.0  # a structural mark must be this many times its base rate near the firing
@@ -425,6 +429,10 @@ class Describer:
         implied_ids, implied_weights = self.sample.implied_by_neighbours(evidence, cfg.neighbour_words)
         implied = self.selectors(implied_ids, implied_weights, cfg.max_tokens, cfg.single_words)
         targets += [t for t in implied if t not in targets]
+        if cfg.shifted_words:  # the evidence read one position off
+            for at in (BEFORE, AFTER):
+                shifted = self.selectors(evidence.ids[at], evidence.weights[at], cfg.shifted_words)
+                targets += [t for t in shifted if t not in targets]
         contexts = self.supported_structure(evidence)
         for kind, at in (("after", BEFORE), ("before", AFTER)):
             for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
@@ -490,7 +498,12 @@ class Describer:
         ("cardinal") and its members say which part of it the feature prefers. The rule, and so
         every score but the text's, is unchanged."""
         if rule.target is not None and rule.target.is_category:
-            return replace(rule, target=self._examples(rule.target, evidence.ids[AT]))
+            # members where the evidence puts them: at the firing position first, then where the
+            # neighbours imply them, then one position off (where the candidate may have come from)
+            ids = [evidence.ids[AT], self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)[0]]
+            if self.cfg.shifted_words:
+                ids += [evidence.ids[BEFORE], evidence.ids[AFTER]]
+            return replace(rule, target=self._examples(rule.target, np.concatenate(ids)))
         c = rule.context
         if rule.target is None and c is not None:
             if c.of is not None and c.of.is_category:
