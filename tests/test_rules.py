@@ -533,3 +533,14 @@ def test_a_neighbour_word_that_adds_nothing_is_dropped_from_a_context_rule(tiny_
     found = describer.describe(f, evidence)
     assert found is not None and found.rule == before(carrier)
     assert found.fidelity == pytest.approx(sample.fidelity(f, before(carrier)))
+    # read one position off (the carrier two positions after the firing, junk between): the
+    # neighbours of a firing word at +1 are tried as well, and the carrier's rule is found
+    at_two = {1: evaluator.token_ids((junk,)), 2: evaluator.token_ids((carrier,))}
+    shifted = Evidence(
+        ids=[at_two.get(d, empty[0]) for d in range(-3, 4)],
+        weights=[np.ones(1) if d in at_two else empty[1] for d in range(-3, 4)],
+        lift=[np.ones(1) if d in at_two else empty[1] for d in range(-3, 4)],
+    )
+    found = Describer(sample, None, DescriberConfig()).describe(f, shifted)
+    assert found is not None and found.rule == before(carrier)
+    assert before(carrier) not in Describer(sample, None, DescriberConfig(shifted_words=0)).candidates(shifted)

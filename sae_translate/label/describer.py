@@ -12,7 +12,8 @@ corpus's bigrams between the evidence at -1 and +1) and for the top words at -1 
 (a dictionary induced without pairs is identifiable only up to a shift: text read one position off
 has the statistics of text, so an unsupervised translator can put the feature's word beside the
 firing position), and for its neighbours (offsets -1 and +1,
-as "right after X" / "right before X"), the structural contexts the evidence points at (sentence
+as "right after X" / "right before X"; for a firing word read at -1 or +1, the offsets beside that),
+the structural contexts the evidence points at (sentence
 start and end, inside a delimiter pair: where the marks stand out around the firing position) and
 targets in contexts. It keeps the candidate with the best *fidelity* on train windows: F-beta
 (beta 2: recall weighs four times precision) between the tokens the rule selects and the tokens
@@ -434,9 +435,13 @@ class Describer:
                 shifted = self.selectors(evidence.ids[at], evidence.weights[at], cfg.shifted_words)
                 targets += [t for t in shifted if t not in targets]
         contexts = self.supported_structure(evidence)
-        for kind, at in (("after", BEFORE), ("before", AFTER)):
+        neighbours = [("after", BEFORE), ("before", AFTER)]
+        if cfg.shifted_words:  # and the neighbours of a firing word read at -1 or +1
+            neighbours += [("after", BEFORE - 1), ("before", AT), ("after", AT), ("before", AFTER + 1)]
+        for kind, at in neighbours:
             for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
-                contexts.append(Context(kind, of=sel))
+                if (c := Context(kind, of=sel)) not in contexts:
+                    contexts.append(c)
         return [Rule(target=t) for t in targets] + [Rule(context=c) for c in contexts]
 
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
@@ -507,8 +512,11 @@ class Describer:
         c = rule.context
         if rule.target is None and c is not None:
             if c.of is not None and c.of.is_category:
-                at = BEFORE if c.kind == "after" else AFTER
-                rule = replace(rule, context=replace(c, of=self._examples(c.of, evidence.ids[at])))
+                at = [BEFORE] if c.kind == "after" else [AFTER]
+                if self.cfg.shifted_words:  # where a neighbour read one position off stands
+                    at += [BEFORE - 1, AT] if c.kind == "after" else [AT, AFTER + 1]
+                near = np.concatenate([evidence.ids[a] for a in at])
+                rule = replace(rule, context=replace(c, of=self._examples(c.of, near)))
             return replace(rule, examples=self._context_examples(c, evidence))
         return rule
 
@@ -516,19 +524,26 @@ class Describer:
         """The words a context rule's evidence puts at the firing position ('the word right after
         "at" or "in", e.g. "the"'): the evidence's words there and those its neighbours
         imply, each weighted by its evidence and by how often the context holds it in the train
-        sample (so a word the context never holds is no example)."""
+        sample (so a word the context never holds is no example); then, to fill, the evidence's
+        words one position off."""
         ev = self.sample.evaluator
         ids, weights = self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)
-        score = np.zeros(len(ev.vocab))
-        np.add.at(score, evidence.ids[AT], evidence.weights[AT])
-        np.add.at(score, ids, weights)
-        score *= self.sample.context_counts(context)
+        held = self.sample.context_counts(context)
+        there = np.zeros(len(ev.vocab))
+        np.add.at(there, evidence.ids[AT], evidence.weights[AT])
+        np.add.at(there, ids, weights)
+        # the evidence one position off fills in after those (where the rule may have come from)
+        shifted = np.zeros(len(ev.vocab))
+        if self.cfg.shifted_words:
+            for at in (BEFORE, AFTER):
+                np.add.at(shifted, evidence.ids[at], evidence.weights[at])
         words: list[str] = []
-        for i in np.argsort(-score, kind="stable").tolist():
-            if score[i] <= 0 or len(words) == self.cfg.n_examples:
-                break
-            if ev.text[i] not in words:
-                words.append(ev.text[i])
+        for score in (there * held, shifted * held):
+            for i in np.argsort(-score, kind="stable").tolist():
+                if score[i] <= 0 or len(words) == self.cfg.n_examples:
+                    break
+                if ev.text[i] not in words:
+                    words.append(ev.text[i])
         return tuple(words)
 
     def _examples(self, category: Selector, ids: np.ndarray) -> Selector:
