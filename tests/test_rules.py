@@ -361,31 +361,37 @@ def test_neighbour_evidence_implies_the_word_between(tiny_run):
     assert evaluator.text[never] not in shown.examples
 
 
+def most_word_like_feature(run) -> tuple:
+    """(evaluator, sample, feature, its own word id, the rule naming that word, ids of words it never
+    fires on): the feature whose top evidence word alone fits its firing best."""
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
+    f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))
+    own = int(sample.evidence(f).ids[3][0])
+    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
+    never = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()]
+    return evaluator, sample, f, own, word[f], never
+
+
 def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
     """Evidence that ranks a feature's own word fifth, behind words the feature never fires on,
     still gives that word as the label: the words below the top are tried alone, and fidelity on
     train windows picks (tried only as the top 1..3 together, it would be missed)."""
-    run = tiny_run
-    evaluator, _ = rule_evaluator(run.vocab)
-    features = run.alive.astype(np.int64)
-    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    _, sample, f, own, word, never = most_word_like_feature(tiny_run)
     empty = (np.zeros(0, np.int64), np.zeros(0))
-    word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
-    f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))  # the most word-like feature
-    own = int(sample.evidence(f).ids[3][0])
-    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
-    others = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()][:4]
-    at = np.array(others + [own])
+    at = np.array(never[:4] + [own])
     evidence = Evidence(
         ids=[at if d == 0 else empty[0] for d in range(-3, 4)],
         weights=[np.linspace(5, 1, 5) if d == 0 else empty[1] for d in range(-3, 4)],
         lift=[np.full(5, 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
     )
     found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
-    assert found is not None and found.rule == word[f]
-    assert sample.fidelity(f, word[f]) > 0.3
+    assert found is not None and found.rule == word
+    assert sample.fidelity(f, word) > 0.3
     top_only = Describer(sample, None, DescriberConfig(single_words=0)).describe(f, evidence)
-    assert top_only is not None and top_only.rule != word[f]
+    assert top_only is not None and top_only.rule != word
 
 
 def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
@@ -394,17 +400,10 @@ def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
     the firing position and words the feature never fires on at it. The describer still labels the
     feature with its word, from either side: the neighbours' top words are tried as the firing
     word too, and fidelity on train windows picks. Without that it cannot."""
-    run = tiny_run
-    evaluator, _ = rule_evaluator(run.vocab)
-    features = run.alive.astype(np.int64)
-    sample = TrainSample(run, evaluator, features, DescriberConfig())
+    _, sample, f, own, word, never = most_word_like_feature(tiny_run)
     empty = (np.zeros(0, np.int64), np.zeros(0))
-    word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
-    f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))  # the most word-like feature
-    own = int(sample.evidence(f).ids[3][0])
-    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
-    others = np.array([i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()][:3])
-    assert sample.fidelity(f, word[f]) > 0.3
+    others = np.array(never[:3])
+    assert sample.fidelity(f, word) > 0.3
     for off in (-1, 1):
         at = {0: others, off: np.array([own])}
         evidence = Evidence(
@@ -413,9 +412,9 @@ def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
             lift=[np.full(len(at[d]), 10.0) if d in at else empty[1] for d in range(-3, 4)],
         )
         found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
-        assert found is not None and found.rule == word[f], off
+        assert found is not None and found.rule == word, off
         unshifted = Describer(sample, None, DescriberConfig(shifted_words=0)).describe(f, evidence)
-        assert unshifted is None or unshifted.rule != word[f], off
+        assert unshifted is None or unshifted.rule != word, off
 
 
 def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run):
