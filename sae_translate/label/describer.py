@@ -112,7 +112,9 @@ class DescriberConfig:
     n_combined: int = 3  # best targets x best contexts tried together
     n_examples: int = 3  # members shown beside a category or context label: "fruit (apple, pear, plum)"
     neighbour_words: int = 16  # evidence words at offsets -1 / +1 that imply the firing word (0: off)
-    shifted_words: int = 3  # the top words at offsets -1 / +1 also tried as the firing word (0: off)
+    # the top words at offsets -1 / +1 also tried as the firing word, and the words beside them as
+    # its neighbours (0: off): a translator can read every feature one position off
+    shifted_words: int = 3
     tie: float = 0.02  # fidelities this close count as equal (at least; see Describer.describe)
     max_tie_share: float = 0.5  # and never a rule below this share of the best fidelity
     min_lift: float = 2.0  # a structural mark must be this many times its base rate near the firing
