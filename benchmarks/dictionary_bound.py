@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 
 from sae_translate.errors import UserError
 from sae_translate.store.h5 import RunStore
-from sae_translate.translator.anchor import cooccurrence
+from sae_translate.translator.anchor import cooccurrence, csls
 from sae_translate.translator.run import FEATURES, TEXT, load_languages, translator_dir
 from sae_translate.translator.train import load_translator
 
@@ -75,11 +75,8 @@ def oracle_context_match(
     offsets = (-2, -1, 1, 2)
     pf = neighbour_profiles([cooc(sent_f, v_f, o) @ to_text for o in offsets], columns, base)
     pt = neighbour_profiles([cooc(sent_t, v_t, o) for o in offsets], columns, base)
-    sim = pf @ pt.T
-    k = 5  # CSLS: a text word near everything is no one's translation
-    r_f = np.sort(sim, 1)[:, -k:].mean(1)
-    r_t = np.sort(sim, 0)[-k:].mean(0)
-    return (2 * sim - r_f[:, None] - r_t[None]).argmax(1)
+    # CSLS over 5 neighbours: a text word near everything is no one's translation
+    return csls(torch.from_numpy(pf), torch.from_numpy(pt), k=5).argmax(1).numpy()
 
 
 @torch.no_grad()

@@ -432,19 +432,22 @@ class Describer:
         implied_ids, implied_weights = self.sample.implied_by_neighbours(evidence, cfg.neighbour_words)
         implied = self.selectors(implied_ids, implied_weights, cfg.max_tokens, cfg.single_words)
         targets += [t for t in implied if t not in targets]
-        if cfg.shifted_words:  # the evidence read one position off
-            for at in (BEFORE, AFTER):
-                shifted = self.selectors(evidence.ids[at], evidence.weights[at], cfg.shifted_words)
-                targets += [t for t in shifted if t not in targets]
+        for at in self.firing_offsets()[1:]:  # the evidence read one position off
+            shifted = self.selectors(evidence.ids[at], evidence.weights[at], cfg.shifted_words)
+            targets += [t for t in shifted if t not in targets]
         contexts = self.supported_structure(evidence)
-        neighbours = [("after", BEFORE), ("before", AFTER)]
-        if cfg.shifted_words:  # and the neighbours of a firing word read at -1 or +1
-            neighbours += [("after", BEFORE - 1), ("before", AT), ("after", AT), ("before", AFTER + 1)]
-        for kind, at in neighbours:
-            for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
-                if (c := Context(kind, of=sel)) not in contexts:
-                    contexts.append(c)
+        for firing in self.firing_offsets():
+            for kind in ("after", "before"):
+                at = neighbour_offset(firing, kind)
+                for sel in self.selectors(evidence.ids[at], evidence.weights[at], cfg.n_context_words):
+                    if (c := Context(kind, of=sel)) not in contexts:
+                        contexts.append(c)
         return [Rule(target=t) for t in targets] + [Rule(context=c) for c in contexts]
+
+    def firing_offsets(self) -> tuple[int, ...]:
+        """Where the evidence may hold the firing word (indices into OFFSETS): at the firing
+        position, and with ``shifted_words`` one position off either side."""
+        return (AT, BEFORE, AFTER) if self.cfg.shifted_words else (AT,)
 
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
@@ -507,17 +510,13 @@ class Describer:
         if rule.target is not None and rule.target.is_category:
             # members where the evidence puts them: at the firing position first, then where the
             # neighbours imply them, then one position off (where the candidate may have come from)
-            ids = [evidence.ids[AT], self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)[0]]
-            if self.cfg.shifted_words:
-                ids += [evidence.ids[BEFORE], evidence.ids[AFTER]]
+            implied = self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)[0]
+            ids = [evidence.ids[AT], implied] + [evidence.ids[a] for a in self.firing_offsets()[1:]]
             return replace(rule, target=self._examples(rule.target, np.concatenate(ids)))
         c = rule.context
         if rule.target is None and c is not None:
             if c.of is not None and c.of.is_category:
-                at = [BEFORE] if c.kind == "after" else [AFTER]
-                if self.cfg.shifted_words:  # where a neighbour read one position off stands
-                    at += [BEFORE - 1, AT] if c.kind == "after" else [AT, AFTER + 1]
-                near = np.concatenate([evidence.ids[a] for a in at])
+                near = np.concatenate([evidence.ids[neighbour_offset(a, c.kind)] for a in self.firing_offsets()])
                 rule = replace(rule, context=replace(c, of=self._examples(c.of, near)))
             return replace(rule, examples=self._context_examples(c, evidence))
         return rule
@@ -536,9 +535,8 @@ class Describer:
         np.add.at(there, ids, weights)
         # the evidence one position off fills in after those (where the rule may have come from)
         shifted = np.zeros(len(ev.vocab))
-        if self.cfg.shifted_words:
-            for at in (BEFORE, AFTER):
-                np.add.at(shifted, evidence.ids[at], evidence.weights[at])
+        for at in self.firing_offsets()[1:]:
+            np.add.at(shifted, evidence.ids[at], evidence.weights[at])
         words: list[str] = []
         for score in (there * held, shifted * held):
             for i in np.argsort(-score, kind="stable").tolist():
@@ -569,6 +567,12 @@ def tie_margin(best: float, n: int, cfg: DescriberConfig) -> float:
     feature the simplest rule proposed, faithful or not."""
     margin = max(cfg.tie, float(np.sqrt(best * (1 - best) / max(n, 1))))
     return min(margin, cfg.max_tie_share * best)
+
+
+def neighbour_offset(firing: int, kind: str) -> int:
+    """The index into OFFSETS of the neighbour an "after" / "before" context names, for a firing
+    word read at index ``firing``."""
+    return firing - 1 if kind == "after" else firing + 1
 
 
 def one_token_fewer(rule: Rule) -> list[Rule]:
