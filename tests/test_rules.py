@@ -39,10 +39,11 @@ ID = {w: i for i, w in enumerate(VOCAB)}
 
 def bare_sample(evaluator: RuleEvaluator) -> Any:
     """A train sample with no text: the describer's word handling without corpus counts (its
-    neighbours imply no word, its contexts hold none)."""
+    neighbours imply no word, no word shares another's distribution, its contexts hold none)."""
     return SimpleNamespace(
         evaluator=evaluator,
         implied_by_neighbours=lambda evidence, n: (np.zeros(0, np.int64), np.zeros(0)),
+        similar_words=lambda words, k: [(np.zeros(0, np.int64), np.zeros(0)) for _ in words],
         context_counts=lambda context: np.zeros(len(evaluator.vocab)),
     )
 
@@ -195,6 +196,26 @@ def test_a_category_label_shows_the_members_its_evidence_weighs_most():
     in_context = Rule(fruit, Context("after", of=Selector(synset=fruit.synset, name=fruit.name)))
     shown = describer.with_examples(in_context, evidence)
     assert shown.text() == f'a {fruit.name} such as "plum" or "apple" right after a {fruit.name}'
+
+
+def test_evidence_mixing_two_classes_proposes_a_category_of_each():
+    """Evidence heavy on fruit and light on animals: the best category covers the fruit; the
+    residual round proposes one for the animals it leaves out, which the first round, ranking
+    the categories of all the words together, does not."""
+    evaluator, categories = rule_evaluator(VOCAB)
+    weights = {"apple": 3.0, "pear": 3.0, "banana": 3.0, "plum": 3.0, "dog": 1.0, "horse": 1.0, "cat": 1.0}
+    ids, w = np.array([ID[k] for k in weights]), np.array(list(weights.values()))
+    describer = Describer(bare_sample(evaluator), categories, DescriberConfig(n_categories=1))
+
+    def covers(sel: Selector, words: tuple[str, ...]) -> bool:
+        return set(words) <= {evaluator.text[i] for i in evaluator.selector_ids(sel).tolist()}
+
+    fruit, animals = ("apple", "pear", "banana", "plum"), ("dog", "horse", "cat")
+    first = describer.category_proposals(ids, w, residual=0)
+    assert len(first) == 1 and covers(first[0], fruit) and not covers(first[0], animals)
+    both = describer.category_proposals(ids, w, residual=1)
+    assert both[0] == first[0] and len(both) == 2
+    assert covers(both[1], animals) and not covers(both[1], fruit)
 
 
 def test_rule_kinds():
@@ -415,6 +436,69 @@ def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
         assert found is not None and found.rule == word, off
         unshifted = Describer(sample, None, DescriberConfig(shifted_words=0)).describe(f, evidence)
         assert unshifted is None or unshifted.rule != word, off
+
+
+def test_the_feature_word_is_found_from_a_word_of_the_same_distribution(tiny_run):
+    """An unsupervised translator identifies a word only up to the words that share its
+    distribution. Given only such a word, one the feature never fires on, the describer still
+    labels the feature with its own word: each top evidence word brings the words of most similar
+    distribution in the train sample (PPMI neighbour vectors), and fidelity picks. Without that it
+    cannot."""
+    evaluator, sample, f, own, word, never = most_word_like_feature(tiny_run)
+    near, sims = sample.similar_words(np.array([own]), 8)[0]
+    assert own not in near.tolist() and np.all(np.diff(sims) <= 0) and np.all((sims > 0) & (sims <= 1 + 1e-9))
+    confused = next(i for i in near.tolist() if i in never)
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    evidence = Evidence(
+        ids=[np.array([confused]) if d == 0 else empty[0] for d in range(-3, 4)],
+        weights=[np.ones(1) if d == 0 else empty[1] for d in range(-3, 4)],
+        lift=[np.full(1, 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
+    )
+    found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
+    assert found is not None and found.rule.target is not None
+    assert evaluator.text[own] in found.rule.target.tokens
+    alone = Describer(sample, None, DescriberConfig(similar_words=0)).describe(f, evidence)
+    assert alone is None or alone.rule.target is None or evaluator.text[own] not in alone.rule.target.tokens
+
+
+def test_a_word_set_is_grown_by_fidelity_beyond_the_evidence_order(tiny_run):
+    """A feature that fires on two words, with evidence ranking the second below words it never
+    fires on: no candidate read off the evidence names both, and the describer still labels it
+    with both, grown from the best word one word at a time while fidelity rises."""
+    evaluator, _ = rule_evaluator(tiny_run.vocab)
+    features = tiny_run.alive.astype(np.int64)
+    sample = TrainSample(tiny_run, evaluator, features, DescriberConfig())
+
+    def one(w: str) -> Rule:
+        return Rule(target=Selector(tokens=(w,)))
+
+    best: tuple[float, int, str, str] = (0.0, -1, "", "")
+    for f in features.tolist():
+        words = list(dict.fromkeys(evaluator.text[i] for i in sample.evidence(f).ids[3][:6].tolist()))
+        if len(words) < 2:
+            continue
+        b = max(words, key=lambda w: sample.fidelity(f, one(w)))
+        for w in words:
+            gain = sample.fidelity(f, Rule(target=Selector(tokens=(b, w)))) - sample.fidelity(f, one(b))
+            if w != b and gain > best[0]:
+                best = (gain, f, b, w)
+    gain, f, b, w = best
+    assert gain > 0.1
+    fired_on = set(sample.view.tokens[sample.positions[f] // tiny_run.ctx, sample.positions[f] % tiny_run.ctx].tolist())
+    never = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on][:3]
+    at = np.array([evaluator.text.index(b), *never, evaluator.text.index(w)])
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    evidence = Evidence(
+        ids=[at if d == 0 else empty[0] for d in range(-3, 4)],
+        weights=[np.linspace(5, 1, len(at)) if d == 0 else empty[1] for d in range(-3, 4)],
+        lift=[np.full(len(at), 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
+    )
+    describer = Describer(sample, None, DescriberConfig(similar_words=0))
+    proposed = [r.target.tokens for r in describer.candidates(evidence) if r.target is not None]
+    assert not any(b in t and w in t for t in proposed)
+    found = describer.describe(f, evidence)
+    assert found is not None and found.rule.target is not None and {b, w} <= set(found.rule.target.tokens)
+    assert found.fidelity >= sample.fidelity(f, Rule(target=Selector(tokens=(b, w)))) - 1e-9
 
 
 def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run):

@@ -15,7 +15,11 @@ firing position), and for its neighbours (offsets -1 and +1,
 as "right after X" / "right before X"; for a firing word read at -1 or +1, the offsets beside that),
 the structural contexts the evidence points at (sentence
 start and end, inside a delimiter pair: where the marks stand out around the firing position) and
-targets in contexts. It keeps the candidate with the best *fidelity* on train windows: F-beta
+targets in contexts. Two more sources of firing words, for the same reason: the words whose
+distribution in the corpus is most like that of the top evidence words (a translator confuses "."
+with "?", "wolf" with "fox"), and a category for the words the best category leaves out (evidence
+that mixes two classes). Word sets are also grown by fidelity, one candidate word at a time from
+the best single word. It keeps the candidate with the best *fidelity* on train windows: F-beta
 (beta 2: recall weighs four times precision) between the tokens the rule selects and the tokens
 where the feature fires, estimated from a sample of train tokens (never held-out ones), on
 firing positions apart from those the evidence was read from (cross-fitting: a rule read off a
@@ -34,6 +38,7 @@ same sample.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -53,6 +58,7 @@ from sae_translate.label.rules import (
 from sae_translate.store.h5 import RunStore
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
+MIN_SIMILAR_COUNT = 5  # a token seen less often in the train sample has no distribution to compare
 AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
 # a feature's top train windows: those of even rank give evidence, those of odd rank fidelity
 EVIDENCE_TOP, FIDELITY_TOP = slice(0, None, 2), slice(1, None, 2)
@@ -108,10 +114,15 @@ class DescriberConfig:
     max_tokens: int = 3  # words in a token-set rule
     single_words: int = 16  # each of this many top words at the firing position is also tried alone
     n_categories: int = 3  # WordNet categories proposed per offset
+    residual_categories: int = 1  # more proposed for the words the best one leaves out (0: off)
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
     n_combined: int = 3  # best targets x best contexts tried together
     n_examples: int = 3  # members shown beside a category or context label: "fruit (apple, pear, plum)"
     neighbour_words: int = 16  # evidence words at offsets -1 / +1 that imply the firing word (0: off)
+    # each of the top words at the firing position brings this many words of the most similar
+    # distribution in the corpus, the words a translator confuses it with (0: off)
+    similar_words: int = 8
+    similar_from: int = 3  # top evidence words that bring their similar words
     # the top words at offsets -1 / +1 also tried as the firing word, and the words beside them as
     # its neighbours (0: off): a translator can read every feature one position off
     shifted_words: int = 3
@@ -209,6 +220,7 @@ class TrainSample:
             self.positions[f] = np.sort(fidelity)
             self.evidence_positions[f] = np.sort(evidence) if len(evidence) else self.positions[f]
         self._counts(run.ctx)
+        self._similar: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _firing_positions(
         self, run: RunStore, sample: np.ndarray, features: np.ndarray, cfg: DescriberConfig, rng: np.random.Generator
@@ -282,6 +294,44 @@ class TrainSample:
         p /= p.sum()
         found = Evidence.from_contrast([np.arange(len(p))], [p], [base])
         return found.ids[0], found.weights[0]
+
+    def similar_words(self, words: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each word, the ``k`` words of most similar distribution in the sample (cosine of their
+        PPMI left- and right-neighbour vectors), most similar first, with the similarities. An
+        unsupervised translator identifies a word only up to words that share its distribution
+        (".", "?" and "!"; "wolf" and "fox"): these are the words it may have meant."""
+        out = []
+        for w in np.asarray(words, dtype=np.int64).tolist():
+            if (w, k) not in self._similar:  # features share their top words: each is looked up once
+                sims = (self.distribution_vectors @ self.distribution_vectors[w].T).toarray().ravel()
+                sims[w] = 0.0
+                top = np.argsort(-sims, kind="stable")[:k]
+                top = top[sims[top] > 0]
+                self._similar[w, k] = (top, sims[top])
+            out.append(self._similar[w, k])
+        return out
+
+    @functools.cached_property
+    def distribution_vectors(self) -> sp.csr_matrix:
+        """[V, 2V]: each token's PPMI-weighted counts of the tokens right before and right after it
+        in the sample, rows L2-normalised; zero for tokens seen fewer than ``MIN_SIMILAR_COUNT`` times."""
+        n, v = self.n_sample_rows, self.vocab_size
+        tok = self.view.tokens[:n]
+        left, right = tok[:, :-1].reshape(-1), tok[:, 1:].reshape(-1)
+        ok = (left >= 0) & (right >= 0)
+        pairs = sp.csr_matrix((np.ones(int(ok.sum())), (left[ok], right[ok])), shape=(v, v))  # [before, after]
+        parts = []
+        for m in (pairs.T.tocsr(), pairs.tocsr()):  # rows: a token; columns: the token before / after it
+            m = m.tocoo()
+            total = m.data.sum()
+            rows, cols = np.asarray(m.sum(1)).ravel(), np.asarray(m.sum(0)).ravel()
+            pmi = np.log(m.data * total / np.maximum(rows[m.row] * cols[m.col], 1e-12))
+            keep = pmi > 0
+            parts.append(sp.csr_matrix((pmi[keep], (m.row[keep], m.col[keep])), shape=(v, v)))
+        vectors = sp.hstack(parts).tocsr()
+        norm = np.sqrt(np.asarray(vectors.multiply(vectors).sum(1)).ravel())
+        scale = np.where((self.unigram >= MIN_SIMILAR_COUNT) & (norm > 0), 1.0 / np.maximum(norm, 1e-12), 0.0)
+        return (sp.diags(scale) @ vectors).tocsr()
 
     @property
     def unigram_rate(self) -> np.ndarray:
@@ -379,15 +429,37 @@ class Describer:
             (Context("sentence_end"), empty, ev.sentence_end),
         ] + [(Context("inside", delimiters=d), ev.token_ids((d[0],)), ev.token_ids((d[1],))) for d in ev.delimiters]
 
-    def selectors(self, ids: np.ndarray, weights: np.ndarray, n_tokens: int, n_single: int = 0) -> list[Selector]:
+    def selectors(
+        self, ids: np.ndarray, weights: np.ndarray, n_tokens: int, n_single: int = 0, residual: int = 0
+    ) -> list[Selector]:
         """Token sets of the top 1..n distinct words, each of the top ``n_single`` words alone, and
-        WordNet categories of the weighted words."""
+        WordNet categories of the weighted words (with ``residual`` rounds over the words the best
+        leaves out)."""
         words = self._distinct_words(ids, max(n_tokens, n_single))
         out = [Selector(tokens=tuple(words[:k])) for k in range(1, min(n_tokens, len(words)) + 1)]
         out += [Selector(tokens=(w,)) for w in words[1:n_single]]
         if self.categories is not None and len(ids):
-            weights_of = {int(i): float(w) for i, w in zip(ids, weights)}
-            out += list(self.categories.propose(weights_of, self.cfg.n_categories))
+            out += self.category_proposals(ids, weights, residual)
+        return out
+
+    def category_proposals(self, ids: np.ndarray, weights: np.ndarray, residual: int = 0) -> list[Selector]:
+        """WordNet categories of the weighted words; then, ``residual`` times, those of
+        the words the best category so far leaves out. Evidence often mixes two classes ("car",
+        "wolf", "bus", "lion"): the best few categories are then nested ones of the heavier class
+        (vehicle, wheeled vehicle, motor vehicle) and the other class is never a candidate."""
+        assert self.categories is not None
+        out: list[Selector] = []
+        left = np.asarray(weights, dtype=np.float64).copy()
+        for round_ in range(1 + residual):
+            keep = left > 0
+            if not keep.any():
+                break
+            weights_of = {int(i): float(w) for i, w in zip(ids[keep], left[keep])}
+            found = list(self.categories.propose(weights_of, self.cfg.n_categories if round_ == 0 else 1))
+            out += [c for c in found if c not in out]
+            if not found:
+                break
+            left[isin(ids, self.sample.evaluator.selector_ids(found[0]))] = 0.0
         return out
 
     def _distinct_words(self, ids: np.ndarray, n: int) -> list[str]:
@@ -428,10 +500,14 @@ class Describer:
         # The firing word's evidence ranks the right word high but not always first (a translator
         # confuses function words of one class; neighbours imply several words): the words below
         # the top are tried alone as well, and fidelity on train windows picks.
-        targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens, cfg.single_words)
+        residual = cfg.residual_categories  # for the firing word only: its categories matter most
+        targets = self.selectors(evidence.ids[AT], evidence.weights[AT], cfg.max_tokens, cfg.single_words, residual)
         implied_ids, implied_weights = self.sample.implied_by_neighbours(evidence, cfg.neighbour_words)
-        implied = self.selectors(implied_ids, implied_weights, cfg.max_tokens, cfg.single_words)
+        implied = self.selectors(implied_ids, implied_weights, cfg.max_tokens, cfg.single_words, residual)
         targets += [t for t in implied if t not in targets]
+        similar_ids, similar_weights = self.similar_evidence(evidence.ids[AT], evidence.weights[AT])
+        similar = self.selectors(similar_ids, similar_weights, cfg.max_tokens, cfg.similar_words, residual)
+        targets += [t for t in similar if t not in targets]
         for at in self.firing_offsets()[1:]:  # the evidence read one position off
             shifted = self.selectors(evidence.ids[at], evidence.weights[at], cfg.shifted_words)
             targets += [t for t in shifted if t not in targets]
@@ -444,6 +520,27 @@ class Describer:
                         contexts.append(c)
         return [Rule(target=t) for t in targets] + [Rule(context=c) for c in contexts]
 
+    def similar_evidence(self, ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``similar_from`` distinct words of the evidence with the words of most similar
+        distribution to each, weighted by the word's weight times the similarity (a word reached
+        from two keeps the larger), strongest first."""
+        cfg = self.cfg
+        if cfg.similar_words <= 0 or len(ids) == 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        text = self.sample.evaluator.text
+        seen: dict[str, int] = {}
+        for j, i in enumerate(ids.tolist()):
+            if len(seen) == cfg.similar_from:
+                break
+            seen.setdefault(text[i], j)
+        top = np.array(list(seen.values()), dtype=np.int64)
+        weight: dict[int, float] = {}
+        for j, (near, sims) in zip(top.tolist(), self.sample.similar_words(ids[top], cfg.similar_words)):
+            for i, w in [(int(ids[j]), float(weights[j]))] + list(zip(near.tolist(), (weights[j] * sims).tolist())):
+                weight[i] = max(weight.get(i, 0.0), w)
+        order = sorted(weight, key=lambda i: -weight[i])
+        return np.array(order, dtype=np.int64), np.array([weight[i] for i in order])
+
     def firing_offsets(self) -> tuple[int, ...]:
         """Where the evidence may hold the firing word (indices into OFFSETS): at the firing
         position, and with ``shifted_words`` one position off either side."""
@@ -452,6 +549,8 @@ class Describer:
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
         fits = {r: self.sample.fit(feature, r, cells) for r in self.candidates(evidence)}
+        scored = {r: fit.fidelity for r, fit in fits.items()}
+        self.grow_token_set(feature, fits, cells)
         scored = {r: fit.fidelity for r, fit in fits.items()}
         # targets in contexts: the best few of each, together
         best_targets = sorted((r for r in scored if r.context is None), key=lambda r: -scored[r])[: self.cfg.n_combined]
@@ -481,6 +580,27 @@ class Describer:
         ranked = choose(scored, margin)
         rule, fidelity = self.pruned(feature, *ranked[0], best - margin, cells, bool(telling))
         return Description(self.with_examples(rule, evidence), fidelity, ranked[1:6])
+
+    def grow_token_set(self, feature: int, fits: dict[Rule, RuleFit], cells: TokenView) -> None:
+        """The best word set of up to ``max_tokens`` words, grown one word at a time from the best
+        single word among the candidate words the feature fires on, while a word raises the
+        fidelity by more than ``tie`` (added to ``fits``). The evidence ranks the feature's words
+        high but not in the order of how often the feature fires on them ("?" before ".")."""
+        singles = [r for r, fit in fits.items() if r.context is None and fit.recall > 0 and _single_word(r)]
+        if not singles:
+            return
+        current = max(singles, key=lambda r: fits[r].fidelity)
+        pool = [r.target.tokens[0] for r in singles if r is not current]  # type: ignore[union-attr]
+        for _ in range(self.cfg.max_tokens - 1):
+            words = current.target.tokens  # type: ignore[union-attr]
+            options = [Rule(target=Selector(tokens=(*words, w))) for w in pool if w not in words]
+            for rule in options:
+                if rule not in fits:
+                    fits[rule] = self.sample.fit(feature, rule, cells)
+            best = max(options, key=lambda r: fits[r].fidelity, default=None)
+            if best is None or fits[best].fidelity <= fits[current].fidelity + self.cfg.tie:
+                return
+            current = best
 
     def pruned(
         self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView, need_lift: bool
@@ -573,6 +693,10 @@ def neighbour_offset(firing: int, kind: str) -> int:
     """The index into OFFSETS of the neighbour an "after" / "before" context names, for a firing
     word read at index ``firing``."""
     return firing - 1 if kind == "after" else firing + 1
+
+
+def _single_word(rule: Rule) -> bool:
+    return rule.target is not None and not rule.target.is_category and len(rule.target.tokens) == 1
 
 
 def one_token_fewer(rule: Rule) -> list[Rule]:
