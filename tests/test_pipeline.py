@@ -63,12 +63,11 @@ scorers = ["ground_truth", "name_match", "embedding", "detection"]
     gt = dict(
         con.execute("SELECT method, avg(value) FROM scores WHERE scorer = 'ground_truth' GROUP BY method").fetchall()
     )
-    # the describer on real contexts beats the baselines; the translator trained on the true pairs
-    # beats the floors (0.37 against top-tokens' 0.33 measured at 400 steps, one torch thread; not
-    # asserted, the margin is within what thread counts change). The unsupervised one (its anchor
-    # from 4 starts on a 128-wide SAE) carries little at this size (0.04 against random's 0.02)
+    # the describer on real contexts and the translator trained on the true pairs beat the
+    # baselines (measured: 0.55 and 0.52 against top-tokens' 0.33, constant 0.07, random 0.02; the
+    # unsupervised translator, its anchor from 4 starts on a 128-wide SAE, 0.26)
     assert gt["describe-corpus"] > gt["top-tokens"] > gt["constant"] > gt["random"], gt
-    assert gt["translator-aligned"] > gt["constant"] > gt["random"], gt
+    assert gt["translator-aligned"] > gt["top-tokens"] > gt["constant"] > gt["random"], gt
     contextual = con.execute(
         "SELECT avg(s.value) FROM scores s JOIN true_concepts t USING (run_id, feature) "
         "WHERE s.method = 'translator' AND s.scorer = 'ground_truth' AND t.kind = 'contextual'"
