@@ -127,6 +127,9 @@ def test_a_large_vocabulary_trains_on_the_sampled_softmax_and_decodes_on_its_own
     lo = model.offsets[1]
     expected = logits[:1, :, lo : lo + 5000].log_softmax(-1)
     assert torch.allclose(model.word_log_probs(words, 0, 1), expected, atol=1e-5)
+    # the distributions at a few positions only (what translator labels read) are those positions'
+    at = torch.tensor([[3, 0, 7, 3]])
+    assert torch.allclose(model.word_probs_at(words, 0, 1, at), expected.exp()[0, at[0]][None], atol=1e-6)
 
 
 def test_csls_by_blocks_finds_the_dense_nearest_neighbours():

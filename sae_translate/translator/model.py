@@ -208,6 +208,18 @@ class Translator(nn.Module):
         return self.to_words(joint, tgt_lang)
 
     @torch.no_grad()
+    def word_probs_at(self, words: Tensor, src: int, tgt: int, at: Tensor) -> Tensor:
+        """Probabilities over the target language's words [B, K, V_tgt] at positions ``at`` [B, K]
+        only. The decoder runs at every position (each query reads the whole latent); the output
+        layer and softmax, the bulk of the work over a large vocabulary, only where read."""
+        src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
+        tgt_lang = torch.full_like(src_lang, tgt)
+        latent, mask, _ = self.encode(self.to_joint(words, src_lang), src_lang)
+        hidden = self.decode_hidden(latent, mask, tgt_lang)
+        read = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.language_logits(read, tgt).softmax(-1)
+
+    @torch.no_grad()
     def word_log_probs(self, words: Tensor, src: int, tgt: int) -> Tensor:
         """Per-position log-probabilities over the target language's words [B, L, V_tgt]."""
         src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)

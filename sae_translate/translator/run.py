@@ -167,11 +167,10 @@ def context_distributions(
             for c in range(0, len(idx), batch_sentences):
                 chunk = idx[c : c + batch_sentences]
                 words = torch.as_tensor(np.stack([sentences[j] for j in chunk]), dtype=torch.long, device=dev)
-                probs = model.word_log_probs(words, FEATURES, TEXT).exp().double()  # [B, L, V]
                 at = torch.as_tensor([where[j] for j in chunk], device=dev)[:, None] + off[None, :]  # [B, O]
                 ok = (at >= 0) & (at < length)
-                rows = torch.arange(len(chunk), device=dev)[:, None].expand_as(at)
-                read = probs[rows, at.clamp(0, length - 1)] * ok[..., None]  # [B, O, V]
+                probs = model.word_probs_at(words, FEATURES, TEXT, at.clamp(0, length - 1))  # [B, O, V]
+                read = probs.double() * ok[..., None]
                 who = torch.as_tensor([owners[j] for j in chunk], device=dev)
                 sums.index_add_(0, who, read)
                 counts.index_add_(0, who, ok.double())
