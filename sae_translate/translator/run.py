@@ -133,7 +133,7 @@ def context_distributions(
     features: np.ndarray,
     top_positions: np.ndarray | None,
     offsets: tuple[int, ...],
-    contexts: int = 8,
+    contexts: int = 16,
     top_k: int = 64,
     device: str = "auto",
     batch_features: int = 64,
@@ -143,8 +143,9 @@ def context_distributions(
 
     Each feature is decoded alone at the centre of an otherwise empty feature window (NONE at every
     other position: the denoising objective trains exactly this fill-in) and inside its top train
-    windows with the feature written at its position. At every offset the text distributions of
-    its sentences are averaged. Returns (ids, probs) [F, len(offsets), top_k] over text words, best
+    windows (up to ``contexts``; the 16 evidence windows of the 32 an extract stores) with the
+    feature written at its position. At every offset the text distributions of its sentences are
+    averaged: more windows average out more of a wrong dictionary. Returns (ids, probs) [F, len(offsets), top_k] over text words, best
     first, and the mean distribution over all features at each offset [len(offsets), V_text], the
     translator's own base rate.
     """
