@@ -419,6 +419,7 @@ class Describer:
 
     def __init__(self, sample: TrainSample, categories: CategorySource | None, cfg: DescriberConfig):
         self.sample, self.categories, self.cfg = sample, categories, cfg
+        self._proposed: dict[tuple[bytes, bytes, int], list[Selector]] = {}  # per candidates() call
         ev = sample.evaluator
         # each structural context with the marks whose presence around the firing position points
         # at it: (marks before, marks after)
@@ -448,7 +449,13 @@ class Describer:
         "wolf", "bus", "lion"): the best few categories are then nested ones of the heavier class
         (vehicle, wheeled vehicle, motor vehicle) and the other class is never a candidate."""
         assert self.categories is not None
+        # one feature's candidates read the same offset's evidence up to three times (as the firing
+        # word, and as the neighbour of a word read one position off): propose its categories once
+        key = (np.asarray(ids).tobytes(), np.asarray(weights).tobytes(), residual)
+        if key in self._proposed:
+            return self._proposed[key]
         out: list[Selector] = []
+        self._proposed[key] = out
         left = np.asarray(weights, dtype=np.float64).copy()
         for round_ in range(1 + residual):
             keep = left > 0
@@ -497,6 +504,7 @@ class Describer:
 
     def candidates(self, evidence: Evidence) -> list[Rule]:
         cfg = self.cfg
+        self._proposed.clear()
         # The firing word's evidence ranks the right word high but not always first (a translator
         # confuses function words of one class; neighbours imply several words): the words below
         # the top are tried alone as well, and fidelity on train windows picks.

@@ -145,9 +145,9 @@ def context_distributions(
     other position: the denoising objective trains exactly this fill-in) and inside its top train
     windows (up to ``contexts``; the 16 evidence windows of the 32 an extract stores) with the
     feature written at its position. At every offset the text distributions of its sentences are
-    averaged: more windows average out more of a wrong dictionary. Returns (ids, probs) [F, len(offsets), top_k] over text words, best
-    first, and the mean distribution over all features at each offset [len(offsets), V_text], the
-    translator's own base rate.
+    averaged: more windows average out more of a wrong dictionary. Returns (ids, probs) [F,
+    len(offsets), top_k] over text words, best first, and the mean distribution over all features
+    at each offset [len(offsets), V_text], the translator's own base rate.
     """
     model = load_translator(checkpoint, "cpu").to(resolve_device(device))
     dev = next(model.parameters()).device
