@@ -303,13 +303,18 @@ class TrainSample:
         out = []
         for w in np.asarray(words, dtype=np.int64).tolist():
             if (w, k) not in self._similar:  # features share their top words: each is looked up once
-                sims = (self.distribution_vectors @ self.distribution_vectors[w].T).toarray().ravel()
+                # one sparse row times the transpose: touches only the rows of the contexts w has
+                sims = (self.distribution_vectors[w] @ self.distribution_vectors_t).toarray().ravel()
                 sims[w] = 0.0
                 top = np.argsort(-sims, kind="stable")[:k]
                 top = top[sims[top] > 0]
                 self._similar[w, k] = (top, sims[top])
             out.append(self._similar[w, k])
         return out
+
+    @functools.cached_property
+    def distribution_vectors_t(self) -> sp.csr_matrix:
+        return self.distribution_vectors.T.tocsr()
 
     @functools.cached_property
     def distribution_vectors(self) -> sp.csr_matrix:
