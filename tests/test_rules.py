@@ -382,6 +382,20 @@ def test_neighbour_evidence_implies_the_word_between(tiny_run):
     assert evaluator.text[never] not in shown.examples
 
 
+def never_fired(run, evaluator: RuleEvaluator, sample: TrainSample, f: int) -> list[int]:
+    """Ids of the words feature ``f`` never fires on at its sampled firing positions."""
+    fired_on = set(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx].tolist())
+    return [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on]
+
+
+def ranked_evidence(at: dict[int, np.ndarray]) -> Evidence:
+    """Evidence naming the words ``at[offset]`` at those offsets, weighted in their order, and
+    nothing elsewhere."""
+    empty = np.zeros(0, np.int64)
+    ids = [np.asarray(at.get(d, empty), dtype=np.int64) for d in range(-3, 4)]
+    return Evidence(ids, [np.linspace(len(i), 1, len(i)) for i in ids], [np.full(len(i), 10.0) for i in ids])
+
+
 def most_word_like_feature(run) -> tuple:
     """(evaluator, sample, feature, its own word id, the rule naming that word, ids of words it never
     fires on): the feature whose top evidence word alone fits its firing best."""
@@ -391,9 +405,7 @@ def most_word_like_feature(run) -> tuple:
     word = {f: Rule(target=Selector(tokens=(evaluator.text[int(sample.evidence(f).ids[3][0])],))) for f in features}
     f = max(features.tolist(), key=lambda f: sample.fidelity(f, word[f]))
     own = int(sample.evidence(f).ids[3][0])
-    fired_on = np.unique(sample.view.tokens[sample.positions[f] // run.ctx, sample.positions[f] % run.ctx])
-    never = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on.tolist()]
-    return evaluator, sample, f, own, word[f], never
+    return evaluator, sample, f, own, word[f], never_fired(run, evaluator, sample, f)
 
 
 def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
@@ -401,13 +413,7 @@ def test_a_faithful_word_below_the_top_of_the_evidence_is_found_alone(tiny_run):
     still gives that word as the label: the words below the top are tried alone, and fidelity on
     train windows picks (tried only as the top 1..3 together, it would be missed)."""
     _, sample, f, own, word, never = most_word_like_feature(tiny_run)
-    empty = (np.zeros(0, np.int64), np.zeros(0))
-    at = np.array(never[:4] + [own])
-    evidence = Evidence(
-        ids=[at if d == 0 else empty[0] for d in range(-3, 4)],
-        weights=[np.linspace(5, 1, 5) if d == 0 else empty[1] for d in range(-3, 4)],
-        lift=[np.full(5, 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
-    )
+    evidence = ranked_evidence({0: np.array(never[:4] + [own])})
     found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
     assert found is not None and found.rule == word
     assert sample.fidelity(f, word) > 0.3
@@ -422,16 +428,9 @@ def test_the_feature_word_read_one_position_off_is_still_found(tiny_run):
     feature with its word, from either side: the neighbours' top words are tried as the firing
     word too, and fidelity on train windows picks. Without that it cannot."""
     _, sample, f, own, word, never = most_word_like_feature(tiny_run)
-    empty = (np.zeros(0, np.int64), np.zeros(0))
-    others = np.array(never[:3])
     assert sample.fidelity(f, word) > 0.3
     for off in (-1, 1):
-        at = {0: others, off: np.array([own])}
-        evidence = Evidence(
-            ids=[at.get(d, empty[0]) for d in range(-3, 4)],
-            weights=[np.linspace(3, 1, len(at[d])) if d in at else empty[1] for d in range(-3, 4)],
-            lift=[np.full(len(at[d]), 10.0) if d in at else empty[1] for d in range(-3, 4)],
-        )
+        evidence = ranked_evidence({0: np.array(never[:3]), off: np.array([own])})
         found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
         assert found is not None and found.rule == word, off
         unshifted = Describer(sample, None, DescriberConfig(shifted_words=0)).describe(f, evidence)
@@ -448,12 +447,7 @@ def test_the_feature_word_is_found_from_a_word_of_the_same_distribution(tiny_run
     near, sims = sample.similar_words(np.array([own]), 8)[0]
     assert own not in near.tolist() and np.all(np.diff(sims) <= 0) and np.all((sims > 0) & (sims <= 1 + 1e-9))
     confused = next(i for i in near.tolist() if i in never)
-    empty = (np.zeros(0, np.int64), np.zeros(0))
-    evidence = Evidence(
-        ids=[np.array([confused]) if d == 0 else empty[0] for d in range(-3, 4)],
-        weights=[np.ones(1) if d == 0 else empty[1] for d in range(-3, 4)],
-        lift=[np.full(1, 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
-    )
+    evidence = ranked_evidence({0: np.array([confused])})
     found = Describer(sample, None, DescriberConfig()).describe(f, evidence)
     assert found is not None and found.rule.target is not None
     assert evaluator.text[own] in found.rule.target.tokens
@@ -484,15 +478,8 @@ def test_a_word_set_is_grown_by_fidelity_beyond_the_evidence_order(tiny_run):
                 best = (gain, f, b, w)
     gain, f, b, w = best
     assert gain > 0.1
-    fired_on = set(sample.view.tokens[sample.positions[f] // tiny_run.ctx, sample.positions[f] % tiny_run.ctx].tolist())
-    never = [i for i in np.flatnonzero(evaluator.is_word).tolist() if i not in fired_on][:3]
-    at = np.array([evaluator.text.index(b), *never, evaluator.text.index(w)])
-    empty = (np.zeros(0, np.int64), np.zeros(0))
-    evidence = Evidence(
-        ids=[at if d == 0 else empty[0] for d in range(-3, 4)],
-        weights=[np.linspace(5, 1, len(at)) if d == 0 else empty[1] for d in range(-3, 4)],
-        lift=[np.full(len(at), 10.0) if d == 0 else empty[1] for d in range(-3, 4)],
-    )
+    never = never_fired(tiny_run, evaluator, sample, f)[:3]
+    evidence = ranked_evidence({0: np.array([evaluator.text.index(b), *never, evaluator.text.index(w)])})
     describer = Describer(sample, None, DescriberConfig(similar_words=0))
     proposed = [r.target.tokens for r in describer.candidates(evidence) if r.target is not None]
     assert not any(b in t and w in t for t in proposed)

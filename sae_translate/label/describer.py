@@ -58,10 +58,10 @@ from sae_translate.label.rules import (
 from sae_translate.store.h5 import RunStore
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
-MIN_SIMILAR_COUNT = 5  # a token seen less often in the train sample has no distribution to compare
 AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
 # a feature's top train windows: those of even rank give evidence, those of odd rank fidelity
 EVIDENCE_TOP, FIDELITY_TOP = slice(0, None, 2), slice(1, None, 2)
+MIN_SIMILAR_COUNT = 5  # a token seen less often in the train sample has no distribution to compare
 
 
 class CategorySource(Protocol):
@@ -314,6 +314,7 @@ class TrainSample:
 
     @functools.cached_property
     def distribution_vectors_t(self) -> sp.csr_matrix:
+        """[2V, V]: ``distribution_vectors`` transposed, rows by context, for one word's similarities."""
         return self.distribution_vectors.T.tocsr()
 
     @functools.cached_property
@@ -476,13 +477,17 @@ class Describer:
 
     def _distinct_words(self, ids: np.ndarray, n: int) -> list[str]:
         text = self.sample.evaluator.text
-        words: list[str] = []
-        for i in ids.tolist():
-            if len(words) == n:
+        return [text[int(ids[j])] for j in self._distinct(ids, n)]
+
+    def _distinct(self, ids: np.ndarray, n: int) -> list[int]:
+        """Indices into ``ids`` of its first ``n`` distinct words (tokens of one text are one word)."""
+        text = self.sample.evaluator.text
+        first: dict[str, int] = {}
+        for j, i in enumerate(ids.tolist()):
+            if len(first) == n:
                 break
-            if text[i] not in words:
-                words.append(text[i])
-        return words
+            first.setdefault(text[i], j)
+        return list(first.values())
 
     def supported_structure(self, evidence: Evidence) -> list[Context]:
         """The structural contexts the evidence points at: a sentence start where a sentence end
@@ -540,13 +545,7 @@ class Describer:
         cfg = self.cfg
         if cfg.similar_words <= 0 or len(ids) == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        text = self.sample.evaluator.text
-        seen: dict[str, int] = {}
-        for j, i in enumerate(ids.tolist()):
-            if len(seen) == cfg.similar_from:
-                break
-            seen.setdefault(text[i], j)
-        top = np.array(list(seen.values()), dtype=np.int64)
+        top = np.array(self._distinct(ids, cfg.similar_from), dtype=np.int64)
         weight: dict[int, float] = {}
         for j, (near, sims) in zip(top.tolist(), self.sample.similar_words(ids[top], cfg.similar_words)):
             for i, w in [(int(ids[j]), float(weights[j]))] + list(zip(near.tolist(), (weights[j] * sims).tolist())):
@@ -562,7 +561,6 @@ class Describer:
     def describe(self, feature: int, evidence: Evidence) -> Description | None:
         cells = self.sample.firing_cells(feature)
         fits = {r: self.sample.fit(feature, r, cells) for r in self.candidates(evidence)}
-        scored = {r: fit.fidelity for r, fit in fits.items()}
         self.grow_token_set(feature, fits, cells)
         scored = {r: fit.fidelity for r, fit in fits.items()}
         # targets in contexts: the best few of each, together
