@@ -212,12 +212,15 @@ class Translator(nn.Module):
         """Probabilities over the target language's words [B, K, V_tgt] at positions ``at`` [B, K]
         only. The decoder runs at every position (each query reads the whole latent); the output
         layer and softmax, the bulk of the work over a large vocabulary, only where read."""
-        src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
-        tgt_lang = torch.full_like(src_lang, tgt)
-        latent, mask, _ = self.encode(self.to_joint(words, src_lang), src_lang)
-        hidden = self.decode_hidden(latent, mask, tgt_lang)
+        hidden = self._word_hidden(words, src, tgt)
         read = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.language_logits(read, tgt).softmax(-1)
+
+    def _word_hidden(self, words: Tensor, src: int, tgt: int) -> Tensor:
+        """The decoder's hidden states [B, L, D] for language-local words of ``src`` read into ``tgt``."""
+        src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
+        latent, mask, _ = self.encode(self.to_joint(words, src_lang), src_lang)
+        return self.decode_hidden(latent, mask, torch.full_like(src_lang, tgt))
 
     @torch.no_grad()
     def word_log_probs(self, words: Tensor, src: int, tgt: int) -> Tensor:
@@ -225,8 +228,7 @@ class Translator(nn.Module):
         src_lang = torch.full((words.shape[0],), src, dtype=torch.long, device=words.device)
         tgt_lang = torch.full_like(src_lang, tgt)
         if max(self.vocab_sizes) > SLICED_DECODING_ABOVE:
-            latent, mask, _ = self.encode(self.to_joint(words, src_lang), src_lang)
-            return F.log_softmax(self.language_logits(self.decode_hidden(latent, mask, tgt_lang), tgt), dim=-1)
+            return F.log_softmax(self.language_logits(self._word_hidden(words, src, tgt), tgt), dim=-1)
         logits, *_ = self(self.to_joint(words, src_lang), src_lang, tgt_lang)
         lo = self.offsets[tgt]
         return F.log_softmax(logits[..., lo : lo + self.vocab_sizes[tgt]], dim=-1)
