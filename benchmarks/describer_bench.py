@@ -1,11 +1,12 @@
 """Describer throughput: `describe-corpus` labels for every feature of a run as wide as a real SAE.
 
-    python benchmarks/describer_bench.py [--d-sae 32768] [--n-seq 16384] [--ctx 64] [--out stores/bench-label]
+    python benchmarks/describer_bench.py [--d-sae 32768] [--n-seq 16384] [--workers 0] [--out stores/bench-label]
 
 Uses the synthetic planted-feature run of label_bench.py (reused when present with the same
 shape). Times the describer's parts: the WordNet index over the vocabulary, the train sample with
 its counts and each feature's firing positions, and describing every alive feature (candidate
-rules from its corpus evidence, fidelity of each). Prints a markdown row for BENCHMARKS.md.
+rules from its corpus evidence, fidelity of each) in ``--workers`` processes as the label stage
+does (0: one per CPU core). Prints a markdown row for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from sae_translate.bench.synthetic import wide_bench_run
-from sae_translate.label.describe import rule_evaluator
+from sae_translate.label.describe import describe_features, label_workers, rule_evaluator
 from sae_translate.label.describer import Describer, DescriberConfig, TrainSample
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=64)
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0, help="describer processes (0: one per CPU core)")
     p.add_argument("--out", type=Path, default=Path("stores/bench-label"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,20 +52,20 @@ def main() -> None:
     sample = TrainSample(run, evaluator, features, cfg)
     t_sample = time.perf_counter() - t0
     describer = Describer(sample, categories, cfg)
+    workers = label_workers(args.workers, len(features))
     t0 = time.perf_counter()
-    kinds: Counter[str] = Counter()
-    for f in features.tolist():
-        found = describer.describe(f, sample.evidence(f))
-        kinds[found.rule.kind if found else "none"] += 1
+    found = describe_features(describer, features, lambda i: sample.evidence(int(features[i])), workers)
     t_describe = time.perf_counter() - t0
+    kinds = Counter(d.rule.kind if d else "none" for d in found)
     total = t_index + t_sample + t_describe
     print(
         f"WordNet index {t_index:.1f}s, train sample {t_sample:.1f}s, describe {t_describe:.1f}s "
         f"({len(features) / t_describe:,.0f} features/s); all {total:.1f}s "
         f"({len(features) / total:,.0f} features/s); rule kinds {dict(kinds)}"
     )
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU"
+    # the largest process: this one or a worker (a worker shares most of its pages with this one)
+    peak_gb = max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads x {workers} workers, CPU"
     print(
         f"\n| {date.today()} | {machine} | {run.d_sae} ({len(features)} alive) | {len(run.vocab):,} | "
         f"{t_index:.1f}s | {t_sample:.1f}s | {t_describe:.1f}s ({len(features) / t_describe:,.0f} features/s) | "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -614,3 +616,42 @@ def test_a_neighbour_word_that_adds_nothing_is_dropped_from_a_context_rule(tiny_
     found = Describer(sample, None, DescriberConfig()).describe(f, shifted)
     assert found is not None and found.rule == before(carrier)
     assert before(carrier) not in Describer(sample, None, DescriberConfig(shifted_words=0)).candidates(shifted)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+def test_describing_in_worker_processes_gives_the_descriptions_of_one_process(tiny_run):
+    """The describer's features split over forked workers (WordNet categories included) come back
+    in order with the same rule, fidelity and alternatives as described in this process."""
+    from sae_translate.label.describe import CHUNK, WordNetCategories, describe_features
+
+    evaluator, _ = rule_evaluator(tiny_run.vocab)
+    features = tiny_run.alive.astype(np.int64)
+    assert len(features) > CHUNK  # at least two chunks, so the pool runs
+    sample = TrainSample(tiny_run, evaluator, features, DescriberConfig())
+
+    def evidence(i: int) -> Evidence:
+        return sample.evidence(int(features[i]))
+
+    def described(workers: int) -> list:
+        describer = Describer(sample, WordNetCategories(tiny_run.vocab), DescriberConfig())
+        found = describe_features(describer, features, evidence, workers)
+        return [(d.rule, d.fidelity, d.alternatives) if d else None for d in found]
+
+    one = described(1)
+    assert len(one) == len(features) and sum(d is not None for d in one) > len(features) // 2
+    assert described(2) == one
+
+
+def test_label_workers_default_to_the_cores_with_enough_features_each():
+    from sae_translate.errors import UserError
+    from sae_translate.label.describe import FEATURES_PER_WORKER, label_workers
+
+    if sys.platform.startswith("linux"):
+        cores = len(os.sched_getaffinity(0))
+        assert label_workers(0, FEATURES_PER_WORKER - 1) == 1
+        assert label_workers(0, 100 * FEATURES_PER_WORKER) == min(cores, 100)
+        assert label_workers(3, 10) == 3
+    else:
+        assert label_workers(3, 10) == 1
+    with pytest.raises(UserError, match="--workers"):
+        label_workers(-1, 10)

@@ -28,6 +28,7 @@ class LabelConfig:
     max_heldout_tokens: int = 262_144
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # processes the describer runs in (0: one per CPU core, for runs of 256+ features per core)
     # scorers run right after labelling by score.label_and_score (empty: label only)
     scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
     world: str = ""  # toy-world dir for ground truth; "" = the run's own

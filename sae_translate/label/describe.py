@@ -11,19 +11,28 @@ train sample with its counts) are built once per label call and shared by every 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sae_translate.errors import UserError
 from sae_translate.label.base import Label, LabelContext, register_labeler
 from sae_translate.label.describer import (
     Describer,
     DescriberConfig,
+    Description,
     Evidence,
     TrainSample,
 )
 from sae_translate.label.rules import RuleEvaluator, Selector
 from sae_translate.label.wordnet import CategoryIndex
+from sae_translate.progress import progress
+
+FEATURES_PER_WORKER = 256  # fewer features than this per worker process: describe in this one
+CHUNK = 64  # features a worker describes per task
 
 
 class WordNetCategories:
@@ -37,6 +46,9 @@ class WordNetCategories:
     @property
     def built(self) -> bool:
         return self._index is not None
+
+    def prepare(self) -> None:
+        _ = self.index
 
     @property
     def index(self) -> CategoryIndex:
@@ -74,12 +86,76 @@ def describer_for(ctx: LabelContext) -> Describer:
     return ctx.shared["describer"]
 
 
-def describe_all(ctx: LabelContext, evidence: Sequence[Evidence], n_alternatives: int = 2) -> list[list[Label]]:
-    """Each feature's best rule (rank 0) and the next best, as labels."""
+def label_workers(requested: int, n_features: int) -> int:
+    """Processes the describer runs in: ``requested``, or with 0 one per usable CPU core and at
+    least ``FEATURES_PER_WORKER`` features each. One (this process) where fork is not the safe
+    way to share the describer (it is on Linux; macOS and Windows spawn)."""
+    if requested < 0:
+        raise UserError(f"--workers must be 0 (one per CPU core) or more (got {requested})")
+    if not sys.platform.startswith("linux"):
+        return 1
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, n_features // FEATURES_PER_WORKER))
+
+
+# what forked workers describe: set by describe_features for the duration of one pool
+_JOB: tuple[Describer, np.ndarray, Callable[[int], Evidence]] | None = None
+
+
+def _describe_chunk(bounds: tuple[int, int]) -> list[Description | None]:
+    assert _JOB is not None
+    return _describe_chunk_with(*_JOB, bounds)
+
+
+def describe_features(
+    describer: Describer,
+    features: np.ndarray,
+    evidence: Callable[[int], Evidence],
+    workers: int = 1,
+    desc: str = "describe",
+) -> list[Description | None]:
+    """Each feature's description, ``evidence(i)`` the evidence of ``features[i]``. With several
+    workers the features are described in forked processes that share the describer and its
+    train sample copy-on-write; the descriptions are the same as in one process (describe is
+    deterministic: its caches hold only what it would recompute)."""
+    global _JOB
+    chunks = [(s, min(s + CHUNK, len(features))) for s in range(0, len(features), CHUNK)]
+    out: list[Description | None] = []
+    with progress(total=len(features), unit="feature", desc=desc) as bar:
+        if workers <= 1 or len(chunks) <= 1:
+            for bounds in chunks:
+                out += _describe_chunk_with(describer, features, evidence, bounds)
+                bar.update(bounds[1] - bounds[0])
+            return out
+        describer.prepare()  # built once here, not once per worker
+        _JOB = (describer, features, evidence)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+                for bounds, found in zip(chunks, pool.imap(_describe_chunk, chunks)):
+                    out += found
+                    bar.update(bounds[1] - bounds[0])
+        finally:
+            _JOB = None
+    return out
+
+
+def _describe_chunk_with(
+    describer: Describer, features: np.ndarray, evidence: Callable[[int], Evidence], bounds: tuple[int, int]
+) -> list[Description | None]:
+    return [describer.describe(int(features[i]), evidence(i)) for i in range(*bounds)]
+
+
+def describe_all(
+    ctx: LabelContext, evidence: Callable[[int], Evidence], desc: str, n_alternatives: int = 2
+) -> list[list[Label]]:
+    """Each feature's best rule (rank 0) and the next best, as labels; ``evidence(i)`` is the
+    evidence of ``ctx.features[i]``."""
     describer = describer_for(ctx)
+    workers = label_workers(ctx.cfg.workers, len(ctx.features))
     out: list[list[Label]] = []
-    for f, ev in zip(ctx.features.tolist(), evidence):
-        found = describer.describe(f, ev)
+    for found in describe_features(describer, ctx.features, evidence, workers, desc):
         if found is None:
             out.append([Label("<none>", None)])
             continue
@@ -92,4 +168,5 @@ def describe_all(ctx: LabelContext, evidence: Sequence[Evidence], n_alternatives
 def describe_corpus_labels(ctx: LabelContext) -> list[list[Label]]:
     """The describer on the feature's real train contexts, no translator."""
     sample = describer_for(ctx).sample
-    return describe_all(ctx, [sample.evidence(int(f)) for f in ctx.features])
+    features = ctx.features
+    return describe_all(ctx, lambda i: sample.evidence(int(features[i])), "describe-corpus")

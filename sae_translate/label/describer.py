@@ -69,6 +69,10 @@ class CategorySource(Protocol):
 
     def propose(self, weights: dict[int, float], top_n: int = 3) -> Sequence[Selector]: ...
 
+    def prepare(self) -> None:
+        """Build what is otherwise built on first use."""
+        ...
+
 
 @dataclass
 class Evidence:
@@ -435,6 +439,14 @@ class Describer:
             (Context("sentence_start"), starts, empty),
             (Context("sentence_end"), empty, ev.sentence_end),
         ] + [(Context("inside", delimiters=d), ev.token_ids((d[0],)), ev.token_ids((d[1],))) for d in ev.delimiters]
+
+    def prepare(self) -> None:
+        """Build now what is otherwise built on the first description that needs it (the WordNet
+        index, the words' distribution vectors): forked workers then share it instead of each
+        building its own."""
+        if self.categories is not None:
+            self.categories.prepare()
+        _ = self.sample.distribution_vectors_t
 
     def selectors(
         self, ids: np.ndarray, weights: np.ndarray, n_tokens: int, n_single: int = 0, residual: int = 0

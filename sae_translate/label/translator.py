@@ -50,10 +50,12 @@ def translator_evidence(ctx: LabelContext, mode: str) -> list[Evidence]:
 @register_labeler("translator")
 def translator_labels(ctx: LabelContext) -> list[list[Label]]:
     """The describer over the unsupervised translator's decoding of each feature."""
-    return describe_all(ctx, translator_evidence(ctx, "unsupervised"))
+    evidence = translator_evidence(ctx, "unsupervised")
+    return describe_all(ctx, evidence.__getitem__, "translator")
 
 
 @register_labeler("translator-aligned")
 def translator_aligned_labels(ctx: LabelContext) -> list[list[Label]]:
     """The same with the translator trained on true pairs (the upper bound)."""
-    return describe_all(ctx, translator_evidence(ctx, "aligned"))
+    evidence = translator_evidence(ctx, "aligned")
+    return describe_all(ctx, evidence.__getitem__, "translator-aligned")
