@@ -642,6 +642,25 @@ def test_describing_in_worker_processes_gives_the_descriptions_of_one_process(ti
     assert described(2) == one
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+def test_a_describer_worker_that_dies_is_a_user_error_not_a_hang(tiny_run):
+    from sae_translate.errors import UserError
+    from sae_translate.label.describe import CHUNK, describe_features
+
+    evaluator, _ = rule_evaluator(tiny_run.vocab)
+    features = tiny_run.alive.astype(np.int64)
+    sample = TrainSample(tiny_run, evaluator, features, DescriberConfig())
+    parent = os.getpid()
+
+    def evidence(i: int) -> Evidence:
+        if i == CHUNK and os.getpid() != parent:  # the first feature of the second chunk, in a worker
+            os._exit(1)  # as the kernel's out-of-memory killer would end it
+        return sample.evidence(int(features[i]))
+
+    with pytest.raises(UserError, match="worker process died"):
+        describe_features(Describer(sample, None, DescriberConfig()), features, evidence, workers=2)
+
+
 def test_label_workers_default_to_the_cores_with_enough_features_each():
     from sae_translate.errors import UserError
     from sae_translate.label.describe import FEATURES_PER_WORKER, label_workers

@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -131,11 +133,16 @@ def describe_features(
             return out
         describer.prepare()  # built once here, not once per worker
         _JOB = (describer, features, evidence)
+        fork = multiprocessing.get_context("fork")
         try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
-                for bounds, found in zip(chunks, pool.imap(_describe_chunk, chunks)):
+            with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=fork) as pool:
+                for bounds, found in zip(chunks, pool.map(_describe_chunk, chunks)):
                     out += found
                     bar.update(bounds[1] - bounds[0])
+        except BrokenProcessPool:
+            raise UserError(
+                "a describer worker process died (out of memory?); rerun with fewer --workers, or --workers 1"
+            ) from None
         finally:
             _JOB = None
     return out
