@@ -153,11 +153,11 @@ def test_category_selects_the_words_under_its_synset():
                 Selector(synset="cardinal.a.02", name="cardinal"),
                 Context("after", of=Selector(synset="see.v.01", name="see")),
             ),
-            'an adjective like "cardinal" right after a verb like "see"',
+            'a "cardinal" adjective right after a "see" verb',
         ),
         (
             Rule(context=Context("before", of=Selector(synset="cardinal.a.02", name="cardinal", examples=("two",)))),
-            'the word right before an adjective like "two"',
+            'the word right before a "cardinal" adjective such as "two"',
         ),
         (
             Rule(context=Context("after", of=Selector(synset="number.n.02", name="number", examples=("two", "six")))),

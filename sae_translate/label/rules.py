@@ -92,14 +92,16 @@ class Selector:
         return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
-        """Inside a sentence: "a fruit", 'a fruit such as "apple" or "pear"', 'a verb like
-        "travel"' or '"two", "three" or "four"'."""
+        """Inside a sentence: "a fruit", 'a fruit such as "apple" or "pear"', 'a "travel" verb
+        such as "flew"' or '"two", "three" or "four"'."""
         if self.is_category:
             pos = self.part_of_speech
-            if pos not in ("noun", ""):  # a verb category is no noun: "right after a see" reads wrong
-                return f"{'an' if pos[0] in 'aeiou' else 'a'} {pos} like {_or_list(self.examples or (self.name,))}"
-            article = "an" if _VOWEL_SOUND.match(self.name) else "a"
             such_as = f" such as {_or_list(self.examples)}" if self.examples else ""
+            article = "an" if _VOWEL_SOUND.match(self.name) else "a"
+            if pos not in ("noun", ""):
+                # a verb category is no noun ("right after a see" reads wrong), and its name is
+                # no part of speech (without it "cardinal" would read "an adjective like "ten"")
+                return f'{article} "{self.name}" {pos}{such_as}'
             return f"{article} {self.name}{such_as}"
         return _or_list(self.tokens)
 
