@@ -498,7 +498,7 @@ def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run
     run = tiny_run
     evaluator, _ = rule_evaluator(run.vocab)
     features = run.alive.astype(np.int64)
-    recall_only = DescriberConfig(fidelity_beta=50.0)
+    recall_only = DescriberConfig(criterion="f_beta", fidelity_beta=50.0)
     sample = TrainSample(run, evaluator, features, recall_only)
     n = sample.n_sample_rows
     view = evaluator.view(np.asarray(sample.view.tokens[:n]))
@@ -524,6 +524,36 @@ def test_a_rule_that_selects_as_often_where_the_feature_is_silent_loses(tiny_run
         assert all(sample.fit(f, r).lift < bar for r in candidates)
 
 
+def test_detection_fidelity_keeps_the_word_where_f_beta_trades_its_firings_for_precision(tiny_run):
+    """A feature that fires on a word and more often after one neighbour: F-beta (precision-weighted
+    here, as it is for any beta where the feature fires on few of the word's tokens) prefers the
+    word in that context although it drops a third or more of the firings; the detection criterion,
+    recall minus the chance of selecting something in a silent window, keeps the word. Its value
+    is exactly TPR - FPR over 16-token windows."""
+    run = tiny_run
+    evaluator, _ = rule_evaluator(run.vocab)
+    features = run.alive.astype(np.int64)
+    f_beta = TrainSample(run, evaluator, features, DescriberConfig(criterion="f_beta", fidelity_beta=0.5))
+    detection = TrainSample(run, evaluator, features, DescriberConfig())
+    found = 0
+    for f in features.tolist():
+        word = Selector(tokens=(evaluator.text[int(f_beta.evidence(f).ids[3][0])],))
+        alone = f_beta.fit(f, Rule(target=word))
+        silent_selected = max(0.0, f_beta.selected(Rule(target=word)) - alone.recall * f_beta.count[f])
+        silent = silent_selected / (f_beta.n_tokens - f_beta.count[f])
+        fpr = 1 - (1 - silent) ** 16
+        assert detection.fit(f, Rule(target=word)).fidelity == pytest.approx(max(0.0, alone.recall - fpr))
+        if alone.recall < 0.9 or fpr > 0.3:
+            continue
+        for x in np.flatnonzero(f_beta.neighbour["after"]).tolist():
+            rule = Rule(word, Context("after", Selector(tokens=(evaluator.text[x],))))
+            narrow = f_beta.fit(f, rule)
+            if narrow.fidelity > alone.fidelity and narrow.recall <= 0.6 * alone.recall:
+                found += 1
+                assert detection.fit(f, Rule(target=word)).fidelity > detection.fit(f, rule).fidelity
+    assert found > 0
+
+
 def test_a_word_in_a_context_must_hold_most_of_the_words_firings(tiny_run):
     """A target in a context that beats the target alone on fidelity but holds under
     ``min_context_share`` of the feature's firings on it (the feature fires on the word in other
@@ -531,7 +561,7 @@ def test_a_word_in_a_context_must_hold_most_of_the_words_firings(tiny_run):
     run = tiny_run
     evaluator, _ = rule_evaluator(run.vocab)
     features = run.alive.astype(np.int64)
-    cfg = DescriberConfig(fidelity_beta=0.5)  # precision-weighted: narrow rules win more often
+    cfg = DescriberConfig(criterion="f_beta", fidelity_beta=0.5)  # precision-weighted: narrow rules win more often
     sample = TrainSample(run, evaluator, features, cfg)
     narrow = []  # (feature, word, neighbour) where "word right after neighbour" fits better but holds little
     for f in features.tolist():

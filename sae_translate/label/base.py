@@ -35,8 +35,9 @@ class LabelResult:
 @dataclass(frozen=True)
 class Label:
     """A label's text, the rule it states (None for free text: scorers then match its words) and,
-    for a describer's label, its fidelity: F-beta (beta 2) of the rule against the feature's firing on train
-    tokens, what the describer chose it by (None where no method measured one)."""
+    for a describer's label, its fidelity: how well the rule detects the feature's firing on train
+    tokens (``DescriberConfig.criterion``), what the describer chose it by (None where no method
+    measured one)."""
 
     text: str
     rule: Rule | None = None

@@ -29,6 +29,9 @@ class LabelConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0  # processes the describer runs in (0: one per CPU core, for runs of 256+ features per core)
+    # how the describer measures a rule against the feature's firing on train tokens: "detection"
+    # (TPR - FPR of detecting the feature in --window-token windows) or "f_beta" (F-beta, beta 2)
+    fidelity: str = "detection"
     # scorers run right after labelling by score.label_and_score (empty: label only)
     scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
     world: str = ""  # toy-world dir for ground truth; "" = the run's own

@@ -81,7 +81,7 @@ def rule_evaluator(vocab: Sequence[str]) -> tuple[RuleEvaluator, WordNetCategori
 def describer_for(ctx: LabelContext) -> Describer:
     """The run's describer, built on first use and shared by the methods of this label call."""
     if "describer" not in ctx.shared:
-        cfg = DescriberConfig(seed=ctx.cfg.seed)
+        cfg = DescriberConfig(seed=ctx.cfg.seed, criterion=ctx.cfg.fidelity, window=ctx.cfg.window)
         evaluator, categories = rule_evaluator(ctx.run.vocab)
         sample = TrainSample(ctx.run, evaluator, ctx.features, cfg)
         ctx.shared["describer"] = Describer(sample, categories, cfg)

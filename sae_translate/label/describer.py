@@ -19,21 +19,23 @@ targets in contexts. Two more sources of firing words, for the same reason: the 
 distribution in the corpus is most like that of the top evidence words (a translator confuses "."
 with "?", "wolf" with "fox"), and a category for the words the best category leaves out (evidence
 that mixes two classes). Word sets are also grown by fidelity, one candidate word at a time from
-the best single word. It keeps the candidate with the best *fidelity* on train windows: F-beta
-(beta 2: recall weighs four times precision) between the tokens the rule selects and the tokens
-where the feature fires, estimated from a sample of train tokens (never held-out ones), on
-firing positions apart from those the evidence was read from (cross-fitting: a rule read off a
-few contexts fits those contexts). A rule under which the feature fires less than twice as often
-as anywhere (lift) loses to any that reaches it; a target in a context must hold at least half
-of the feature's firings on the target and make them twice as likely. Where fidelities tie
+the best single word. It keeps the candidate with the best *fidelity* on train tokens (never
+held-out ones): how well the rule detects the feature in windows like those the scorers use,
+Youden's J = TPR - FPR, TPR the share of the feature's firings the rule selects and FPR the
+chance that the rule selects a token of a 16-token window where the feature is silent. Recall is
+measured on firing positions apart from those the evidence was read from (cross-fitting: a rule
+read off a few contexts fits those contexts). A rule under which the feature fires less than
+twice as often as anywhere (lift) loses to any that reaches it; a target in a context must hold
+70% of the feature's firings on the target and make them twice as likely. Where fidelities tie
 within one standard error of the estimate (capped at a share of the best), the shorter, more
-general rule wins.
+general rule wins. (``criterion="f_beta"``: F-beta at beta 2 between the tokens the rule selects
+and those where the feature fires.)
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
 feature's firing positions that the rule selects; the number of tokens the rule selects in the
 train sample comes from unigram, neighbour and bigram counts and per-context token histograms
-computed once. precision = recall * (feature firings) / (selected tokens), both scaled to the
-same sample.
+computed once. The tokens it selects where the feature is silent = selected - recall x (feature
+firings), both scaled to the train split; FPR = 1 - (1 - their share) ** window.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
 # a feature's top train windows: those of even rank give evidence, those of odd rank fidelity
 EVIDENCE_TOP, FIDELITY_TOP = slice(0, None, 2), slice(1, None, 2)
+CRITERIA = ("detection", "f_beta")  # how a rule's fidelity is measured (DescriberConfig.criterion)
 MIN_SIMILAR_COUNT = 5  # a token seen less often in the train sample has no distribution to compare
 
 
@@ -136,26 +139,26 @@ class DescriberConfig:
     sample_tokens: int = 262_144  # train tokens the fidelity statistics come from
     firing_sample: int = 64  # firing positions per feature for recall
     min_firings: int = 16  # below this in the sample, the feature's top positions are added
-    # Fidelity is F-beta. A feature fires, more weakly, beyond the context where it fires most
-    # ("know" anywhere, most after "not"): F1 prefers the narrow rule, and on held-out windows
-    # it then misses the feature's other firings (Austen, held-out detection of labels that put a
-    # word in a context: 0.65 against 0.88 for the top tokens). At beta 2 a missed firing costs
-    # four times an extra selected token.
-    fidelity_beta: float = 2.0
+    # Fidelity ("detection"): how well the rule detects the feature in windows like those it is
+    # scored on, Youden's J = TPR - FPR, TPR the share of the feature's firings the rule selects,
+    # FPR the chance that it selects a token of a silent window of ``window`` tokens. "f_beta"
+    # (F-beta on tokens) degenerates for a feature that fires on few instances of its word: at a
+    # tiny precision F-beta is about (1 + beta^2) x precision whatever beta, so a context that
+    # doubles the precision won while dropping half the firings ("have" -> '"have" right after
+    # "i"', held-out detection 0.70 where "have" detects it at 1.00).
+    criterion: str = "detection"
+    window: int = 16  # tokens per window of the detection criterion: the scorers' window
+    fidelity_beta: float = 2.0  # beta of "f_beta": a missed firing costs beta^2 extra selected tokens
     min_rule_lift: float = 2.0  # rules under which the feature fires less than this many times its rate lose
-    # a target in a context keeps at least this share of the target's recall. A feature that fires
-    # on few instances of its word has a tiny precision on it, and F-beta of a tiny precision is
-    # about (1 + beta^2) x precision whatever beta: the context that doubles the precision wins even
-    # where it drops half the firings ("have" -> "have" right after "i"), and on held-out windows
-    # the rule then misses them (Austen, describe-corpus detection / simulation 0.762 / 0.647 at a
-    # share of 0.5, 0.769 / 0.655 at 0.7)
+    # a target in a context keeps at least this share of the target's recall: a context that holds
+    # half of the feature's firings on a word does not describe the feature
     min_context_share: float = 0.7
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class RuleFit:
-    fidelity: float  # F-beta against the feature's firing
+    fidelity: float  # against the feature's firing, by DescriberConfig.criterion
     # how much more often the feature fires where the rule selects than anywhere (precision over
     # the feature's firing rate = recall over the share of tokens selected): near 1 it says nothing
     lift: float
@@ -165,7 +168,7 @@ class RuleFit:
 @dataclass
 class Description:
     rule: Rule
-    fidelity: float  # F-beta on train windows
+    fidelity: float  # on train tokens, by DescriberConfig.criterion
     alternatives: list[tuple[Rule, float]] = field(default_factory=list)  # the next best
 
 
@@ -180,7 +183,9 @@ class TrainSample:
         n_seqs = max(1, min(len(train), cfg.sample_tokens // run.ctx))
         sample = np.sort(rng.choice(train, n_seqs, replace=False)) if n_seqs < len(train) else train
         self.evaluator = evaluator
-        self.beta = cfg.fidelity_beta
+        if cfg.criterion not in CRITERIA:
+            raise ValueError(f"unknown fidelity criterion {cfg.criterion!r}; choose from {', '.join(CRITERIA)}")
+        self.criterion, self.window, self.beta = cfg.criterion, cfg.window, cfg.fidelity_beta
         self.vocab_size = len(evaluator.vocab)
         stats = run.stats
         self.count = stats.count.astype(np.float64)  # firings over the whole train split
@@ -394,7 +399,7 @@ class TrainSample:
         return self.evaluator.cells(self.view, flat // ctx, flat % ctx)
 
     def fidelity(self, feature: int, rule: Rule, cells: TokenView | None = None) -> float:
-        """F-beta of the rule's selection against the feature's firing, on train tokens."""
+        """How well the rule's selection states the feature's firing on train tokens (``fit``)."""
         return self.fit(feature, rule, cells).fidelity
 
     def fit(self, feature: int, rule: Rule, cells: TokenView | None = None) -> RuleFit:
@@ -406,10 +411,17 @@ class TrainSample:
         selected = self.selected(rule)
         if recall == 0.0 or selected <= 0:
             return RuleFit(0.0, 0.0, recall)
-        precision = min(1.0, recall * self.count[feature] / selected)
+        lift = recall * self.n_tokens / selected
+        firings = self.count[feature]
+        if self.criterion == "detection":
+            # the share of the tokens where the feature is silent that the rule selects, and the
+            # chance that a silent window holds one (tokens taken as independent)
+            silent = min(1.0, max(0.0, selected - recall * firings) / max(self.n_tokens - firings, 1.0))
+            fpr = 1.0 - (1.0 - silent) ** self.window
+            return RuleFit(max(0.0, recall - fpr), lift, recall)
+        precision = min(1.0, recall * firings / selected)
         b2 = self.beta**2
-        fidelity = (1 + b2) * precision * recall / (b2 * precision + recall)
-        return RuleFit(fidelity, recall * self.n_tokens / selected, recall)
+        return RuleFit((1 + b2) * precision * recall / (b2 * precision + recall), lift, recall)
 
     def evidence(self, feature: int, max_words: int = 64) -> Evidence:
         """The feature's real train contexts as evidence: token counts at each offset of its firing

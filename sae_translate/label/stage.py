@@ -19,6 +19,7 @@ from sae_translate.label.base import (
     LabelResult,
     get_labeler,
 )
+from sae_translate.label.describer import CRITERIA
 from sae_translate.label.examples import (
     KINDS,
     ExampleSet,
@@ -105,6 +106,8 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     """Label every alive feature with every method and store labels + held-out examples."""
     t0 = time.perf_counter()
     labelers = {m: get_labeler(m) for m in dict.fromkeys(cfg.methods)}
+    if cfg.fidelity not in CRITERIA:
+        raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     with RunStore.open(cfg.run) as run:
         return _label(run, cfg, labelers, t0)
 
