@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sae_translate.label.examples import ExampleConfig
 
 BASELINES = ("top-tokens", "logit-lens", "constant", "random")
+CRITERIA = ("detection", "f_beta")  # how the describer measures a rule's fidelity (--fidelity)
 
 
 @dataclass

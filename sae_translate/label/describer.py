@@ -48,6 +48,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from sae_translate.label.config import CRITERIA
 from sae_translate.label.rules import (
     STRUCTURAL,
     Context,
@@ -63,7 +64,6 @@ OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 AT, BEFORE, AFTER = OFFSETS.index(0), OFFSETS.index(-1), OFFSETS.index(1)
 # a feature's top train windows: those of even rank give evidence, those of odd rank fidelity
 EVIDENCE_TOP, FIDELITY_TOP = slice(0, None, 2), slice(1, None, 2)
-CRITERIA = ("detection", "f_beta")  # how a rule's fidelity is measured (DescriberConfig.criterion)
 BELOW_CHANCE = 1e-3  # detection fidelity of a rule no better than chance: this times its F-beta
 MIN_SIMILAR_COUNT = 5  # a token seen less often in the train sample has no distribution to compare
 
@@ -414,20 +414,20 @@ class TrainSample:
             return RuleFit(0.0, 0.0, recall)
         lift = recall * self.n_tokens / selected
         firings = self.count[feature]
+        scale = 1.0
+        if self.criterion == "detection":
+            # the share of the tokens where the feature is silent that the rule selects, and the
+            # chance that a silent window holds one (tokens taken as independent)
+            silent = min(1.0, max(0.0, selected - recall * firings) / max(self.n_tokens - firings, 1.0))
+            fpr = 1.0 - (1.0 - silent) ** self.window
+            if recall > fpr:
+                return RuleFit(recall - fpr, lift, recall)
+            # no better than chance at telling windows apart: such rules rank below every rule that
+            # is, and among themselves by F-beta (else all would tie at 0 and the simplest would win)
+            scale = BELOW_CHANCE
         precision = min(1.0, recall * firings / selected)
         b2 = self.beta**2
-        f_beta = (1 + b2) * precision * recall / (b2 * precision + recall)
-        if self.criterion == "f_beta":
-            return RuleFit(f_beta, lift, recall)
-        # the share of the tokens where the feature is silent that the rule selects, and the
-        # chance that a silent window holds one (tokens taken as independent)
-        silent = min(1.0, max(0.0, selected - recall * firings) / max(self.n_tokens - firings, 1.0))
-        fpr = 1.0 - (1.0 - silent) ** self.window
-        if recall > fpr:
-            return RuleFit(recall - fpr, lift, recall)
-        # no better than chance at telling windows apart: such rules rank below every rule that
-        # is, and among themselves by F-beta (else all would tie at 0 and the simplest would win)
-        return RuleFit(BELOW_CHANCE * f_beta, lift, recall)
+        return RuleFit(scale * (1 + b2) * precision * recall / (b2 * precision + recall), lift, recall)
 
     def evidence(self, feature: int, max_words: int = 64) -> Evidence:
         """The feature's real train contexts as evidence: token counts at each offset of its firing

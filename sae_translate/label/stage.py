@@ -19,7 +19,7 @@ from sae_translate.label.base import (
     LabelResult,
     get_labeler,
 )
-from sae_translate.label.describer import CRITERIA
+from sae_translate.label.config import CRITERIA
 from sae_translate.label.examples import (
     KINDS,
     ExampleSet,
