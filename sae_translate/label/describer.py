@@ -120,7 +120,9 @@ class Evidence:
 @dataclass
 class DescriberConfig:
     max_tokens: int = 3  # words in a token-set rule
-    single_words: int = 16  # each of this many top words at the firing position is also tried alone
+    # each of this many top words at the firing position is also tried alone (64: every evidence
+    # word): an unsupervised translator's dictionary can put the feature's word far down its list
+    single_words: int = 64
     n_categories: int = 3  # WordNet categories proposed per offset
     residual_categories: int = 1  # more proposed for the words the best one leaves out (0: off)
     n_context_words: int = 3  # neighbour token sets tried: the top 1..n words
