@@ -150,14 +150,18 @@ def test_category_selects_the_words_under_its_synset():
         (Rule(Selector(synset="travel.v.01", name="travel")), "travel"),
         (
             Rule(
-                Selector(synset="cardinal.a.02", name="cardinal"),
+                Selector(synset="young.a.01", name="young"),
                 Context("after", of=Selector(synset="see.v.01", name="see")),
             ),
-            'a "cardinal" adjective right after a "see" verb',
+            'a "young" adjective right after a "see" verb',
         ),
         (
-            Rule(context=Context("before", of=Selector(synset="cardinal.a.02", name="cardinal", examples=("two",)))),
-            'the word right before a "cardinal" adjective such as "two"',
+            Rule(context=Context("before", of=Selector(synset="young.a.01", name="young", examples=("little",)))),
+            'the word right before a "young" adjective such as "little"',
+        ),
+        (  # the number words' adjective cluster goes by a noun
+            Rule(context=Context("before", of=Selector(synset="cardinal.a.02", name="number", examples=("two",)))),
+            'the word right before a number such as "two"',
         ),
         (
             Rule(context=Context("after", of=Selector(synset="number.n.02", name="number", examples=("two", "six")))),

@@ -154,6 +154,7 @@ def test_category_name(wn):
     assert category_name(wn.synset("calendar_month.n.01")) == "month"  # the lemma people use
     assert category_name(wn.synset("color.n.01")) == "color"
     assert category_name(wn.synset("ordinal_number.n.01")) == "ordinal number"  # not its abbreviation "no."
+    assert category_name(wn.synset("cardinal.a.02")) == "number"  # the number words' adjective cluster
 
 
 def test_missing_wordnet_is_a_user_error_with_the_install_hint(tmp_path):

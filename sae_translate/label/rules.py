@@ -41,6 +41,11 @@ DELIMITERS: dict[tuple[str, str], str] = {
     ("‘", "’"): "single quotes",
 }
 STRUCTURAL = ("sentence_start", "sentence_end")
+# WordNet categories shown under a noun that is not one of their lemmas. WordNet files the number
+# words ("five", "twenty") mostly as satellites of the adjective cluster cardinal.a.02, whose only
+# lemma reads as the bird or the churchman; their noun senses sit under number.n.02 but carry few
+# SemCor tags, so the adjective cluster is the category that covers them
+NOUN_NAMES = {"cardinal.a.02": "number"}
 _BOUNDARY = re.compile(r"^(<\|[^|]*\|>|</?s>|<eos>|<bos>)$", re.IGNORECASE)
 _VOWEL_SOUND = re.compile(r"^[aeio]|^u(?!ni|se|su|ro)", re.IGNORECASE)
 
@@ -82,6 +87,8 @@ class Selector:
     @property
     def part_of_speech(self) -> str:
         """The category's WordNet part of speech: "noun", "verb" or "adjective" ("" for tokens)."""
+        if self.synset in NOUN_NAMES:
+            return "noun"
         pos = self.synset.split(".")[-2] if self.synset.count(".") >= 2 else ""
         return {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}.get(pos, "")
 
@@ -100,7 +107,7 @@ class Selector:
             article = "an" if _VOWEL_SOUND.match(self.name) else "a"
             if pos not in ("noun", ""):
                 # a verb category is no noun ("right after a see" reads wrong), and its name is
-                # no part of speech (without it "cardinal" would read "an adjective like "ten"")
+                # no part of speech (without it "young" would read 'a young such as "little"')
                 return f'{article} "{self.name}" {pos}{such_as}'
             return f"{article} {self.name}{such_as}"
         return _or_list(self.tokens)

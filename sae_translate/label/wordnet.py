@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader, WordNetError
 
 from sae_translate.errors import UserError
+from sae_translate.label.rules import NOUN_NAMES
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 INSTALL_HINT = (
@@ -194,6 +195,8 @@ def _lemma_counts(wn: WordNetCorpusReader) -> dict[str, int]:
 
 
 def _display_name(synset: Synset, counts: Mapping[str, int] | None = None) -> str:
+    if synset.name() in NOUN_NAMES:
+        return NOUN_NAMES[synset.name()]
     # an abbreviation is no name to show ("no." is ordinal_number.n.01's most used lemma)
     lemmas = [lemma for lemma in synset.lemmas() if _WORD_LEMMA.fullmatch(lemma.name())] or synset.lemmas()
     used = [counts.get(lemma.key(), 0) if counts is not None else lemma.count() for lemma in lemmas]
