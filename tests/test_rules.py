@@ -204,6 +204,32 @@ def test_a_category_label_shows_the_members_its_evidence_weighs_most():
     assert shown.text() == f'a {fruit.name} such as "plum" or "apple" right after a {fruit.name}'
 
 
+def test_a_context_label_names_the_category_most_of_its_firings_are_in():
+    """'the word right after "the", mostly a fruit such as ...': the category of the words the
+    evidence puts in the context's place, named only where more than half of the feature's firings
+    that the rule selects are in it. The rule stays the context alone."""
+    evaluator, categories = rule_evaluator(VOCAB)
+    sample = bare_sample(evaluator)
+    sample.context_counts = lambda context: np.ones(len(evaluator.vocab))  # the context holds every word
+    describer = Describer(sample, categories, DescriberConfig())
+    evidence = evidence_at({0: ["apple", "pear", "plum", "dog"]})
+    after_the = Rule(context=Context("after", of=Selector(tokens=("the",))))
+
+    def firings(text: str):  # the feature's firing cells: every token of the text
+        return evaluator.view(ids(text))
+
+    shown = describer.with_examples(after_the, evidence, firings("the apple the pear the plum the dog"))
+    assert shown == after_the and shown.mostly is not None
+    fruit = shown.mostly
+    assert {"apple", "pear", "plum"} <= {evaluator.text[i] for i in evaluator.selector_ids(fruit).tolist()}
+    assert shown.text() == f'the word right after "the", mostly a {fruit.name} such as "apple", "pear" or "plum"'
+    back = Rule.from_json(shown.to_json())
+    assert back.mostly == fruit and back.text() == shown.text()
+    # one firing in four on a fruit: no category is named, the examples are shown as before
+    shown = describer.with_examples(after_the, evidence, firings("the apple the two the three the red"))
+    assert shown.mostly is None and shown.text().startswith('the word right after "the", e.g. ')
+
+
 def test_evidence_mixing_two_classes_proposes_a_category_of_each():
     """Evidence heavy on fruit and light on animals: the best category covers the fruit; the
     residual round proposes one for the animals it leaves out, which the first round, ranking

@@ -156,6 +156,9 @@ class DescriberConfig:
     # a target in a context keeps at least this share of the target's recall: a context that holds
     # half of the feature's firings on a word does not describe the feature
     min_context_share: float = 0.7
+    # a context label names the category of its words ("mostly a city") where more than this share
+    # of the feature's firings in the context are in it
+    mostly_share: float = 0.5
     seed: int = 0
 
 
@@ -628,7 +631,7 @@ class Describer:
         margin = tie_margin(best, n, self.cfg)
         ranked = choose(scored, margin)
         rule, fidelity = self.pruned(feature, *ranked[0], best - margin, cells, bool(telling))
-        return Description(self.with_examples(rule, evidence), fidelity, ranked[1:6])
+        return Description(self.with_examples(rule, evidence, cells), fidelity, ranked[1:6])
 
     def grow_token_set(self, feature: int, fits: dict[Rule, RuleFit], cells: TokenView) -> None:
         """The best word set of up to ``max_tokens`` words, grown one word at a time from the best
@@ -670,7 +673,7 @@ class Describer:
                 return rule, fidelity
             fidelity, rule = max(options, key=lambda o: o[0])
 
-    def with_examples(self, rule: Rule, evidence: Evidence) -> Rule:
+    def with_examples(self, rule: Rule, evidence: Evidence, cells: TokenView | None = None) -> Rule:
         """A target category, or else the neighbour category of a context, shown with the members
         the evidence weighs most where the rule looks ("fruit (apple, pear)", 'the word right
         after a number such as "two" or "three"'): a category name alone can be obscure
@@ -687,15 +690,41 @@ class Describer:
             if c.of is not None and c.of.is_category:
                 near = np.concatenate([evidence.ids[neighbour_offset(a, c.kind)] for a in self.firing_offsets()])
                 rule = replace(rule, context=replace(c, of=self._examples(c.of, near)))
-            return replace(rule, examples=self._context_examples(c, evidence))
+            there, shifted = self._context_example_scores(c, evidence)
+            rule = replace(rule, examples=self._top_words((there, shifted)))
+            return replace(rule, mostly=self._mostly(rule, there, cells)) if cells is not None else rule
         return rule
 
-    def _context_examples(self, context: Context, evidence: Evidence) -> tuple[str, ...]:
-        """The words a context rule's evidence puts at the firing position ('the word right after
-        "at" or "in", e.g. "the"'): the evidence's words there and those its neighbours
-        imply, each weighted by its evidence and by how often the context holds it in the train
-        sample (so a word the context never holds is no example); then, to fill, the evidence's
-        words one position off."""
+    def _mostly(self, rule: Rule, scores: np.ndarray, cells: TokenView) -> Selector | None:
+        """A category of the words the evidence puts in the context rule's place, if most of the
+        feature's train firings that the rule selects are in it (checked on the fidelity half of
+        the firings, as fidelity is), with its members the evidence weighs most as examples. A
+        reader learns what fills the context ('the word right after "from", mostly a city');
+        the rule, and every score but the text's, is unchanged."""
+        if self.categories is None:
+            return None
+        top = np.argsort(-scores, kind="stable")[: self.cfg.neighbour_words]
+        top = top[scores[top] > 0]
+        if len(top) == 0:
+            return None
+        ev = self.sample.evaluator
+        in_context = ev.select(rule, cells)
+        if not in_context.any():
+            return None
+        for category in self.categories.propose({int(i): float(scores[i]) for i in top}, self.cfg.n_categories):
+            if category.part_of_speech != "noun":
+                continue
+            share = float((in_context & ev.select(Rule(target=category), cells)).sum() / in_context.sum())
+            if share > self.cfg.mostly_share:
+                return self._examples(category, top)
+        return None
+
+    def _context_example_scores(self, context: Context, evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        """[V] x 2: how much the evidence puts each word in a context rule's place ('the word right
+        after "at" or "in", e.g. "the"'): the evidence's words at the firing position and those its
+        neighbours imply, each weighted by its evidence and by how often the context holds it in
+        the train sample (so a word the context never holds scores 0); then, to fill in examples
+        after those, the evidence's words one position off."""
         ev = self.sample.evaluator
         ids, weights = self.sample.implied_by_neighbours(evidence, self.cfg.neighbour_words)
         held = self.sample.context_counts(context)
@@ -706,8 +735,13 @@ class Describer:
         shifted = np.zeros(len(ev.vocab))
         for at in self.firing_offsets()[1:]:
             np.add.at(shifted, evidence.ids[at], evidence.weights[at])
+        return there * held, shifted * held
+
+    def _top_words(self, scores: tuple[np.ndarray, ...]) -> tuple[str, ...]:
+        """Up to ``n_examples`` distinct words, by the first scores, then the next to fill."""
+        ev = self.sample.evaluator
         words: list[str] = []
-        for score in (there * held, shifted * held):
+        for score in scores:
             for i in np.argsort(-score, kind="stable").tolist():
                 if score[i] <= 0 or len(words) == self.cfg.n_examples:
                     break

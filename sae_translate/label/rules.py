@@ -195,6 +195,9 @@ class Rule:
     # a context rule's words the evidence shows most at the firing position, for the reader: text
     # only, the rule selects every word in the context
     examples: tuple[str, ...] = field(default=(), compare=False)
+    # a category that most of the feature's firings in the context belong to, with those examples
+    # as its members (text only: 'the word right after "from", mostly a city such as "leeds"')
+    mostly: Selector | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.target is None and self.context is None:
@@ -216,6 +219,8 @@ class Rule:
             assert self.target is not None
             return self.target.text()
         if self.target is None:
+            if self.mostly is not None:
+                return f"{self.context.text()}, mostly {self.mostly.noun_phrase()}"
             for_example = f", e.g. {_or_list(self.examples)}" if self.examples else ""
             return self.context.text() + for_example
         return f"{self.target.noun_phrase()} {self.context.phrase()}"
@@ -228,6 +233,8 @@ class Rule:
             d["context"] = self.context.to_dict()
         if self.examples:
             d["examples"] = list(self.examples)
+        if self.mostly is not None:
+            d["mostly"] = self.mostly.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -238,7 +245,8 @@ class Rule:
         d = json.loads(text)
         target = Selector.from_dict(d["target"]) if "target" in d else None
         context = Context.from_dict(d["context"]) if "context" in d else None
-        return Rule(target, context, tuple(map(str, d.get("examples", ()))))
+        mostly = Selector.from_dict(d["mostly"]) if "mostly" in d else None
+        return Rule(target, context, tuple(map(str, d.get("examples", ()))), mostly)
 
     @staticmethod
     def tokens(tokens: Sequence[str]) -> Rule:
