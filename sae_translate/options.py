@@ -55,9 +55,21 @@ def field_help(cls: type) -> dict[str, str]:
     section = ""
     previous_end = 0
     for i, stmt in enumerate(body):
-        # a comment alone on a line between fields names the section of the fields below it
-        for line in range(previous_end + 1, stmt.lineno):
-            if line in comments and lines[line - 1].lstrip().startswith("#"):
+        # a comment alone on a line between fields names the section of the fields below it; a
+        # block of several comment lines right above a field is that field's own help
+        alone = [
+            line
+            for line in range(previous_end + 1, stmt.lineno)
+            if line in comments and lines[line - 1].lstrip().startswith("#")
+        ]
+        block: list[str] = []
+        for line in reversed(alone):
+            if line != stmt.lineno - 1 - len(block):
+                break
+            block.insert(0, comments[line])
+        leading = " ".join(block) if len(block) > 1 else ""
+        for line in alone:
+            if not (leading and line >= stmt.lineno - len(block)):
                 section = comments[line]
         previous_end = stmt.end_lineno or stmt.lineno
         if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
@@ -70,6 +82,8 @@ def field_help(cls: type) -> dict[str, str]:
             helps[name] = inspect.cleandoc(nxt.value.value)
         elif previous_end in comments:
             helps[name] = comments[previous_end]
+        elif leading:
+            helps[name] = leading
         elif section:
             helps[name] = f"({section})"
     return helps

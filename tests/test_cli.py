@@ -121,6 +121,10 @@ def test_field_help_reads_metadata_docstrings_comments_and_sections():
         # a section
         d: bool = False
         e: str = "# not a comment"
+        # a comment of several lines right above a field
+        # is that field's own help, whole
+        f: int = 0
+        g: int = 0
 
     helps = field_help(Example)
     assert helps["a"] == "the trailing comment"
@@ -128,6 +132,8 @@ def test_field_help_reads_metadata_docstrings_comments_and_sections():
     assert helps["c"] == "from metadata"
     assert helps["d"] == "(a section)"
     assert helps["e"] == "(a section)"
+    assert helps["f"] == "a comment of several lines right above a field is that field's own help, whole"
+    assert helps["g"] == "(a section)"  # it names no section
 
 
 def test_true_defaults_can_be_switched_off_and_lists_are_parsed():
@@ -371,6 +377,21 @@ def test_label_translator_aligned_without_a_translator_says_to_train_one(synthet
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: no translator in") and "sae-translate train" in lines[0]
     assert "unknown label method" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--workers", "-1"], "error: --workers must be 0 (one per CPU core) or more (got -1)"),
+        (["--fidelity", "bogus"], "error: unknown --fidelity 'bogus'"),
+    ],
+)
+def test_label_rejects_bad_describer_options_even_when_only_baselines_run(synthetic_run, tmp_path, option, message):
+    db = tmp_path / "labels.duckdb"
+    result = _cli("label", "--run", str(synthetic_run), "--methods", "top-tokens", "--db", str(db), *option)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    assert not db.exists()
 
 
 @pytest.mark.slow

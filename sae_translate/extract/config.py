@@ -24,7 +24,7 @@ class ExtractConfig:
     dtype: str = "float32"  # model dtype: float32, bfloat16, float16
     heldout: float = 0.1  # share of sequences held out for scoring
     seed: int = 0
-    top_k_codes: int | None = None  # keep only the k largest codes per token (None = exact)
+    top_k_codes: int | None = None  # keep only the k largest codes per token (unset: every code)
     n_top: int = 32  # top activations remembered per feature
     logit_lens_k: int = 10  # tokens kept per feature by the logit lens
     value_dtype: str = "float16"  # storage dtype of code values

@@ -19,6 +19,8 @@ CRITERIA = ("detection", "f_beta")  # how the describer measures a rule's fideli
 class LabelConfig:
     run: str
     db: str = str(DEFAULT_DB)
+    # label methods, comma-separated: translator, translator-aligned, describe-corpus, top-tokens,
+    # logit-lens, constant, random
     methods: tuple[str, ...] = BASELINES
     run_id: str | None = None  # defaults to the run directory's name
     label_tokens: int = 3  # tokens named by a baseline label
@@ -33,7 +35,8 @@ class LabelConfig:
     # how the describer measures a rule against the feature's firing on train tokens: "detection"
     # (TPR - FPR of detecting the feature in --window-token windows) or "f_beta" (F-beta, beta 2)
     fidelity: str = "detection"
-    # scorers run right after labelling by score.label_and_score (empty: label only)
+    # scorers run on the labels right after labelling, comma-separated: embedding, detection,
+    # simulation, ground_truth, name_match (empty: label only)
     scorers: tuple[str, ...] = ("embedding", "detection", "simulation", "ground_truth", "name_match")
     world: str = ""  # toy-world dir for ground truth; "" = the run's own
 

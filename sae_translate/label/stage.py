@@ -108,6 +108,8 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     labelers = {m: get_labeler(m) for m in dict.fromkeys(cfg.methods)}
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
+    if cfg.workers < 0:  # checked here too: a run of baselines alone never starts the describer
+        raise UserError(f"--workers must be 0 (one per CPU core) or more (got {cfg.workers})")
     with RunStore.open(cfg.run) as run:
         return _label(run, cfg, labelers, t0)
 

@@ -32,15 +32,16 @@ class TranslatorConfig:
     heads: int = 4
     dropout: float = 0.0
     variational: bool = False
-    prior_correction: float = 0.0  # argmax decoding: log P(w | source) - this * log P(w) (see ModelConfig)
-    # output layer: a language with more words than this trains on a sampled softmax (0: always the full one)
+    prior_correction: float = 0.0  # argmax decoding scores log P(w | source) - this x log P(w) (0.5: direct + channel)
+    # output layer: a language with more words than this trains on a sampled softmax
+    # (0: always the full one)
     sampled_softmax: int = 4096
     negatives: int = 1024  # words the sampled softmax scores per step, shared by the batch
     # loss weights: 0 switches a loss off
     denoise: float = 1.0
     back_translation: float = 1.0
     adversarial: float = 0.1
-    kl: float = 0.0  # needs variational=True
+    kl: float = 0.0  # weight of the variational bottleneck's KL term (needs --variational)
     anchor: bool = True  # start from translations found without pairs (see anchor_model)
     # "words": a word-by-word dictionary from embeddings aligned without pairs; "hmm": one hidden
     # Markov model per language, states matched by their chains, sentences translated in context
