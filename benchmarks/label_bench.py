@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
 
 from sae_translate.bench.synthetic import wide_bench_run  # noqa: E402
-from sae_translate.label import LabelConfig, label_run  # noqa: E402
+from sae_translate.label import BASELINES, LabelConfig, label_run  # noqa: E402
 from sae_translate.score import ScoreConfig, score_run, summary_table  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     db.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "embeddings", ignore_errors=True)  # time embedding every text afresh
 
-    labelled = label_run(LabelConfig(run=str(run_dir), db=str(db)))
+    labelled = label_run(LabelConfig(run=str(run_dir), db=str(db), methods=BASELINES))
     print(
         f"label (3 baselines + examples): {labelled.seconds:.1f}s, "
         f"{labelled.n_features / labelled.seconds:,.0f} features/s, {labelled.n_examples:,} examples"

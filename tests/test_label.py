@@ -6,7 +6,7 @@ import pytest
 
 from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
-from sae_translate.label import LABELERS, LabelConfig, label_run, register_labeler
+from sae_translate.label import BASELINES, LABELERS, LabelConfig, label_run, register_labeler
 from sae_translate.label.examples import ExampleConfig, HeldoutSlice, sample_examples
 from sae_translate.store.db import run_query
 
@@ -20,8 +20,23 @@ def planted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def labelled(planted, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "labels.duckdb"
-    result = label_run(LabelConfig(run=str(planted.run.dir), db=str(db)))
+    result = label_run(LabelConfig(run=str(planted.run.dir), db=str(db), methods=BASELINES))
     return result, db
+
+
+def test_auto_methods_are_the_translators_the_run_has_describe_corpus_and_the_baselines(tmp_path):
+    from sae_translate.label.stage import label_methods
+    from sae_translate.translator.run import translator_dir
+
+    untrained = ["describe-corpus", *BASELINES]
+    assert label_methods(("auto",), tmp_path) == untrained
+    assert label_methods(("top-tokens", "auto"), tmp_path) == ["top-tokens", "describe-corpus", *BASELINES[1:]]
+    aligned = translator_dir(tmp_path, "aligned")
+    aligned.mkdir()
+    (aligned / "best.safetensors").write_bytes(b"")  # a checkpoint is there once train has saved one
+    assert label_methods(("auto",), tmp_path) == ["translator-aligned", *untrained]
+    (translator_dir(tmp_path, "unsupervised") / "x").parent.mkdir()  # a directory without a checkpoint
+    assert label_methods(("auto",), tmp_path) == ["translator-aligned", *untrained]
 
 
 def _rows(db, sql):

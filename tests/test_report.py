@@ -18,7 +18,7 @@ from plotly.offline import get_plotlyjs
 
 from sae_translate.bench.synthetic import make_synthetic_run
 from sae_translate.errors import UserError
-from sae_translate.label import LabelConfig, label_run
+from sae_translate.label import BASELINES, LabelConfig, label_run
 from sae_translate.report import ReportConfig, figures, write_report
 from sae_translate.report.figures import pca_2d, read_training_log
 from sae_translate.score import ScoreConfig, score_run
@@ -158,7 +158,7 @@ def labelled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     syn = make_synthetic_run(root / "run", n_seq=160, ctx=32, d_sae=24, p_fire=0.95, noise_per_token=0.3, seed=3)
     db = root / "labels.duckdb"
-    label_run(LabelConfig(run=str(syn.run.dir), db=str(db)))
+    label_run(LabelConfig(run=str(syn.run.dir), db=str(db), methods=BASELINES))
     score_run(ScoreConfig(run=str(syn.run.dir), db=str(db), scorers=("detection", "simulation")))
     write_ground_truth(syn.run, db, syn.trigger)
     write_training_log(syn.run.dir)

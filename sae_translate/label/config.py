@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sae_translate.label.examples import ExampleConfig
 
 BASELINES = ("top-tokens", "logit-lens", "constant", "random")
+AUTO = "auto"  # the translators the run has, describe-corpus and the baselines
 CRITERIA = ("detection", "f_beta")  # how the describer measures a rule's fidelity (--fidelity)
 
 
@@ -19,9 +20,10 @@ CRITERIA = ("detection", "f_beta")  # how the describer measures a rule's fideli
 class LabelConfig:
     run: str
     db: str = str(DEFAULT_DB)
-    # label methods, comma-separated: translator, translator-aligned, describe-corpus, top-tokens,
-    # logit-lens, constant, random
-    methods: tuple[str, ...] = BASELINES
+    # label methods, comma-separated: "auto" (the translator methods whose checkpoints the run
+    # has, describe-corpus and the baselines) or any of translator, translator-aligned,
+    # describe-corpus, top-tokens, logit-lens, constant, random
+    methods: tuple[str, ...] = (AUTO,)
     run_id: str | None = None  # defaults to the run directory's name
     label_tokens: int = 3  # tokens named by a baseline label
     window: int = 16  # tokens per example window

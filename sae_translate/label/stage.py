@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from sae_translate.label.base import (
     LabelResult,
     get_labeler,
 )
-from sae_translate.label.config import CRITERIA
+from sae_translate.label.config import AUTO, BASELINES, CRITERIA
 from sae_translate.label.examples import (
     KINDS,
     ExampleSet,
@@ -30,6 +31,7 @@ from sae_translate.label.examples import (
 )
 from sae_translate.store import db as label_db
 from sae_translate.store.h5 import RunStore
+from sae_translate.translator.run import translator_dir
 
 
 def _run_row(run: RunStore) -> dict:
@@ -102,15 +104,33 @@ def label_rows(features: np.ndarray, labels: dict[str, list[list[Label]]]) -> di
     return out
 
 
+def label_methods(methods: tuple[str, ...], run_dir: Path) -> list[str]:
+    """The methods to run, ``auto`` expanded: the translator methods whose checkpoints the run
+    has (after `sae-translate train`), describe-corpus and the baselines."""
+    out: list[str] = []
+    for method in methods:
+        if method != AUTO:
+            out.append(method)
+            continue
+        for name, mode in (("translator", "unsupervised"), ("translator-aligned", "aligned")):
+            if (translator_dir(run_dir, mode) / "best.safetensors").exists():
+                out.append(name)
+        out += ["describe-corpus", *BASELINES]
+    return list(dict.fromkeys(out))
+
+
 def label_run(cfg: LabelConfig) -> LabelResult:
     """Label every alive feature with every method and store labels + held-out examples."""
     t0 = time.perf_counter()
-    labelers = {m: get_labeler(m) for m in dict.fromkeys(cfg.methods)}
+    for method in cfg.methods:  # unknown names fail before the run is opened
+        if method != AUTO:
+            get_labeler(method)
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     if cfg.workers < 0:  # checked here too: a run of baselines alone never starts the describer
         raise UserError(f"--workers must be 0 (one per CPU core) or more (got {cfg.workers})")
     with RunStore.open(cfg.run) as run:
+        labelers = {m: get_labeler(m) for m in label_methods(tuple(cfg.methods), run.dir)}
         return _label(run, cfg, labelers, t0)
 
 
