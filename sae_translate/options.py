@@ -68,9 +68,9 @@ def field_help(cls: type) -> dict[str, str]:
                 break
             block.insert(0, comments[line])
         leading = " ".join(block) if len(block) > 1 else ""
-        for line in alone:
-            if not (leading and line >= stmt.lineno - len(block)):
-                section = comments[line]
+        above = alone[: len(alone) - len(block)] if leading else alone  # the lines that name sections
+        if above:
+            section = comments[above[-1]]
         previous_end = stmt.end_lineno or stmt.lineno
         if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
             continue
