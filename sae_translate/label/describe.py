@@ -88,12 +88,16 @@ def describer_for(ctx: LabelContext) -> Describer:
     return ctx.shared["describer"]
 
 
+def check_workers(requested: int) -> None:
+    if requested < 0:
+        raise UserError(f"--workers must be 0 (one per CPU core) or more (got {requested})")
+
+
 def label_workers(requested: int, n_features: int) -> int:
     """Processes the describer runs in: ``requested``, or with 0 one per usable CPU core and at
     least ``FEATURES_PER_WORKER`` features each. One (this process) where fork is not the safe
     way to share the describer (it is on Linux; macOS and Windows spawn)."""
-    if requested < 0:
-        raise UserError(f"--workers must be 0 (one per CPU core) or more (got {requested})")
+    check_workers(requested)
     if not sys.platform.startswith("linux"):
         return 1
     if requested:

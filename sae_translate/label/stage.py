@@ -21,6 +21,7 @@ from sae_translate.label.base import (
     get_labeler,
 )
 from sae_translate.label.config import AUTO, BASELINES, CRITERIA
+from sae_translate.label.describe import check_workers
 from sae_translate.label.examples import (
     KINDS,
     ExampleSet,
@@ -127,8 +128,7 @@ def label_run(cfg: LabelConfig) -> LabelResult:
             get_labeler(method)
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
-    if cfg.workers < 0:  # checked here too: a run of baselines alone never starts the describer
-        raise UserError(f"--workers must be 0 (one per CPU core) or more (got {cfg.workers})")
+    check_workers(cfg.workers)  # before any work: a run of baselines alone never starts the describer
     with RunStore.open(cfg.run) as run:
         labelers = {m: get_labeler(m) for m in label_methods(tuple(cfg.methods), run.dir)}
         return _label(run, cfg, labelers, t0)
