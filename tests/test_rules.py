@@ -13,7 +13,7 @@ import pytest
 
 from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.describer import Describer, DescriberConfig, Evidence, TrainSample, choose, tie_margin
-from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector
+from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector, mark_name
 
 VOCAB = [
     "<|endoftext|>",
@@ -128,6 +128,10 @@ def test_category_selects_the_words_under_its_synset():
     "rule, text",
     [
         (Rule.tokens(["apple", "pear"]), "apple, pear"),
+        # marks standing alone go by their names, in a context they read as themselves
+        (Rule.tokens([".", "?"]), 'full stop ".", question mark "?"'),
+        (Rule.tokens(["(", "bad", "”"]), 'opening parenthesis "(", bad, closing quotation mark "”"'),
+        (Rule(context=Context("before", of=Selector(tokens=(")",)))), 'the word right before ")"'),
         (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
         (Rule(Selector(synset="fruit.n.01", name="fruit", examples=("apple", "pear"))), "fruit (apple, pear)"),
         (
@@ -738,3 +742,23 @@ def test_label_workers_default_to_the_cores_with_enough_features_each():
         assert label_workers(3, 10) == 1
     with pytest.raises(UserError, match="--workers"):
         label_workers(-1, 10)
+
+
+@pytest.mark.parametrize(
+    "token, name",
+    [
+        ("(", "opening parenthesis"),
+        (")", "closing parenthesis"),
+        ("“", "opening quotation mark"),
+        ("”", "closing quotation mark"),
+        (".", "full stop"),
+        ("-", "hyphen"),
+        ("$", "dollar sign"),
+        ("a", ""),
+        ("is", ""),
+        ("<|endoftext|>", ""),
+        ("7", ""),
+    ],
+)
+def test_mark_names(token, name):
+    assert mark_name(token) == name

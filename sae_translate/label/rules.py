@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,25 @@ STRUCTURAL = ("sentence_start", "sentence_end")
 NOUN_NAMES = {"cardinal.a.02": "number"}
 _BOUNDARY = re.compile(r"^(<\|[^|]*\|>|</?s>|<eos>|<bos>)$", re.IGNORECASE)
 _VOWEL_SOUND = re.compile(r"^[aeio]|^u(?!ni|se|su|ro)", re.IGNORECASE)
+
+
+# Unicode's names of marks, where a reader says otherwise
+_MARK_NAMES = {"hyphen-minus": "hyphen", "solidus": "slash", "reverse solidus": "backslash"}
+
+
+def mark_name(token: str) -> str:
+    """A punctuation mark or symbol by the name a reader uses ("(" -> "opening parenthesis", "."
+    -> "full stop", "”" -> "closing quotation mark"); "" for anything else. A token set of marks
+    is shown with their names: a label "(" standing alone says little to a reader or a text
+    embedding (inside a context, 'right before "("', the mark reads as itself)."""
+    if len(token) != 1 or unicodedata.category(token)[0] not in "PS":
+        return ""
+    name = unicodedata.name(token, "").lower()
+    name = _MARK_NAMES.get(name, name)
+    if unicodedata.category(token) in ("Ps", "Pi", "Pe", "Pf"):  # one end of a pair: say which
+        side = "opening" if unicodedata.category(token) in ("Ps", "Pi") else "closing"
+        name = re.sub(r"^(left|right)(-pointing)? ", f"{side} ", name).replace(" double ", " ")
+    return name
 
 
 def _or_list(words: Sequence[str]) -> str:
@@ -93,9 +113,10 @@ class Selector:
         return {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}.get(pos, "")
 
     def text(self) -> str:
-        """Standing alone: "fruit", "fruit (apple, pear)", "travel" or "apple, pear"."""
+        """Standing alone: "fruit", "fruit (apple, pear)", "travel", "apple, pear" or 'full stop
+        ".", question mark "?"'."""
         if not self.is_category:
-            return ", ".join(self.tokens)
+            return ", ".join(f'{mark_name(t)} "{t}"' if mark_name(t) else t for t in self.tokens)
         return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
