@@ -132,6 +132,8 @@ def test_category_selects_the_words_under_its_synset():
         (Rule.tokens([".", "?"]), 'full stop ".", question mark "?"'),
         (Rule.tokens(["(", "bad", "”"]), 'opening parenthesis "(", bad, closing quotation mark "”"'),
         (Rule(context=Context("before", of=Selector(tokens=(")",)))), 'the word right before ")"'),
+        (Rule.tokens(['"']), "quotation mark '\"'"),
+        (Rule(context=Context("after", of=Selector(tokens=('"', "so")))), 'the word right after \'"\' or "so"'),
         (Rule(Selector(synset="fruit.n.01", name="fruit")), "fruit"),
         (Rule(Selector(synset="fruit.n.01", name="fruit", examples=("apple", "pear"))), "fruit (apple, pear)"),
         (

@@ -70,10 +70,15 @@ def mark_name(token: str) -> str:
     return name
 
 
+def quoted(token: str) -> str:
+    """'"apple"'; the double quote mark itself in single quotes."""
+    return f"'{token}'" if token == '"' else f'"{token}"'
+
+
 def _or_list(words: Sequence[str]) -> str:
     """'"two"', '"two" or "three"', '"two", "three" or "four"'."""
-    quoted = [f'"{w}"' for w in words]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    quoted_words = [quoted(w) for w in words]
+    return quoted_words[0] if len(quoted_words) == 1 else f"{', '.join(quoted_words[:-1])} or {quoted_words[-1]}"
 
 
 def normalise(token: str) -> str:
@@ -116,7 +121,7 @@ class Selector:
         """Standing alone: "fruit", "fruit (apple, pear)", "travel", "apple, pear" or 'full stop
         ".", question mark "?"'."""
         if not self.is_category:
-            return ", ".join(f'{mark_name(t)} "{t}"' if mark_name(t) else t for t in self.tokens)
+            return ", ".join(f"{mark_name(t)} {quoted(t)}" if mark_name(t) else t for t in self.tokens)
         return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
