@@ -60,12 +60,13 @@ def mark_name(token: str) -> str:
     -> "full stop", "”" -> "closing quotation mark"); "" for anything else. A token set of marks
     is shown with their names: a label "(" standing alone says little to a reader or a text
     embedding (inside a context, 'right before "("', the mark reads as itself)."""
-    if len(token) != 1 or unicodedata.category(token)[0] not in "PS":
+    kind = unicodedata.category(token) if len(token) == 1 else ""
+    if kind[:1] not in ("P", "S"):
         return ""
     name = unicodedata.name(token, "").lower()
     name = _MARK_NAMES.get(name, name)
-    if unicodedata.category(token) in ("Ps", "Pi", "Pe", "Pf"):  # one end of a pair: say which
-        side = "opening" if unicodedata.category(token) in ("Ps", "Pi") else "closing"
+    if kind in ("Ps", "Pi", "Pe", "Pf"):  # one end of a pair: say which
+        side = "opening" if kind in ("Ps", "Pi") else "closing"
         name = re.sub(r"^(left|right)(-pointing)? ", f"{side} ", name).replace(" double ", " ")
     return name
 
@@ -73,6 +74,12 @@ def mark_name(token: str) -> str:
 def quoted(token: str) -> str:
     """'"apple"'; the double quote mark itself in single quotes."""
     return f"'{token}'" if token == '"' else f'"{token}"'
+
+
+def _shown(token: str) -> str:
+    """A token of a token set standing alone: the word, or a mark's name and the mark."""
+    name = mark_name(token)
+    return f"{name} {quoted(token)}" if name else token
 
 
 def _or_list(words: Sequence[str]) -> str:
@@ -121,7 +128,7 @@ class Selector:
         """Standing alone: "fruit", "fruit (apple, pear)", "travel", "apple, pear" or 'full stop
         ".", question mark "?"'."""
         if not self.is_category:
-            return ", ".join(f"{mark_name(t)} {quoted(t)}" if mark_name(t) else t for t in self.tokens)
+            return ", ".join(map(_shown, self.tokens))
         return f"{self.name} ({', '.join(self.examples)})" if self.examples else self.name
 
     def noun_phrase(self) -> str:
