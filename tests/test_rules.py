@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from sae_translate.label.describe import rule_evaluator
-from sae_translate.label.describer import Describer, DescriberConfig, Evidence, TrainSample, choose, tie_margin
+from sae_translate.label.describer import (
+    Describer,
+    DescriberConfig,
+    Evidence,
+    RuleFit,
+    TrainSample,
+    choose,
+    tie_margin,
+)
 from sae_translate.label.rules import Context, Rule, RuleEvaluator, Selector, mark_name
 
 VOCAB = [
@@ -234,6 +242,36 @@ def test_a_context_label_names_the_category_most_of_its_firings_are_in():
     # one firing in four on a fruit: no category is named, the examples are shown as before
     shown = describer.with_examples(after_the, evidence, firings("the apple the two the three the red"))
     assert shown.mostly is None and shown.text().startswith('the word right after "the", e.g. ')
+
+
+def test_a_context_label_whose_words_are_mostly_one_category_states_it_where_it_fits_as_well():
+    """'the word right after "the", mostly a fruit' becomes 'a fruit such as ... right after "the"'
+    where that rule's fidelity is within the tie of the best, and stays where it is not, where no
+    category is named, or with the option off."""
+    evaluator, categories = rule_evaluator(VOCAB)
+    sample = bare_sample(evaluator)
+    sample.context_counts = lambda context: np.ones(len(evaluator.vocab))
+    fidelity = {"context": 0.80, "in_context": 0.79}  # each kind's train fidelity, as TrainSample.fit gives it
+    sample.fit = lambda feature, rule, cells=None: RuleFit(fidelity[rule.kind], lift=3.0, recall=1.0)
+    describer = Describer(sample, categories, DescriberConfig())
+    evidence = evidence_at({0: ["apple", "pear", "plum", "dog"]})
+    after_the = Rule(context=Context("after", of=Selector(tokens=("the",))))
+    cells = evaluator.view(ids("the apple the pear the plum the dog"))
+    shown = describer.with_examples(after_the, evidence, cells)
+    assert shown.mostly is not None
+
+    rule, fit = describer.stated(0, shown, 0.80, 0.78, cells)
+    assert rule == Rule(target=shown.mostly, context=after_the.context) and fit == 0.79
+    assert rule.text() == f'a {shown.mostly.name} such as "apple", "pear" or "plum" right after "the"'
+    assert Describer(sample, categories, DescriberConfig(mostly_stated=False)).stated(0, shown, 0.80, 0.78, cells) == (
+        shown,
+        0.80,
+    )
+    fidelity["in_context"] = 0.70  # below the tie: the more general context rule stays
+    assert describer.stated(0, shown, 0.80, 0.78, cells) == (shown, 0.80)
+    fidelity["in_context"] = 0.79
+    plain = describer.with_examples(after_the, evidence, evaluator.view(ids("the apple the two the three the red")))
+    assert plain.mostly is None and describer.stated(0, plain, 0.80, 0.78, cells) == (plain, 0.80)
 
 
 def test_evidence_mixing_two_classes_proposes_a_category_of_each():

@@ -159,6 +159,9 @@ class DescriberConfig:
     # a context label names the category of its words ("mostly a city") where more than this share
     # of the feature's firings in the context are in it
     mostly_share: float = 0.5
+    # and where that category in the context is as faithful as the best rule (within the tie), it is
+    # the label: 'a number such as "two" right after "sold"' (False: the context label names it)
+    mostly_stated: bool = True
     seed: int = 0
 
 
@@ -631,7 +634,8 @@ class Describer:
         margin = tie_margin(best, n, self.cfg)
         ranked = choose(scored, margin)
         rule, fidelity = self.pruned(feature, *ranked[0], best - margin, cells, bool(telling))
-        return Description(self.with_examples(rule, evidence, cells), fidelity, ranked[1:6])
+        rule, fidelity = self.stated(feature, self.with_examples(rule, evidence, cells), fidelity, best - margin, cells)
+        return Description(rule, fidelity, ranked[1:6])
 
     def grow_token_set(self, feature: int, fits: dict[Rule, RuleFit], cells: TokenView) -> None:
         """The best word set of up to ``max_tokens`` words, grown one word at a time from the best
@@ -672,6 +676,18 @@ class Describer:
             if not options:
                 return rule, fidelity
             fidelity, rule = max(options, key=lambda o: o[0])
+
+    def stated(self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView) -> tuple[Rule, float]:
+        """A context label whose words are mostly one category ('the word right after "sold",
+        mostly a number such as "two"') as that category in the context ('a number such as "two"
+        right after "sold"') where its fidelity is at or above ``floor`` (the tie margin below the
+        best): it says what the feature fires on as well as where. The more general context rule
+        stays where stating the category costs fidelity."""
+        if not self.cfg.mostly_stated or rule.mostly is None:
+            return rule, fidelity
+        stated = Rule(target=rule.mostly, context=rule.context)
+        fit = self.sample.fit(feature, stated, cells)
+        return (stated, fit.fidelity) if fit.fidelity >= floor else (rule, fidelity)
 
     def with_examples(self, rule: Rule, evidence: Evidence, cells: TokenView | None = None) -> Rule:
         """A target category, or else the neighbour category of a context, shown with the members
