@@ -28,7 +28,9 @@ read off a few contexts fits those contexts). A rule under which the feature fir
 twice as often as anywhere (lift) loses to any that reaches it; a target in a context must hold
 70% of the feature's firings on the target and make them twice as likely. Where fidelities tie
 within one standard error of the estimate (capped at a share of the best), the shorter, more
-general rule wins. (``criterion="f_beta"``: F-beta at beta 2 between the tokens the rule selects
+general rule wins, with one exception: a context rule most of whose firings are one category's
+words becomes that category in the context where that rule is within the tie too ('a number
+right after "sold"', not 'the word right after "sold", mostly a number'). (``criterion="f_beta"``: F-beta at beta 2 between the tokens the rule selects
 and those where the feature fires.)
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
