@@ -30,8 +30,8 @@ twice as often as anywhere (lift) loses to any that reaches it; a target in a co
 within one standard error of the estimate (capped at a share of the best), the shorter, more
 general rule wins, with one exception: a context rule most of whose firings are one category's
 words becomes that category in the context where that rule is within the tie too ('a number
-right after "sold"', not 'the word right after "sold", mostly a number'). (``criterion="f_beta"``: F-beta at beta 2 between the tokens the rule selects
-and those where the feature fires.)
+right after "sold"', not 'the word right after "sold", mostly a number'). (``criterion="f_beta"``:
+F-beta at beta 2 between the tokens the rule selects and those where the feature fires.)
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
 feature's firing positions that the rule selects; the number of tokens the rule selects in the
