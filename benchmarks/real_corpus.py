@@ -20,9 +20,10 @@ and a tiny GPT-NeoX are trained on it, then an SAE on its residual stream with s
 trainer. The world is reused when present with the same settings; a run is started over when
 its world changes.
 
-Time on the 2-core CPU with other jobs on it (load ~8): build 9 min (model 6, SAE 2.5); run
-24 min (extract 0.5, the unsupervised translator's word-by-word anchor 9, 300 steps of each
-translator 10 + 3.5, label + scores 4.5), about half that on an idle machine; report seconds.
+Time on an idle 2-core CPU: build 3.5 min; run 13 min (extract 10 s, both translators at the
+demo's 1,500 steps 12 min, label + scores 45 s); report seconds. `run --steps 300` trains in
+half the time and gives labels well below the 1,500-step ones (BENCHMARKS.md); on a busy
+machine (load ~8) every figure is two to three times longer.
 Run from the repository root; in a git worktree put it first on the path (PYTHONPATH=.) so its
 own package is imported.
 
@@ -73,8 +74,6 @@ TRAIN_SECTION_KEYS = (
     "eval_every",
     "checkpoint_every",
 )
-# The demo's 1500 translator steps take ~25 min each on a busy 2-core CPU; 300 keep the run short.
-QUICK_STEPS = 300
 N_SAMPLE = 20
 N_TOP_EXAMPLES = 3
 
@@ -572,8 +571,8 @@ def main() -> None:
     p.add_argument(
         "--steps",
         type=int,
-        default=QUICK_STEPS,
-        help="translator steps, the demo's other settings (0: the demo's 1500)",
+        default=0,
+        help="translator steps, the demo's other settings (0: the demo's 1500; 300 for a quick, weaker run)",
     )
     p.add_argument(
         "--threads",
