@@ -247,7 +247,8 @@ def test_a_context_label_names_the_category_most_of_its_firings_are_in():
 def test_a_context_label_whose_words_are_mostly_one_category_states_it_where_it_fits_as_well():
     """'the word right after "the", mostly a fruit' becomes 'a fruit such as ... right after "the"'
     where that rule's fidelity is within the tie of the best, and stays where it is not, where no
-    category is named, or with the option off."""
+    category is named, or with the option off; so does a context most of whose firings are on one
+    of its example words ('"saw" right after "the"')."""
     evaluator, categories = rule_evaluator(VOCAB)
     sample = bare_sample(evaluator)
     sample.context_counts = lambda context: np.ones(len(evaluator.vocab))
@@ -270,8 +271,16 @@ def test_a_context_label_whose_words_are_mostly_one_category_states_it_where_it_
     fidelity["in_context"] = 0.70  # below the tie: the more general context rule stays
     assert describer.stated(0, shown, 0.80, 0.78, cells) == (shown, 0.80)
     fidelity["in_context"] = 0.79
-    plain = describer.with_examples(after_the, evidence, evaluator.view(ids("the apple the two the three the red")))
-    assert plain.mostly is None and describer.stated(0, plain, 0.80, 0.78, cells) == (plain, 0.80)
+    mixed = evaluator.view(ids("the apple the two the three the red"))
+    plain = describer.with_examples(after_the, evidence, mixed)
+    assert plain.mostly is None and describer.stated(0, plain, 0.80, 0.78, mixed) == (plain, 0.80)
+    # one word holding most of the firings in the context is stated the same way
+    examples = replace(after_the, examples=("cat", "saw"))
+    rule, _ = describer.stated(0, examples, 0.80, 0.78, evaluator.view(ids("the saw the saw the saw the cat")))
+    assert rule == Rule(Selector(tokens=("saw",)), after_the.context) and rule.text() == '"saw" right after "the"'
+    assert (
+        describer.stated(0, examples, 0.80, 0.78, evaluator.view(ids("the saw the cat the dog the red")))[0] == examples
+    )
 
 
 def test_evidence_mixing_two_classes_proposes_a_category_of_each():

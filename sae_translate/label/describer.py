@@ -29,8 +29,9 @@ twice as often as anywhere (lift) loses to any that reaches it; a target in a co
 70% of the feature's firings on the target and make them twice as likely. Where fidelities tie
 within one standard error of the estimate (capped at a share of the best), the shorter, more
 general rule wins, with one exception: a context rule most of whose firings are one category's
-words becomes that category in the context where that rule is within the tie too ('a number
-right after "sold"', not 'the word right after "sold", mostly a number'). (``criterion="f_beta"``:
+words, or one word, becomes that target in the context where that rule is within the tie too ('a
+number right after "sold"', not 'the word right after "sold", mostly a number'; '"the" right after
+"took"', not 'the word right after "took", e.g. "the"'). (``criterion="f_beta"``:
 F-beta at beta 2 between the tokens the rule selects and those where the feature fires.)
 
 Fidelity without scanning the corpus per candidate: recall is the share of a sample of the
@@ -161,8 +162,9 @@ class DescriberConfig:
     # a context label names the category of its words ("mostly a city") where more than this share
     # of the feature's firings in the context are in it
     mostly_share: float = 0.5
-    # and where that category in the context is as faithful as the best rule (within the tie), it is
-    # the label: 'a number such as "two" right after "sold"' (False: the context label names it)
+    # and where that category (or one word holding that share) in the context is as faithful as
+    # the best rule (within the tie), it is the label: 'a number such as "two" right after "sold"',
+    # '"the" right after "took"' (False: the context label names it)
     mostly_stated: bool = True
     seed: int = 0
 
@@ -681,15 +683,31 @@ class Describer:
 
     def stated(self, feature: int, rule: Rule, fidelity: float, floor: float, cells: TokenView) -> tuple[Rule, float]:
         """A context label whose words are mostly one category ('the word right after "sold",
-        mostly a number such as "two"') as that category in the context ('a number such as "two"
-        right after "sold"') where its fidelity is at or above ``floor`` (the tie margin below the
-        best): it says what the feature fires on as well as where. The more general context rule
-        stays where stating the category costs fidelity."""
-        if not self.cfg.mostly_stated or rule.mostly is None:
+        mostly a number such as "two"') or one word ('the word right after "took", e.g. "the"') as
+        that target in the context ('a number such as "two" right after "sold"', '"the" right after
+        "took"') where its fidelity is at or above ``floor`` (the tie margin below the best): it
+        says what the feature fires on as well as where. The more general context rule stays where
+        stating the target costs fidelity."""
+        if not self.cfg.mostly_stated or rule.target is not None or rule.context is None:
             return rule, fidelity
-        stated = Rule(target=rule.mostly, context=rule.context)
+        target = rule.mostly or self._mostly_word(rule, cells)
+        if target is None:
+            return rule, fidelity
+        stated = Rule(target=target, context=rule.context)
         fit = self.sample.fit(feature, stated, cells)
         return (stated, fit.fidelity) if fit.fidelity >= floor else (rule, fidelity)
+
+    def _mostly_word(self, rule: Rule, cells: TokenView) -> Selector | None:
+        """The context label's example word that more than ``mostly_share`` of the feature's firings
+        in the context are on, if one is (a word is not named as 'mostly "the"' in the text: only
+        a category says more than the examples do)."""
+        ev = self.sample.evaluator
+        in_context = ev.select(rule, cells)
+        for word in rule.examples:
+            selector = Selector(tokens=(word,))
+            if (in_context & ev.select(Rule(target=selector), cells)).sum() > self.cfg.mostly_share * in_context.sum():
+                return selector
+        return None
 
     def with_examples(self, rule: Rule, evidence: Evidence, cells: TokenView | None = None) -> Rule:
         """A target category, or else the neighbour category of a context, shown with the members
