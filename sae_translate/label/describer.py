@@ -701,13 +701,18 @@ class Describer:
         """The context label's example word that more than ``mostly_share`` of the feature's firings
         in the context are on, if one is (a word is not named as 'mostly "the"' in the text: only
         a category says more than the examples do)."""
-        ev = self.sample.evaluator
-        in_context = ev.select(rule, cells)
+        in_context = self.sample.evaluator.select(rule, cells)
         for word in rule.examples:
             selector = Selector(tokens=(word,))
-            if (in_context & ev.select(Rule(target=selector), cells)).sum() > self.cfg.mostly_share * in_context.sum():
+            if self._holds_most(in_context, selector, cells):
                 return selector
         return None
+
+    def _holds_most(self, in_context: np.ndarray, selector: Selector, cells: TokenView) -> bool:
+        """More than ``mostly_share`` of the firings a context selects (``in_context``) are on the
+        selector's words."""
+        on = in_context & self.sample.evaluator.select(Rule(target=selector), cells)
+        return bool(on.sum() > self.cfg.mostly_share * in_context.sum())
 
     def with_examples(self, rule: Rule, evidence: Evidence, cells: TokenView | None = None) -> Rule:
         """A target category, or else the neighbour category of a context, shown with the members
@@ -743,15 +748,11 @@ class Describer:
         top = top[scores[top] > 0]
         if len(top) == 0:
             return None
-        ev = self.sample.evaluator
-        in_context = ev.select(rule, cells)
+        in_context = self.sample.evaluator.select(rule, cells)
         if not in_context.any():
             return None
         for category in self.categories.propose({int(i): float(scores[i]) for i in top}, self.cfg.n_categories):
-            if category.part_of_speech != "noun":
-                continue
-            share = float((in_context & ev.select(Rule(target=category), cells)).sum() / in_context.sum())
-            if share > self.cfg.mostly_share:
+            if category.part_of_speech == "noun" and self._holds_most(in_context, category, cells):
                 return self._examples(category, top)
         return None
 
