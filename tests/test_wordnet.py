@@ -157,6 +157,16 @@ def test_category_name(wn):
     assert category_name(wn.synset("cardinal.a.02")) == "number"  # the number words' adjective cluster
 
 
+def test_a_category_shown_by_forms_of_one_of_its_words_is_named_by_it(index):
+    # find.v.05 is "find, feel": shown by "felt" it reads "feel (felt)", not "find (felt)"
+    assert index.lemma_of_forms("find.v.05", ["felt"]) == "feel"
+    assert index.lemma_of_forms("find.v.05", ["feel", "felt"]) == "feel"
+    assert index.lemma_of_forms("state.v.01", ["said"]) == "say"  # "state, say, tell"
+    assert index.lemma_of_forms("travel.v.01", ["ran", "flew"]) is None  # members, not its words
+    assert index.lemma_of_forms("travel.v.01", ["went", "ran"]) is None  # "go" is one of them only
+    assert index.lemma_of_forms("find.v.05", []) is None
+
+
 def test_missing_wordnet_is_a_user_error_with_the_install_hint(tmp_path):
     broken = tmp_path / "nltk_data"
     (broken / "corpora" / "wordnet").mkdir(parents=True)

@@ -61,6 +61,9 @@ class WordNetCategories:
     def propose(self, weights: dict[int, float], top_n: int = 3) -> Sequence[Selector]:
         return [Selector(synset=c.synset, name=c.name) for c in self.index.propose(weights, top_n)]
 
+    def lemma_of_forms(self, synset: str, words: Sequence[str]) -> str | None:
+        return self.index.lemma_of_forms(synset, words)
+
     def ids(self, synset: str) -> np.ndarray:
         return np.array(sorted(self.index.extension(synset)), dtype=np.int64)
 

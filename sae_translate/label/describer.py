@@ -80,6 +80,10 @@ class CategorySource(Protocol):
         """Build what is otherwise built on first use."""
         ...
 
+    def lemma_of_forms(self, synset: str, words: Sequence[str]) -> str | None:
+        """The synset's lemma that every one of ``words`` is a form of, if one is."""
+        ...
+
 
 @dataclass
 class Evidence:
@@ -787,15 +791,26 @@ class Describer:
         return tuple(words)
 
     def _examples(self, category: Selector, ids: np.ndarray) -> Selector:
+        """The category with its members the evidence ``ids`` weigh most as examples; named by its
+        own word where every example is a form of it ('feel (felt)', not 'find (felt)')."""
         ev = self.sample.evaluator
-        words: list[str] = []
-        for i in ids[isin(ids, ev.selector_ids(category))].tolist():
-            word = ev.text[i]
-            if word != category.name and word not in words:
-                words.append(word)
-            if len(words) == self.cfg.n_examples:
-                break
-        return replace(category, examples=tuple(words))
+        members = ids[isin(ids, ev.selector_ids(category))].tolist()
+
+        def shown(name: str) -> tuple[str, ...]:
+            words: list[str] = []
+            for i in members:
+                word = ev.text[i]
+                if word != name and word not in words:
+                    words.append(word)
+                if len(words) == self.cfg.n_examples:
+                    break
+            return tuple(words)
+
+        words = shown(category.name)
+        lemma = self.categories.lemma_of_forms(category.synset, words) if self.categories is not None else None
+        if lemma is not None and lemma != category.name:
+            return replace(category, name=lemma, examples=shown(lemma))
+        return replace(category, examples=words)
 
 
 def tie_margin(best: float, n: int, cfg: DescriberConfig) -> float:

@@ -413,6 +413,23 @@ class CategoryIndex:
         except (WordNetError, ValueError) as e:
             raise UserError(f"unknown WordNet synset {synset!r}: {e}") from None
 
+    def lemma_of_forms(self, synset: str, words: Sequence[str]) -> str | None:
+        """The lemma of ``synset`` that every one of ``words`` is a form of, or None: a category
+        whose shown members are all one of its own words is named by that word (find.v.05, "find,
+        feel", shown by "felt" and "feel" -> "feel", not "find")."""
+        if not words:
+            return None
+        s = self.wn.synset(synset)
+        pos = "a" if s.pos() == "s" else s.pos()
+        lemmas = {lemma.name().lower(): lemma.name().replace("_", " ") for lemma in s.lemmas()}
+        common = set(lemmas)
+        for word in words:
+            common &= {word, *self.wn._morphy(word, pos)}
+            if not common:
+                return None
+        # WordNet's order among the lemmas left (a word that is two of them: the first)
+        return next(lemmas[k] for k in lemmas if k in common)
+
     def _name(self, c: int) -> str:
         if c not in self._names:
             self._names[c] = _display_name(self._synsets[c], self._counts)
