@@ -26,6 +26,9 @@ fi
 if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
   apt_install wordnet-base wordnet-sense-index
 fi
+# Closed word classes for labels (determiners, pronouns, modal verbs, ...): a Penn Treebank
+# part-of-speech lexicon (elsewhere: SAE_TRANSLATE_POS_LEXICON=path/to/Lingua-EN-Tagger/words.yml)
+[ -f /usr/share/perl5/Lingua/EN/Tagger/words.yml ] || apt_install liblingua-en-tagger-perl
 if [ "$DEV" = 1 ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium
   "$PY" -m pip install -q -e ".[dev]"

@@ -30,6 +30,7 @@ from sae_translate.label.describer import (
     TrainSample,
 )
 from sae_translate.label.rules import RuleEvaluator, Selector
+from sae_translate.label.word_classes import WordClasses, class_name, is_word_class
 from sae_translate.label.wordnet import CategoryIndex
 from sae_translate.progress import progress
 
@@ -38,12 +39,17 @@ CHUNK = 64  # features a worker describes per task
 
 
 class WordNetCategories:
-    """``CategoryIndex`` proposals as rule selectors. The index is built on first use (seconds over
-    a large vocabulary): scoring rules that name no category never builds it."""
+    """``CategoryIndex`` proposals as rule selectors, with the closed word classes WordNet lacks
+    (``word_classes.py``: determiners, pronouns, prepositions, modal verbs, ...). Both are built on
+    first use (seconds over a large vocabulary): scoring rules that name no category never builds
+    them. Without the part-of-speech lexicon the describer proposes no word classes (one warning);
+    a stored rule naming one still needs it."""
 
     def __init__(self, vocab: Sequence[str]):
         self.vocab = list(vocab)
         self._index: CategoryIndex | None = None
+        self._classes: WordClasses | None = None
+        self._classes_missing = False
 
     @property
     def built(self) -> bool:
@@ -51,6 +57,7 @@ class WordNetCategories:
 
     def prepare(self) -> None:
         _ = self.index
+        self._proposable_classes()
 
     @property
     def index(self) -> CategoryIndex:
@@ -58,13 +65,34 @@ class WordNetCategories:
             self._index = CategoryIndex(self.vocab)
         return self._index
 
+    @property
+    def classes(self) -> WordClasses:
+        if self._classes is None:
+            self._classes = WordClasses(self.vocab)
+        return self._classes
+
+    def _proposable_classes(self) -> WordClasses | None:
+        if self._classes is None and not self._classes_missing:
+            try:
+                self._classes = WordClasses(self.vocab)
+            except UserError as e:
+                self._classes_missing = True
+                print(f"warning: labels name no word classes (determiners, pronouns, ...): {e}", file=sys.stderr)
+        return self._classes
+
     def propose(self, weights: dict[int, float], top_n: int = 3) -> Sequence[Selector]:
-        return [Selector(synset=c.synset, name=c.name) for c in self.index.propose(weights, top_n)]
+        found = [Selector(synset=c.synset, name=c.name) for c in self.index.propose(weights, top_n)]
+        classes = self._proposable_classes()
+        if classes is not None:
+            found += [Selector(synset=n, name=class_name(n)) for n in classes.propose(weights)]
+        return found
 
     def lemma_of_forms(self, synset: str, words: Sequence[str]) -> str | None:
-        return self.index.lemma_of_forms(synset, words)
+        return None if is_word_class(synset) else self.index.lemma_of_forms(synset, words)
 
     def ids(self, synset: str) -> np.ndarray:
+        if is_word_class(synset):
+            return self.classes.ids(synset)
         return np.array(sorted(self.index.extension(synset)), dtype=np.int64)
 
 
