@@ -394,6 +394,25 @@ def test_label_rejects_bad_describer_options_even_when_only_baselines_run(synthe
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--scorers", "embeding"], "error: unknown scorer 'embeding'"),
+        (["--scorers", "ground_truth", "--world", "/nonexistent"], "error: /nonexistent is not a toy world"),
+        (["--methods", ""], "error: no label method given"),
+    ],
+)
+def test_label_rejects_bad_scorers_world_or_methods_before_writing(synthetic_run, tmp_path, option, message):
+    db = tmp_path / "labels.duckdb"
+    good = ["label", "--run", str(synthetic_run), "--methods", "top-tokens", "--db", str(db)]
+    assert _cli(*good, "--scorers", "detection").returncode == 0
+    before = db.read_bytes()
+    result = _cli(*good, *option)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    assert db.read_bytes() == before  # the stored labels and scores are untouched
+
+
 @pytest.mark.slow
 def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"

@@ -123,6 +123,8 @@ def label_methods(methods: tuple[str, ...], run_dir: Path) -> list[str]:
 def label_run(cfg: LabelConfig) -> LabelResult:
     """Label every alive feature with every method and store labels + held-out examples."""
     t0 = time.perf_counter()
+    if not cfg.methods:
+        raise UserError(f"no label method given; pass --methods {AUTO} or a comma-separated list")
     for method in cfg.methods:  # unknown names fail before the run is opened
         if method != AUTO:
             get_labeler(method)

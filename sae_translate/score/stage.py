@@ -120,12 +120,20 @@ class GroundTruth:
     column: dict[str, int]
 
 
+def check_scorers(scorers: tuple[str, ...], world: str) -> None:
+    """Fail on an unknown scorer, or on a --world that is not a toy world when a scorer needs one,
+    before anything is read or written."""
+    unknown = set(scorers) - set(SCORERS)
+    if unknown:
+        raise UserError(f"unknown scorer {sorted(unknown)[0]!r}; choose from {', '.join(SCORERS)}")
+    if world and set(scorers) & {"ground_truth", "name_match"}:
+        load_world(world)
+
+
 def score_run(cfg: ScoreConfig) -> ScoreResult:
     """Score every method's labels of a run on held-out windows; store scores and summaries."""
     t0 = time.perf_counter()
-    unknown = set(cfg.scorers) - set(SCORERS)
-    if unknown:
-        raise UserError(f"unknown scorer {sorted(unknown)[0]!r}; choose from {', '.join(SCORERS)}")
+    check_scorers(tuple(cfg.scorers), cfg.world)
     with RunStore.open(cfg.run) as run:
         return _score(run, cfg, t0)
 
@@ -287,6 +295,7 @@ def extensional_f1(
 
 def label_and_score(cfg: LabelConfig) -> tuple[LabelResult, ScoreResult | None]:
     """The label stage as the CLI and pipelines run it: label, then score the new labels."""
+    check_scorers(tuple(cfg.scorers), cfg.world)  # a bad scorer or world fails before the labels replace old ones
     labelled = label_run(cfg)
     if not cfg.scorers:
         return labelled, None
