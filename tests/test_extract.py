@@ -294,11 +294,19 @@ def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
         ({"sae": "no-such-release/blocks.0.hook_resid_post"}, "unknown SAE release"),
         ({"dataset": "does/not/exist.txt"}, "not found"),
         ({"hook": "blocks.0.hook_resid_pre"}, "does not match"),
+        ({"ctx": "64"}, "context size 64 exceeds the model's 32; lower --ctx"),
+        ({"ctx": "0"}, "--ctx must be 1 or more (got 0)"),
+        ({"heldout": "1.5"}, "--heldout must be in [0, 1) (got 1.5)"),
+        ({"heldout": "-0.1"}, "--heldout must be in [0, 1)"),
+        ({"dataset": "{tmp}/empty.txt"}, "gave no window of 32 tokens"),
+        ({"dataset": "{tmp}/rows.jsonl"}, "dataset rows have no 'text' column (columns: body)"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, override, message):
     out = tmp_path / "out"
     cfg = _cfg(tiny_world, out)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "rows.jsonl").write_text('{"body": "a line of text"}\n')
     args = [
         "extract",
         "--model",
@@ -315,6 +323,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, override
         "32",
     ]
     for key, value in override.items():
+        value = value.replace("{tmp}", str(tmp_path))
         flag = f"--{key}"
         if flag in args:
             args[args.index(flag) + 1] = value

@@ -72,10 +72,12 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     )
 
     t0 = time.time()
+    _check_ranges(cfg)
     ranks = Ranks.from_env()
     out = Path(cfg.out)
     partial = out / ".partial"
     check_writable(out)
+    created = not out.exists()  # removed again if this invocation fails before writing anything into it
     reused = _existing_run(out, cfg, ranks)
     if reused is not None:
         return ExtractResult(reused.path, reused.n_seq, reused.n_tokens, time.time() - t0, reused=True)
@@ -88,6 +90,8 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     model = load_model(cfg.model, device=str(sae.device), dtype=cfg.dtype, processing=model_kwargs_for(sae))
     hook = check_sae_fits_model(sae, model, cfg.hook)
     _check_width(model, sae, hook)
+    if cfg.ctx > model.cfg.n_ctx:
+        raise UserError(f"context size {cfg.ctx} exceeds the model's {model.cfg.n_ctx}; lower --ctx")
     if model.tokenizer is None:
         raise UserError(f"model {cfg.model!r} has no tokenizer; save one with the checkpoint")
     if ranks.rank == 0:
@@ -144,6 +148,8 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         writer.abort()
         if n_seq == 0 or (ranks.world_size == 1 and not any(partial.glob("chunk-*.npz"))):
             shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
+            if created and ranks.rank == 0:
+                _remove_if_empty(out)
         raise
     finally:
         bar.close()
@@ -374,6 +380,21 @@ def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | Non
             old.unlink(missing_ok=True)
     ranks.barrier()
     return None
+
+
+def _check_ranges(cfg: ExtractConfig) -> None:
+    """Options outside their range fail before anything is loaded or written."""
+    if cfg.ctx < 1:
+        raise UserError(f"--ctx must be 1 or more (got {cfg.ctx})")
+    if not 0 <= cfg.heldout < 1:
+        raise UserError(f"--heldout must be in [0, 1) (got {cfg.heldout})")
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()  # only succeeds on an empty directory
+    except OSError:
+        pass
 
 
 def _prepare_partial(partial: Path, cfg: ExtractConfig) -> None:
