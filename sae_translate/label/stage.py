@@ -128,6 +128,8 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     for method in cfg.methods:  # unknown names fail before the run is opened
         if method != AUTO:
             get_labeler(method)
+    if cfg.window < 1:
+        raise UserError(f"--window must be 1 or more (got {cfg.window})")
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     check_workers(cfg.workers)  # before any work: a run of baselines alone never starts the describer
