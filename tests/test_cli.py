@@ -265,6 +265,9 @@ def test_query_takes_a_lean_path_with_the_typer_commands_options_and_output(tmp_
         (["SELECT 1", "--db", str(tmp_path / "missing.duckdb")], "error: no label database at"),
         (["SELECT nope", "--db", str(path)], "error: SQL error:"),
         (["SELECT 1", "--db", str(path), "--format", "xml"], "error: unknown --format 'xml'"),
+        (["", "--db", str(path)], "error: empty SQL statement"),
+        (["  \n ", "--db", str(path)], "error: empty SQL statement"),
+        (["-- only a comment", "--db", str(path)], "error: empty SQL statement"),
     ):
         bad = _cli("query", *args)
         assert bad.returncode == 1 and bad.stderr.startswith(message) and "Traceback" not in bad.stderr, bad.stderr

@@ -393,6 +393,8 @@ def run_query(sql: str, db: str | Path = DEFAULT_DB) -> QueryResult:
     con = connect_readonly(db)
     try:
         rel = con.execute(sql)
+        if rel is None:  # nothing but whitespace, comments or semicolons
+            raise UserError("empty SQL statement")
         if rel.description is None:
             return QueryResult([], [])
         columns = [d[0] for d in rel.description]
