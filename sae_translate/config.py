@@ -7,12 +7,16 @@
     [label]      # LabelConfig fields
     [report]     # ReportConfig fields
 
-A stage whose table is absent is skipped. Unknown keys are an error, so typos do not pass silently.
+A stage whose table is absent is skipped. Unknown keys and values of the wrong type are an error,
+found when the file is loaded, before any stage runs, so typos do not pass silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,15 +54,119 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     for stage, section in raw.items():
         if not isinstance(section, dict):
             raise UserError(f"{path}: [{stage}] must be a table")
+    try:
+        check_stages(raw)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from e
     return PipelineConfig(name=name, stages=raw, source=str(path))
 
 
-def build_config(cls: type, section: dict[str, Any], where: str, **defaults: Any):
-    """cls(**defaults, **section), with one-line errors for unknown or missing keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(section) - names)
+# [train] keys beside TranslatorConfig's fields: the modes to train, and the feature language's
+# settings (its seed is the translator's)
+TRAIN_MODES = ("unsupervised", "aligned")
+
+
+def train_extra_keys() -> dict[str, Any]:
+    from sae_translate.translator.config import LanguageConfig
+
+    language = {k: v for k, v in typing.get_type_hints(LanguageConfig).items() if k != "seed"}
+    return {"modes": list[str], "mode": str, **language}
+
+
+def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every table's keys and value types, and the translator's settings, checked at once: a typo in
+    a late table fails before the early stages spend their minutes."""
+    from sae_translate.extract.config import ExtractConfig
+    from sae_translate.label.config import LabelConfig
+    from sae_translate.report.config import ReportConfig
+    from sae_translate.translator.config import LanguageConfig, TranslatorConfig
+    from sae_translate.world.build import WorldBuildConfig
+
+    classes = {
+        "world": WorldBuildConfig,
+        "extract": ExtractConfig,
+        "label": LabelConfig,
+        "report": ReportConfig,
+    }
+    for stage, cls in classes.items():
+        if stage in stages:
+            check_section(cls, stages[stage], stage)
+    if "train" in stages:
+        extra = train_extra_keys()
+        section = dict(stages["train"])
+        check_section(TranslatorConfig, section, "train", also=extra)
+        modes = section.pop("modes", [section.pop("mode", "unsupervised")])
+        for mode in modes:
+            if mode not in TRAIN_MODES:
+                raise UserError(f"[train] modes must name {' or '.join(TRAIN_MODES)} (got {mode!r})")
+        section.pop("mode", None)
+        language = {k: section.pop(k) for k in set(extra) & set(section)}
+        try:
+            LanguageConfig(**language).validate()
+            for mode in modes:
+                TranslatorConfig(**section, mode=mode).validate()
+        except UserError as e:
+            raise UserError(f"[train] {e}") from e
+
+
+_KINDS: dict[Any, tuple[str, str]] = {  # what a TOML value of the type is called, alone and in a list
+    bool: ("true or false", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    Path: ("a string", "strings"),
+}
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether a TOML value fits a field's annotation (annotations not listed here are not checked)."""
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (str, Path):
+        return isinstance(value, str)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in args if a is not type(None))
+    if origin in (tuple, list) and args:
+        return isinstance(value, (list, tuple)) and all(_fits(args[0], v) for v in value)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    if tp in _KINDS:
+        return _KINDS[tp][0]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin in (tuple, list) and args and args[0] in _KINDS:
+        return f"a list of {_KINDS[args[0]][1]}"
+    return str(tp)
+
+
+def check_section(cls: type, section: Mapping[str, Any], where: str, also: Mapping[str, Any] | None = None) -> None:
+    """One-line errors for a key that is neither a field of `cls` nor in `also` (key -> type), and
+    for a value whose type does not fit its field."""
+    hints = typing.get_type_hints(cls)
+    valid = {f.name: hints[f.name] for f in dataclasses.fields(cls)} | dict(also or {})
+    unknown = sorted(set(section) - set(valid))
     if unknown:
-        raise UserError(f"[{where}] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        raise UserError(f"[{where}] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    for key, value in section.items():
+        if not _fits(valid[key], value):
+            raise UserError(f"[{where}] {key} must be {_describe(valid[key])} (got {value!r})")
+
+
+def build_config(
+    cls: type, section: dict[str, Any], where: str, also: Mapping[str, Any] | None = None, **defaults: Any
+):
+    """cls(**defaults, **section), with one-line errors for unknown or missing keys and mistyped values
+    (`also`: keys the table may hold beside cls's fields, taken out of `section` by the caller)."""
+    check_section(cls, section, where, also)
+    names = {f.name for f in dataclasses.fields(cls)}
     merged = {k: v for k, v in defaults.items() if k in names} | section
     try:
         return cls(**merged)

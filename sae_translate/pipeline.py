@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_translate.config import PipelineConfig, build_config, load_pipeline
+from sae_translate.config import PipelineConfig, build_config, load_pipeline, train_extra_keys
 from sae_translate.store.db import QueryResult, connect_readonly
 
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
@@ -67,7 +67,7 @@ def stage_train(state: PipelineState, section: dict) -> None:
     language = build_config(LanguageConfig, {k: section.pop(k) for k in language_keys & set(section)}, "train")
     run_dir = str(state.run_dir or state.config.run_dir)
     for mode in modes:
-        cfg = build_config(TranslatorConfig, {**section, "mode": mode}, "train")
+        cfg = build_config(TranslatorConfig, {**section, "mode": mode}, "train", also=train_extra_keys())
         path = train_on_run(run_dir, cfg, language)
         print(f"   {mode} translator: {path}")
 

@@ -583,6 +583,33 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
         build_config(ExtractConfig, config.stages["extract"], "extract")
 
 
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('[train]\nsteps = "many"', "[train] steps must be an integer (got 'many')"),
+        ('[label]\nmethodz = ["top-tokens"]', "[label] has unknown key(s) methodz; valid keys: "),
+        ('[label]\nmethods = "top-tokens"', "[label] methods must be a list of strings (got 'top-tokens')"),
+        ("[report]\nmax_cards = 1.5", "[report] max_cards must be an integer (got 1.5)"),
+        ('[train]\nmodes = ["sideways"]', "[train] modes must name unsupervised or aligned (got 'sideways')"),
+        ("[train]\nsteps = 0", "[train] steps and batch size must be positive"),
+        ("[train]\nstepz = 5", "[train] has unknown key(s) stepz; valid keys: "),
+    ],
+)
+def test_pipeline_keys_and_types_are_checked_before_any_stage_runs(tmp_path, table, message):
+    run = tmp_path / "run"
+    pipeline = tmp_path / "p.toml"
+    # extract comes first and would fail on its model: the error must be the later table's
+    pipeline.write_text(f'[extract]\nmodel = "no-such-model"\nsae = "x"\ndataset = "x.txt"\nout = "{run}"\n{table}\n')
+    result = _cli("run", str(pipeline))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {pipeline}: {message}"), result.stderr
+    assert "== extract" not in result.stdout and not run.exists()
+    if "[train] has unknown key" in message:  # every key [train] takes is listed, the demo's modes among them
+        for key in ("modes", "mode", "dense_threshold", "min_count", "variant", "steps", "anchor_starts"):
+            assert f" {key}," in result.stderr or result.stderr.rstrip().endswith(f" {key}"), key
+
+
 def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):
     import warnings
 
