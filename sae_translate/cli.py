@@ -82,7 +82,9 @@ def run_cmd(
 @app.command()
 def demo(
     world_config: Optional[Path] = typer.Option(None, help="concept config (TOML/JSON); default: the packaged world"),
-    out: Path = typer.Option(Path("stores/demo"), help="run directory"),
+    out: Optional[Path] = typer.Option(
+        None, help="run directory; default stores/demo, or stores/NAME with --world-config NAME.toml"
+    ),
 ) -> None:
     """The whole pipeline on the embedded toy world: offline, CPU, minutes."""
     from sae_translate.pipeline import demo_pipeline, run_pipeline

@@ -14,14 +14,18 @@ from sae_translate.store.db import QueryResult, connect_readonly
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
 
 
-def demo_pipeline(world_config: Path | None = None, out: Path = Path("stores/demo")) -> PipelineConfig:
-    """The packaged demo pipeline, on another concept world when `world_config` names one
-    (built into its own stores/world-NAME, so it never replaces the default world)."""
+def demo_pipeline(world_config: Path | None = None, out: Path | None = None) -> PipelineConfig:
+    """The packaged demo pipeline, on another concept world when `world_config` names one (built
+    into its own stores/world-NAME, so it never replaces the default world, and run into
+    stores/NAME unless `out` says otherwise; the default world's run goes to stores/demo)."""
     config = load_pipeline(DEMO_PIPELINE)
     if world_config is not None:
+        stem = Path(world_config).stem
         config.stages["world"]["config"] = str(world_config)
-        config.stages["world"]["out"] = f"stores/world-{Path(world_config).stem}"
-    config.stages["extract"]["out"] = str(out)
+        config.stages["world"]["out"] = f"stores/world-{stem}"
+        if out is None:
+            out = Path("stores") / stem
+    config.stages["extract"]["out"] = str(out or Path("stores/demo"))
     return config
 
 

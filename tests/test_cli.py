@@ -621,6 +621,26 @@ def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):
     assert not [w for w in caught if "HookedTransformer" in str(w.message)]
 
 
+@pytest.mark.parametrize(
+    "args, world, run",
+    [
+        ([], "stores/world", "stores/demo"),
+        (["--world-config", "benchmarks/worlds/market.toml"], "stores/world-market", "stores/market"),
+        (["--world-config", "benchmarks/worlds/market.toml", "--out", "elsewhere"], "stores/world-market", "elsewhere"),
+    ],
+)
+def test_demo_runs_into_a_directory_named_after_its_world_config(monkeypatch, args, world, run):
+    from typer.testing import CliRunner
+
+    import sae_translate.pipeline
+
+    ran = []
+    monkeypatch.setattr(sae_translate.pipeline, "run_pipeline", lambda config, echo: ran.append(config))
+    result = CliRunner().invoke(app, ["demo", *args])
+    assert result.exit_code == 0, result.output
+    assert ran[0].stages["world"]["out"] == world and ran[0].stages["extract"]["out"] == run
+
+
 def test_demo_takes_a_world_config_and_reports_a_bad_one_in_one_line(tmp_path):
     from sae_translate.pipeline import demo_pipeline
 
