@@ -268,13 +268,13 @@ def test_killed_writer_leaves_the_previous_state(tmp_path):
     assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))
 
 
-# best_labels as schema version 1 defined it (a view ranking labels x scores on every query);
-# the materialised rows must equal it exactly.
+# best_labels as schema version 1 defined it (a view ranking labels x scores on every query),
+# without the constant baseline; the materialised rows must equal it exactly.
 OLD_BEST_LABELS_VIEW = """
     SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
     FROM labels l JOIN scores s
       ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
-    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = 'embedding'
+    WHERE l.rank = 0 AND l.method NOT IN ('random', 'constant') AND s.scorer = 'embedding'
     QUALIFY row_number() OVER (
         PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
 """
@@ -314,7 +314,7 @@ def _best_both_ways(path: Path) -> tuple[list, list]:
 def test_materialised_best_labels_equal_the_ranking_view(tmp_path):
     path = tmp_path / "labels.duckdb"
     rng = np.random.default_rng(0)
-    methods = ("top-tokens", "logit-lens", "translator", "random")
+    methods = ("top-tokens", "logit-lens", "translator", "random", "constant")
     scorers = ("embedding", "detection")
     db.write_label_stage(path, "a", _stage(40, methods=methods))
     db.write_label_stage(path, "b", _stage(30, methods=methods))
@@ -468,5 +468,39 @@ def test_version_4_database_gains_label_fidelity_on_write(tmp_path):
         "SELECT run_id, count(*), count(fidelity), max(fidelity) FROM labels GROUP BY 1 ORDER BY 1", path
     )
     assert rows.rows == [("a", 20, 0, None), ("b", 5, 5, 0.5)]
+    version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
+    assert version == [(str(db.SCHEMA_VERSION),)]
+
+
+def test_version_5_database_drops_the_constant_baseline_from_best_labels_on_write(tmp_path):
+    path = tmp_path / "labels.duckdb"
+    methods = ("top-tokens", "constant")
+    db.write_label_stage(path, "a", _stage(6, methods=methods))
+    scores = db.ScoreStageRows(
+        {
+            "feature": np.repeat(np.arange(6, dtype=np.int32), 2),
+            "method": list(methods) * 6,
+            "scorer": ["embedding"] * 12,
+            "value": np.tile([0.6, 0.9], 6),  # the constant label ranks first on every feature
+        },
+        {
+            "method": list(methods),
+            "scorer": ["embedding"] * 2,
+            "mean": [0.6, 0.9],
+            "n_scored": [6, 6],
+            "n_excluded": [0, 0],
+        },
+        None,
+        methods,
+        ("embedding",),
+    )
+    db.write_score_stage(path, "a", scores)
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.execute("UPDATE best_label_rows SET method = 'constant', score = 0.9")  # as version 5 ranked them
+    con.close()
+    db.write_label_stage(path, "b", _stage(2, methods=("top-tokens",)))  # any write migrates
+    best = db.run_query("SELECT DISTINCT method, score FROM best_labels WHERE run_id = 'a'", path).rows
+    assert best == [("top-tokens", 0.6)]
     version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
     assert version == [(str(db.SCHEMA_VERSION),)]

@@ -41,12 +41,12 @@ from sae_translate.store import DEFAULT_DB
 if TYPE_CHECKING:  # imported where rows are written: a read-only query does not need it
     import pyarrow as pa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
-# beside the planted concepts, version 3 a compressed label_lower, version 4 no label fidelity;
-# opening any of them for writing adds the missing columns (empty) and rebuilds the materialised
-# best labels.
-MIGRATES_FROM = (1, 2, 3, 4)
+# beside the planted concepts, version 3 a compressed label_lower, version 4 no label fidelity,
+# version 5 the constant baseline among the best labels; opening any of them for writing adds the
+# missing columns (empty) and rebuilds the materialised best labels.
+MIGRATES_FROM = (1, 2, 3, 4, 5)
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
@@ -82,13 +82,15 @@ CREATE OR REPLACE VIEW best_labels AS
 """
 
 # The best label of each feature of the runs selected by {where}: the highest ranking-scorer
-# value among the rank-0 labels of the non-random methods, ties broken by method name. This is
-# exactly the definition of schema version 1's best_labels view.
+# value among the rank-0 labels, ties broken by method name. The floor baselines take no part:
+# `random` is another feature's label and `constant` one label for every feature (embedding
+# AUROC can still rank "the" first for a feature on room words, and "the" describes nothing).
+# Otherwise schema version 1's best_labels view.
 BEST_LABELS_SQL = f"""
     SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
     FROM labels l JOIN scores s
       ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
-    WHERE l.rank = 0 AND l.method <> 'random' AND s.scorer = '{RANKING_SCORER}' AND {{where}}
+    WHERE l.rank = 0 AND l.method NOT IN ('random', 'constant') AND s.scorer = '{RANKING_SCORER}' AND {{where}}
     QUALIFY row_number() OVER (
         PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
 """
