@@ -64,8 +64,15 @@ def main() -> None:
         typer.echo(error_line(e), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # click turns Ctrl-C inside a command into Exit(130) before it gets here
+            typer.echo(INTERRUPTED, err=True)
+        raise
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
 @app.command("run")

@@ -463,6 +463,37 @@ def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_pa
             assert (a[key] - b[key]).abs().max() < 1e-5, key  # resuming is exact on CPU
 
 
+def test_ctrl_c_says_how_to_resume_and_a_fresh_rerun_logs_each_step_once(synthetic_run, tmp_path):
+    out = tmp_path / "interrupted"
+    args = ["train", "--run", str(synthetic_run), *TRAIN, "--out", str(out)]
+    args[args.index("--checkpoint-every") + 1] = "1000"  # interrupted before its first checkpoint
+    args[args.index("--steps") + 1] = "400"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sae_translate", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    deadline, log = time.time() + 240, out / "log.jsonl"
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert proc.poll() is None, "train ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted; rerun the same command to resume" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert not (out / "last.safetensors").exists()
+
+    args[args.index("--steps") + 1] = "20"
+    rerun = _cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["step"] for r in rows if "select" not in r] == list(range(1, 21))  # each step logged once
+
+
 def test_old_checkpoints_with_a_json_beside_them_still_load(synthetic_run, tmp_path):
     """Checkpoints written before the metadata moved into the header."""
     from safetensors.torch import load_file, save_file

@@ -490,7 +490,8 @@ class Trainer:
         cfg, main = self.cfg, self.ranks.main
         echo = echo if main else None
         first, started = self.step, 0.0
-        log = (self.out_dir / "log.jsonl").open("a") if main else None
+        # a fresh start (nothing resumed) drops the lines of a run interrupted before its first checkpoint
+        log = (self.out_dir / "log.jsonl").open("a" if self.step else "w") if main else None
         bar = tqdm(
             total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), desc=f"translator ({cfg.mode})"
         )
