@@ -463,6 +463,22 @@ def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_pa
             assert (a[key] - b[key]).abs().max() < 1e-5, key  # resuming is exact on CPU
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--steps", "0"], "steps and batch size must be positive"),
+        (["--selection", "nosuch"], "selection must be"),
+        (["--anchor-model", "nosuch"], "anchor_model must be one of"),
+    ],
+)
+def test_train_rejects_bad_settings_before_writing_anything(synthetic_run, tmp_path, option, message):
+    out = tmp_path / "translator"
+    result = _cli("train", "--run", str(synthetic_run), *TRAIN, *option, "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+    assert not out.exists()
+
+
 def test_ctrl_c_says_how_to_resume_and_a_fresh_rerun_logs_each_step_once(synthetic_run, tmp_path):
     out = tmp_path / "interrupted"
     args = ["train", "--run", str(synthetic_run), *TRAIN, "--out", str(out)]

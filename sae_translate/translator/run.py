@@ -51,6 +51,7 @@ def train_on_run(
     `unset` (those the user did not give) take the defaults of the device training runs on; `echo`
     gets the settings and the expected time once the first steps are timed."""
     lang_cfg = lang_cfg or LanguageConfig()
+    cfg.validate()  # before the languages are built and written down: a bad setting leaves nothing
     with RunStore.open(run) as store:
         languages = build_languages(store, lang_cfg)
         out_dir = Path(out) if out else translator_dir(store.dir, cfg.mode)
