@@ -292,6 +292,7 @@ def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
     [
         ({"model": "no-such-model"}, "unknown model"),
         ({"sae": "no-such-release/blocks.0.hook_resid_post"}, "unknown SAE release"),
+        ({"sae": "{tmp}/no-such-sae"}, "no SAE directory at"),
         ({"dataset": "does/not/exist.txt"}, "not found"),
         ({"hook": "blocks.0.hook_resid_pre"}, "does not match"),
         ({"ctx": "64"}, "context size 64 exceeds the model's 32; lower --ctx"),

@@ -46,6 +46,8 @@ def parse_sae_spec(spec: str) -> SaeSpec:
                 "e.g. sparsify:EleutherAI/sae-pythia-160m-32k/layers.6"
             )
         return SaeSpec("sparsify", repo, layer)
+    if spec.startswith(("/", "./", "../", "~")):
+        raise UserError(f"no SAE directory at {spec!r}")
     release, _, sae_id = spec.partition("/")
     if not sae_id:
         raise UserError(f"SAE {spec!r} is neither a directory nor RELEASE/SAE_ID nor sparsify:REPO/LAYER")
@@ -89,8 +91,8 @@ def _check_registry(spec: SaeSpec) -> None:
     directory = get_pretrained_saes_directory()
     if spec.source not in directory:
         raise UserError(
-            f"unknown SAE release {spec.source!r}: use a sae-lens registry release, sparsify:REPO/LAYER, "
-            "or a local directory"
+            f"unknown SAE release {spec.source!r} (and no directory {str(spec)!r} exists): use a sae-lens "
+            "registry release, sparsify:REPO/LAYER, or a local directory"
         )
     ids = list(directory[spec.source].saes_map)
     if spec.sae_id not in ids:
