@@ -479,6 +479,32 @@ def test_train_rejects_bad_settings_before_writing_anything(synthetic_run, tmp_p
     assert not out.exists()
 
 
+def test_a_run_damaged_inside_its_data_is_named_in_one_line_by_every_reader(synthetic_run, tmp_path):
+    import shutil
+
+    import h5py
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(synthetic_run, damaged)
+    path = damaged / "activations.h5"
+    with h5py.File(path, "r") as f:  # the middle of each compressed dataset's first chunk
+        chunks = [f[name].id.get_chunk_info(0) for name in ("codes/feature", "codes/indptr", "codes/value", "tokens")]
+    with path.open("r+b") as raw:
+        for chunk in chunks:
+            raw.seek(chunk.byte_offset + chunk.size // 2)
+            raw.write(b"\x00\xff" * 8)
+    for args in (
+        ["label", "--run", str(damaged), "--db", str(tmp_path / "labels.duckdb"), "--methods", "top-tokens"],
+        ["train", "--run", str(damaged), *TRAIN, "--out", str(tmp_path / "translator")],
+        ["report", "--run", str(damaged), "--out", str(tmp_path / "report.html")],
+    ):
+        result = _cli(*args)
+        assert result.returncode == 1, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path} is damaged ("), result.stderr
+        assert "delete it and rerun extract" in result.stderr
+
+
 def test_ctrl_c_says_how_to_resume_and_a_fresh_rerun_logs_each_step_once(synthetic_run, tmp_path):
     out = tmp_path / "interrupted"
     args = ["train", "--run", str(synthetic_run), *TRAIN, "--out", str(out)]

@@ -154,11 +154,8 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     """Write the HTML report of ``cfg.run`` and return where, with what it holds."""
     if cfg.max_cards < 0 or cfg.max_points < 1:
         raise UserError("--max-cards must be >= 0 and --max-points >= 1")
-    run = RunStore.open(cfg.run)
-    try:
+    with RunStore.open(cfg.run) as run:  # a damaged file read on the way becomes one clear error
         return _write(run, cfg)
-    finally:
-        run.close()
 
 
 def _write(run: RunStore, cfg: ReportConfig) -> ReportResult:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import TracebackType
 
 import h5py
 import numpy as np
@@ -407,6 +408,14 @@ def _open_shard(path: Path) -> h5py.File:
     return f
 
 
+def _raised_in_h5py(tb: TracebackType | None) -> bool:
+    """Whether the innermost frame of a traceback is h5py's (a read of the file failed, not some
+    other file's write inside the same ``with``)."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts
+
+
 class RunStore:
     """Read side of a finished run: one activations.h5, or the shards a manifest lists, read as one."""
 
@@ -452,8 +461,10 @@ class RunStore:
     def __enter__(self) -> RunStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        if isinstance(exc, OSError) and _raised_in_h5py(tb):  # a chunk that fails to decompress, say
+            raise UserError(f"{self.path} is damaged ({exc}); delete it and rerun extract") from exc
 
     @cached_property
     def attrs(self) -> dict:
