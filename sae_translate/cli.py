@@ -230,7 +230,11 @@ def bench_hmm(
         TranslatorConfig,
         "cfg",
         skip={"progress"},
-        help={k: "(when not given: the device's default)" for k in DEVICE_DEFAULTS["cpu"]},
+        help={
+            k: f"(when not given: {DEVICE_DEFAULTS['cpu'][k]} on a CPU, {DEVICE_DEFAULTS['cuda'][k]} on CUDA)"
+            for k in DEVICE_DEFAULTS["cpu"]
+        },
+        hide_default=set(DEVICE_DEFAULTS["cpu"]),
     ),
     ConfigOptions(LanguageConfig, "language", skip={"seed"}),
 )  # the translator's seed seeds both

@@ -118,6 +118,8 @@ class ConfigOptions:
     help: Mapping[str, str] = field(default_factory=dict)  # extra help, appended to the field's
     only: frozenset[str] | set[str] | None = None  # when given: just these fields are options
     base: Any = None  # an instance whose values are the defaults (and the rest of the built config)
+    # fields whose default the help does not show: the command picks their value (the help says how)
+    hide_default: frozenset[str] | set[str] = frozenset()
 
     def _fields(self) -> Iterable[tuple[dataclasses.Field, Any]]:
         hints = typing.get_type_hints(self.cls)
@@ -155,7 +157,7 @@ class ConfigOptions:
             name = self.option_name(f.name)
             flag = name.replace("_", "-")
             decls = f"--{flag}/--no-{flag}" if annotation is bool else f"--{flag}"  # a True default can be unset
-            option = typer.Option(default, decls, help=text or None)
+            option = typer.Option(default, decls, help=text or None, show_default=f.name not in self.hide_default)
             params.append(
                 inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
             )

@@ -111,6 +111,17 @@ def test_every_option_default_and_help_come_from_the_stage_config(command, confi
                 assert helps[f.name] in (param.help or ""), (command, f.name)
 
 
+def test_train_help_gives_each_device_default_instead_of_the_config_default():
+    from sae_translate.translator.config import DEVICE_DEFAULTS
+
+    params = {p.name: p for p in _command("train").params}
+    for name in DEVICE_DEFAULTS["cpu"]:
+        cpu, cuda = DEVICE_DEFAULTS["cpu"][name], DEVICE_DEFAULTS["cuda"][name]
+        assert f"(when not given: {cpu} on a CPU, {cuda} on CUDA)" in params[name].help
+        assert params[name].show_default is False
+    assert params["lr"].show_default is not False
+
+
 def test_field_help_reads_metadata_docstrings_comments_and_sections():
     @dataclass
     class Example:

@@ -46,7 +46,7 @@ class ExtractConfig:
 
 @dataclass
 class TrainSaeConfig:
-    model: str  # whatever sae_translate.models.load_model accepts
+    model: str  # TransformerLens model name (pythia-160m) or local checkpoint dir, as extract takes
     hook: str  # e.g. blocks.1.hook_resid_post
     dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet files, a directory or a glob
     out: Path  # directory to save the SAE in (sae-lens format)

@@ -1,6 +1,6 @@
 """Train an SAE on a model's hook with sae-lens's own trainer (LanguageModelSAETrainingRunner).
 
-The model comes from `sae_translate.models.load_model` (a TransformerLens name or a local
+The model comes from `sae_translate.extract.models.load_model` (a TransformerLens name or a local
 checkpoint directory) and is handed to the runner as its override model; the corpus is packed
 into token windows exactly as `extract` packs it (documents separated by EOS, no BOS) and given
 to the runner as a tokenized dataset. The SAE is written with sae-lens's own saver, so
