@@ -13,7 +13,7 @@ from pathlib import Path
 class ExtractConfig:
     model: str  # TransformerLens model name (pythia-160m) or local checkpoint dir
     sae: str  # RELEASE/SAE_ID, sparsify:REPO/LAYER, or a local SAE dir
-    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet files, dir or glob
+    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet/.csv files, dir or glob
     out: str = "stores/run"  # run directory
     hook: str | None = None  # defaults to the SAE's own hook
     tokens: int = 1_000_000  # upper bound on tokens extracted
@@ -48,7 +48,7 @@ class ExtractConfig:
 class TrainSaeConfig:
     model: str  # TransformerLens model name (pythia-160m) or local checkpoint dir, as extract takes
     hook: str  # e.g. blocks.1.hook_resid_post
-    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet files, a directory or a glob
+    dataset: str  # hub dataset name, or local .txt/.jsonl/.parquet/.csv files, a directory or a glob
     out: Path  # directory to save the SAE in (sae-lens format)
     architecture: str = "topk"  # topk | batchtopk | standard (L1)
     d_sae: int | None = None  # dictionary width; None = expansion * d_in

@@ -19,11 +19,11 @@ ANCHOR_MODELS = ("words", "hmm")
 @dataclass
 class TranslatorConfig:
     mode: str = "unsupervised"  # "unsupervised": monolingual corpora only; "aligned": true pairs
-    steps: int = 2000
-    batch_size: int = 64
+    steps: int = 2000  # optimiser steps (a rerun with more steps resumes from the last checkpoint)
+    batch_size: int = 64  # sentences per language per step
     crop: int = 0  # train on random windows of this many positions (0: whole sentences); positions are relative
-    lr: float = 5e-4
-    warmup: int = 100
+    lr: float = 5e-4  # peak learning rate (AdamW), after a linear warmup and before a cosine decay to a tenth
+    warmup: int = 100  # steps of linear warmup
     grad_clip: float = 1.0
     # model
     dim: int = 128
