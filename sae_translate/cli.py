@@ -112,6 +112,9 @@ def label(cfg: LabelConfig) -> None:
     )
     if scored is not None:
         typer.echo(summary_table(scored.summary))
+        skipped = [s for s in ("ground_truth", "name_match") if s in cfg.scorers and not scored.world]
+        if skipped:
+            typer.echo(f"{' and '.join(skipped)} skipped: the run has no toy world (pass --world DIR for one)")
         typer.echo(f"scored in {scored.seconds:.1f}s")
 
 

@@ -374,6 +374,16 @@ def test_train_command_writes_a_checkpoint_that_carries_its_metadata(synthetic_r
     load_translator(out)
 
 
+def test_label_says_which_scorers_it_skipped_for_a_run_without_a_toy_world(synthetic_run, tmp_path):
+    db = str(tmp_path / "labels.duckdb")
+    args = ["label", "--run", str(synthetic_run), "--methods", "top-tokens", "--db", db]
+    result = _cli(*args, "--scorers", "detection,ground_truth,name_match")
+    assert result.returncode == 0, result.stderr
+    assert "ground_truth and name_match skipped: the run has no toy world" in result.stdout
+    result = _cli(*args, "--scorers", "detection")
+    assert result.returncode == 0 and "skipped" not in result.stdout
+
+
 def test_label_translator_aligned_without_a_translator_says_to_train_one(synthetic_run):
     result = _cli(
         "label",
