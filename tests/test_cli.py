@@ -279,6 +279,7 @@ def test_query_takes_a_lean_path_with_the_typer_commands_options_and_output(tmp_
         (["", "--db", str(path)], "error: empty SQL statement"),
         (["  \n ", "--db", str(path)], "error: empty SQL statement"),
         (["-- only a comment", "--db", str(path)], "error: empty SQL statement"),
+        (["SELECT 1; SELECT 2", "--db", str(path)], "error: one SQL statement at a time (got 2)"),
     ):
         bad = _cli("query", *args)
         assert bad.returncode == 1 and bad.stderr.startswith(message) and "Traceback" not in bad.stderr, bad.stderr

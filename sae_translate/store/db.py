@@ -394,6 +394,9 @@ def run_query(sql: str, db: str | Path = DEFAULT_DB) -> QueryResult:
     """Run one SQL statement on a read-only connection; SQL errors become one-line UserErrors."""
     con = connect_readonly(db)
     try:
+        n = len(con.extract_statements(sql))
+        if n > 1:  # DuckDB would run them all and show the last result only
+            raise UserError(f"one SQL statement at a time (got {n})")
         rel = con.execute(sql)
         if rel is None:  # nothing but whitespace, comments or semicolons
             raise UserError("empty SQL statement")
