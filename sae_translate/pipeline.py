@@ -122,7 +122,8 @@ def stage_report(state: PipelineState, section: dict) -> None:
     cfg = build_config(ReportConfig, section, "report", **defaults)
     if "features" in section:
         cfg.features = tuple(int(f) for f in cfg.features)
-    state.results["report"] = write_report(cfg)
+    result = state.results["report"] = write_report(cfg)
+    print(f"   {result.path}: {result.n_figures} figures, {result.n_cards} feature cards")
 
 
 STAGE_RUNNERS: dict[str, Callable[[PipelineState, dict], None]] = {

@@ -655,6 +655,7 @@ max_cards = 3
         assert f"== {stage}" in result.stdout
     assert (run / "activations.h5").is_file() and (run / "translator" / "best.safetensors").is_file()
     assert (run / "report.html").is_file() and db.is_file()
+    assert f"   {run / 'report.html'}: " in result.stdout  # where the report went
 
 
 @pytest.mark.parametrize(
