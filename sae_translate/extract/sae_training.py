@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -92,9 +94,15 @@ def train_sae(cfg: TrainSaeConfig) -> Path:
             output_path=str(tmp),
             verbose=False,
         )
-        with _quiet_sae_lens():
+        with _quiet_sae_lens() as quiet:
             runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=model)
             runner.run()
+        if quiet.passes:
+            print(
+                f"note: the dataset holds fewer tokens than the {cfg.training_tokens:,} the SAE trains on "
+                "(--training-tokens); it was read more than once",
+                file=sys.stderr,
+            )
         metrics = _evaluate(runner, tmp, cfg, device)
         (tmp / EVAL_FILENAME).write_text(json.dumps(metrics, indent=2))
         (tmp / "train_config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2))
@@ -165,7 +173,8 @@ def _evaluate(runner: Any, sae_dir: Path, cfg: TrainSaeConfig, device: str) -> d
     from sae_lens.evals import EvalConfig, run_evals
     from sae_lens.training.activation_scaler import ActivationScaler
 
-    sae = SAE.load_from_disk(str(sae_dir), device=device)
+    with _quiet_sae_lens():
+        sae = SAE.load_from_disk(str(sae_dir), device=device)
     eval_cfg = EvalConfig(
         n_eval_reconstruction_batches=cfg.eval_batches,
         n_eval_sparsity_variance_batches=cfg.eval_batches,
@@ -192,16 +201,35 @@ def _evaluate(runner: Any, sae_dir: Path, cfg: TrainSaeConfig, device: str) -> d
     }
 
 
-class _quiet_sae_lens:
-    """sae-lens logs a warning on every override; keep the console to our own progress bars."""
+# sae-lens warnings said in our own words or not at all: the model kwargs are applied by
+# saes.model_kwargs_for, and a dataset smaller than the training tokens starts another pass over it
+_HANDLED_WARNINGS = ("model_from_pretrained_kwargs", "have been exhausted")
 
-    def __enter__(self) -> None:
+
+class _quiet_sae_lens:
+    """sae-lens logs a warning on every override and warns in the middle of the progress bar; keep
+    the console to our own progress bars. ``passes`` is set when the training data ran out and
+    sae-lens began another pass over it."""
+
+    passes = False
+
+    def __enter__(self) -> _quiet_sae_lens:
         self.logger = logging.getLogger("sae_lens")
         self.level = self.logger.level
         self.logger.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("default")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.logger.setLevel(self.level)
+        self._warnings.__exit__(None, None, None)  # restores the filters whatever happened
+        for w in self._caught:
+            text = str(w.message)
+            self.passes |= "have been exhausted" in text
+            if not any(handled in text for handled in _HANDLED_WARNINGS):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
