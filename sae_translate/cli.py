@@ -43,6 +43,8 @@ def extract(cfg: ExtractConfig) -> None:
 
     result = run_extract(cfg)
     what = "already extracted" if result.reused else f"{result.n_tokens:,} tokens in {result.seconds:.1f}s"
+    if result.resumed_chunks and not result.reused:
+        what += f" ({result.resumed_chunks:,} chunks kept from the interrupted run)"
     typer.echo(f"{result.path}: {what}")
 
 

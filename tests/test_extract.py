@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -281,8 +282,11 @@ def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
 
     resumed = _cli(*args, "--out", str(killed))
     assert resumed.returncode == 0, resumed.stderr
+    kept = re.search(r"\((\d+) chunks kept from the interrupted run\)", resumed.stdout)
+    assert kept is not None and 3 <= int(kept.group(1)) <= n_before, resumed.stdout
     straight = _cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
+    assert "kept from the interrupted run" not in straight.stdout
     with RunStore.open(killed) as a, RunStore.open(tmp_path / "straight") as b:
         _same_run(a, b)
 
