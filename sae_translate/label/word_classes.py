@@ -5,8 +5,9 @@ wh-words, from a part-of-speech lexicon of the Penn Treebank (Wall Street Journa
 how often it was tagged with each tag. It is Lingua::EN::Tagger's ``words.yml``, installed by
 Debian's ``liblingua-en-tagger-perl`` (``SAE_TRANSLATE_POS_LEXICON`` points at another copy). A
 vocabulary token is in every class whose tags make up at least ``min_share`` of its tagged uses
-("her", possessive in 75% of its uses and personal in 25%, is a possessive pronoun). The Treebank tags prepositions and
-subordinating conjunctions alike ("in", "if", "because": IN), so one class holds both.
+("her", possessive in 75% of its uses and personal in 25%, is a possessive pronoun). The Treebank
+tags prepositions and subordinating conjunctions alike ("in", "if", "because": IN), so one class
+holds both.
 """
 
 from __future__ import annotations
