@@ -113,6 +113,17 @@ def test_the_second_benchmark_world_shares_no_concept_or_word_list_with_the_defa
         assert tag_words(market, doc.words) == list(doc.concepts)
 
 
+def test_the_grammar_benchmark_world_generates_every_concept_it_names():
+    """benchmarks/worlds/grammar.toml (function-word concepts filling slots) parses, every concept
+    occurs in what it generates, and the tags of its documents are those of their words."""
+    grammar = load_world_config(Path(__file__).parent.parent / "benchmarks" / "worlds" / "grammar.toml")
+    docs = generate_documents(grammar, 2000, seed=0)
+    assert {c.name for c in grammar.concepts} <= set().union(*(s for d in docs for s in d.concepts))
+    assert {"modal", "pronoun", "possessive", "prep", "conj"} <= {c.name for c in grammar.lexical}
+    for doc in docs[:200]:
+        assert tag_words(grammar, doc.words) == list(doc.concepts)
+
+
 def test_same_slot_repeats_the_previous_slots_concept(tmp_path):
     path = tmp_path / "pairs.toml"
     path.write_text(
