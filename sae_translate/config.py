@@ -67,10 +67,22 @@ TRAIN_MODES = ("unsupervised", "aligned")
 
 
 def train_extra_keys() -> dict[str, Any]:
+    return {"modes": list[str], "mode": str, **_language_keys()}
+
+
+def _language_keys() -> dict[str, Any]:
     from sae_translate.translator.config import LanguageConfig
 
-    language = {k: v for k, v in typing.get_type_hints(LanguageConfig).items() if k != "seed"}
-    return {"modes": list[str], "mode": str, **language}
+    return {k: v for k, v in typing.get_type_hints(LanguageConfig).items() if k != "seed"}
+
+
+def split_train_section(section: Mapping[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """A [train] table as (the modes to train, LanguageConfig keys, TranslatorConfig keys)."""
+    translator = dict(section)
+    modes = translator.pop("modes", [translator.pop("mode", "unsupervised")])
+    translator.pop("mode", None)
+    language = {k: translator.pop(k) for k in _language_keys().keys() & translator.keys()}
+    return list(modes), language, translator
 
 
 def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
@@ -92,19 +104,15 @@ def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
         if stage in stages:
             check_section(cls, stages[stage], stage)
     if "train" in stages:
-        extra = train_extra_keys()
-        section = dict(stages["train"])
-        check_section(TranslatorConfig, section, "train", also=extra)
-        modes = section.pop("modes", [section.pop("mode", "unsupervised")])
+        check_section(TranslatorConfig, stages["train"], "train", also=train_extra_keys())
+        modes, language, translator = split_train_section(stages["train"])
         for mode in modes:
             if mode not in TRAIN_MODES:
                 raise UserError(f"[train] modes must name {' or '.join(TRAIN_MODES)} (got {mode!r})")
-        section.pop("mode", None)
-        language = {k: section.pop(k) for k in set(extra) & set(section)}
         try:
             LanguageConfig(**language).validate()
             for mode in modes:
-                TranslatorConfig(**section, mode=mode).validate()
+                TranslatorConfig(**translator, mode=mode).validate()
         except UserError as e:
             raise UserError(f"[train] {e}") from e
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_translate.config import PipelineConfig, build_config, load_pipeline, train_extra_keys
+from sae_translate.config import PipelineConfig, build_config, load_pipeline, split_train_section, train_extra_keys
 from sae_translate.store.db import QueryResult, connect_readonly
 
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
@@ -65,13 +65,12 @@ def stage_train(state: PipelineState, section: dict) -> None:
     from sae_translate.translator.run import train_on_run
     from sae_translate.translator.train import TranslatorConfig
 
-    section = dict(section)
-    modes = section.pop("modes", [section.pop("mode", "unsupervised")])
-    language_keys = {"dense_threshold", "min_count", "variant"}
-    language = build_config(LanguageConfig, {k: section.pop(k) for k in language_keys & set(section)}, "train")
+    modes, language_keys, translator = split_train_section(section)
+    language = build_config(LanguageConfig, language_keys, "train")
+    extra = train_extra_keys()
     run_dir = str(state.run_dir or state.config.run_dir)
     for mode in modes:
-        cfg = build_config(TranslatorConfig, {**section, "mode": mode}, "train", also=train_extra_keys())
+        cfg = build_config(TranslatorConfig, {**translator, "mode": mode}, "train", also=extra)
         path = train_on_run(run_dir, cfg, language)
         print(f"   {mode} translator: {path}")
 

@@ -72,9 +72,10 @@ class WordNetCategories:
         return self._classes
 
     def _proposable_classes(self) -> WordClasses | None:
+        """The word classes, or None (said once) where the lexicon is missing."""
         if self._classes is None and not self._classes_missing:
             try:
-                self._classes = WordClasses(self.vocab)
+                return self.classes
             except UserError as e:
                 self._classes_missing = True
                 print(f"warning: labels name no word classes (determiners, pronouns, ...): {e}", file=sys.stderr)
