@@ -17,7 +17,9 @@ from sae_translate.errors import UserError
 from sae_translate.store import db
 
 
-def _stage(n_features: int, methods=("top-tokens", "random"), tag: str = "") -> db.LabelStageRows:
+def _stage(
+    n_features: int, methods=("top-tokens", "random"), tag: str = "", fidelity: bool = False
+) -> db.LabelStageRows:
     feats = np.arange(n_features, dtype=np.int32)
     labels = {
         "feature": np.tile(feats, len(methods)),
@@ -25,6 +27,8 @@ def _stage(n_features: int, methods=("top-tokens", "random"), tag: str = "") -> 
         "label": [f"{m} {tag}{f}" for m in methods for f in feats],
         "rank": np.zeros(n_features * len(methods), dtype=np.int32),
     }
+    if fidelity:  # a few distinct values, so that ties occur
+        labels["fidelity"] = np.array([(3 * f + 5 * i) % 4 / 4 for i in range(len(methods)) for f in feats])
     examples = {
         "feature": np.repeat(feats, 2),
         "kind": ["top", "random"] * n_features,
@@ -268,16 +272,42 @@ def test_killed_writer_leaves_the_previous_state(tmp_path):
     assert not list(tmp_path.glob(".labels.duckdb.tmp-*"))
 
 
-# best_labels as schema version 1 defined it (a view ranking labels x scores on every query),
-# without the constant baseline; the materialised rows must equal it exactly.
+# best_labels as schema version 1 defined it (a view ranking labels x scores on every query)
 OLD_BEST_LABELS_VIEW = """
     SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
     FROM labels l JOIN scores s
       ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
-    WHERE l.rank = 0 AND l.method NOT IN ('random', 'constant') AND s.scorer = 'embedding'
+    WHERE l.rank = 0 AND s.scorer = 'embedding'
     QUALIFY row_number() OVER (
         PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
 """
+
+
+def _reference_best(path: Path) -> list[tuple]:
+    """The best label of every labelled feature, computed row by row: the highest embedding score,
+    then detection, then fidelity (a missing value below any), then method name; never the floors."""
+    con = db.connect_readonly(path)
+    try:
+        labels = con.execute(
+            "SELECT run_id, feature, method, label, fidelity FROM labels "
+            "WHERE rank = 0 AND method NOT IN ('random', 'constant')"
+        ).fetchall()
+        scores = {
+            (r, f, m, sc): v
+            for r, f, m, sc, v in con.execute("SELECT run_id, feature, method, scorer, value FROM scores").fetchall()
+        }
+    finally:
+        con.close()
+
+    def order(row: tuple) -> tuple:
+        run_id, feature, method, _, fidelity = row
+        emb, det = (scores.get((run_id, feature, method, sc)) for sc in ("embedding", "detection"))
+        return tuple(x for v in (emb, det, fidelity) for x in (v is None, -(v or 0.0))) + (method,)
+
+    best: dict[tuple, tuple] = {}
+    for row in sorted(labels, key=order):
+        best.setdefault(row[:2], row)
+    return sorted((r, f, m, label, scores.get((r, f, m, "embedding"))) for (r, f), (_, _, m, label, _) in best.items())
 
 
 def _random_scores(rng: np.random.Generator, n_features: int, methods, scorers) -> db.ScoreStageRows:
@@ -301,22 +331,16 @@ def _random_scores(rng: np.random.Generator, n_features: int, methods, scorers) 
     return db.ScoreStageRows(scores, summary, None, tuple(methods), tuple(scorers))
 
 
-def _best_both_ways(path: Path) -> tuple[list, list]:
-    con = db.connect_readonly(path)
-    try:
-        materialised = con.execute("SELECT * FROM best_labels ORDER BY run_id, feature").fetchall()
-        reference = con.execute(f"SELECT * FROM ({OLD_BEST_LABELS_VIEW}) ORDER BY run_id, feature").fetchall()
-    finally:
-        con.close()
-    return materialised, reference
+def _materialised(path: Path) -> list[tuple]:
+    return sorted(db.run_query("SELECT * FROM best_labels", path).rows)
 
 
-def test_materialised_best_labels_equal_the_ranking_view(tmp_path):
+def test_materialised_best_labels_equal_the_ranking(tmp_path):
     path = tmp_path / "labels.duckdb"
     rng = np.random.default_rng(0)
     methods = ("top-tokens", "logit-lens", "translator", "random", "constant")
     scorers = ("embedding", "detection")
-    db.write_label_stage(path, "a", _stage(40, methods=methods))
+    db.write_label_stage(path, "a", _stage(40, methods=methods, fidelity=True))
     db.write_label_stage(path, "b", _stage(30, methods=methods))
     steps = [
         lambda: db.write_score_stage(path, "a", _random_scores(rng, 40, methods, scorers)),
@@ -324,15 +348,40 @@ def test_materialised_best_labels_equal_the_ranking_view(tmp_path):
         # rescoring one method with one scorer leaves the others' scores in place
         lambda: db.write_score_stage(path, "a", _random_scores(rng, 40, ("logit-lens",), ("embedding",))),
         # relabelling a method drops its scores, so another method becomes the best
-        lambda: db.write_label_stage(path, "a", _stage(40, methods=("top-tokens",), tag="new ")),
+        lambda: db.write_label_stage(path, "a", _stage(40, methods=("top-tokens",), tag="new ", fidelity=True)),
         lambda: db.write_score_stage(path, "b", _random_scores(rng, 30, methods, ("detection",))),
+        # a run labelled without scorers: ranked by the describer's fidelity
+        lambda: db.write_label_stage(path, "c", _stage(10, methods=methods, fidelity=True)),
     ]
     for step in steps:
         step()
-        materialised, reference = _best_both_ways(path)
-        assert materialised == reference
-    assert {r[0] for r in materialised} == {"a", "b"} and len(materialised) > 40
-    assert any(r[2] == "translator" for r in materialised)  # not just the first method
+        assert _materialised(path) == _reference_best(path)
+    best = _materialised(path)
+    assert {r[0] for r in best} == {"a", "b", "c"} and len(best) == 80  # every labelled feature
+    assert any(r[2] == "translator" for r in best)  # not just the first method
+    assert any(r[4] is None for r in best)  # some ranked without an embedding score
+
+
+def test_a_feature_without_an_embedding_score_keeps_a_best_label(tmp_path):
+    # a feature firing in nearly every held-out window has no silent windows for the embedding
+    # AUROC: it is still searchable, ranked by detection, then by the describer's fidelity
+    path = tmp_path / "labels.duckdb"
+    methods = ("top-tokens", "translator", "random")
+    db.write_label_stage(path, "a", _stage(3, methods=methods, fidelity=True))
+    scores = {
+        "feature": np.array([0, 0, 1, 1], np.int32),
+        "method": ["top-tokens", "translator", "top-tokens", "translator"],
+        "scorer": ["embedding", "embedding", "detection", "detection"],
+        "value": np.array([0.7, 0.6, 0.5, 0.8]),
+    }
+    summary = {"method": ["top-tokens"], "scorer": ["embedding"], "mean": [0.7], "n_scored": [1], "n_excluded": [2]}
+    db.write_score_stage(path, "a", db.ScoreStageRows(scores, summary, None, methods, ("embedding", "detection")))
+    best = db.run_query("SELECT feature, method, score FROM best_labels ORDER BY feature", path).rows
+    fidelity = dict(
+        db.run_query("SELECT method, fidelity FROM labels WHERE feature = 2 AND method != 'random'", path).rows
+    )
+    assert fidelity["translator"] > fidelity["top-tokens"]
+    assert best == [(0, "top-tokens", 0.7), (1, "translator", None), (2, "translator", None)]
 
 
 def test_version_1_database_is_migrated_on_write(tmp_path):
@@ -348,10 +397,9 @@ def test_version_1_database_is_migrated_on_write(tmp_path):
     con.execute(f"CREATE VIEW best_labels AS {OLD_BEST_LABELS_VIEW}")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
-    before = sorted(db.run_query("SELECT * FROM best_labels", path).rows)
-    assert len(before) == 20
+    assert len(db.run_query("SELECT * FROM best_labels", path).rows) == 20
     db.write_label_stage(path, "b", _stage(5))  # any write migrates
-    assert sorted(db.run_query("SELECT * FROM best_labels WHERE run_id = 'a'", path).rows) == before
+    assert _materialised(path) == _reference_best(path)
     version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
     assert version == [(str(db.SCHEMA_VERSION),)]
 

@@ -366,3 +366,17 @@ def test_cards_show_a_describer_labels_fidelity(tmp_path):
         row = card.split(f"<td>{method}</td>", 1)[1].split("</tr>", 1)[0]
         shown = re.findall(r"fidelity (\d\.\d\d)", row.split('<div class="alt">', 1)[0])
         assert shown == ([f"{fidelity:.2f}"] if method == "describe-corpus" else []), (f, method)
+
+
+def test_a_run_labelled_without_scorers_has_best_labels_and_a_report(tmp_path):
+    """Unscored labels still make best labels (NULL score, ranked by the describer's fidelity),
+    and the report shows them without a score."""
+    syn = make_synthetic_run(tmp_path / "run", n_seq=160, ctx=32, d_sae=8, p_fire=0.95, noise_per_token=0.3, seed=3)
+    db = tmp_path / "labels.duckdb"
+    label_run(LabelConfig(run=str(syn.run.dir), db=str(db), methods=("describe-corpus", "top-tokens"), scorers=()))
+    best = run_query("SELECT feature, method, score FROM best_labels", db).rows
+    labelled = run_query("SELECT DISTINCT feature FROM labels", db).rows
+    assert len(best) == len(labelled) > 0
+    assert all(method == "describe-corpus" and score is None for _, method, score in best)
+    page = write_report(ReportConfig(run=str(syn.run.dir), db=str(db), out=str(tmp_path / "r.html"))).path.read_text()
+    assert "no embedding score" in page

@@ -60,7 +60,7 @@ class LabelTables:
     scores: dict[str, np.ndarray]  # feature, method, scorer, value
     summary: list[tuple[str, str, float | None, int, int]]  # method, scorer, mean, n, excluded
     concepts: dict[int, tuple[str, float]]  # feature -> (true concept, precision)
-    best: dict[int, tuple[str, str, float]]  # feature -> (method, label, score)
+    best: dict[int, tuple[str, str, float | None]]  # feature -> (method, label, score; None: unscored)
     # card feature -> method -> (label, rule kind, fidelity on train tokens)
     labels: dict[int, dict[str, list[tuple[str, str | None, float | None]]]]
     examples: dict[str, np.ndarray]  # card windows: feature, kind, rank, ...
@@ -143,13 +143,18 @@ def read_label_tables(db: Path, run_id: str, card_features: np.ndarray) -> Label
         scores={k: np.asarray(v) for k, v in scores.items()},
         summary=[tuple(r) for r in summary],
         concepts={int(f): (c, float(p)) for f, c, p in concepts},
-        best={int(f): (m, lab, float(s)) for f, m, lab, s in best},
+        best={int(f): (m, lab, None if s is None else float(s)) for f, m, lab, s in best},
         labels=labels,
         examples={k: np.asarray(v) for k, v in examples.items()},
     )
 
 
 # ------------------------------------------------------------------ sections
+
+
+def _score_text(score: float | None) -> str:
+    """A best label's score as the hover shows it (None: a feature the ranking scorer leaves out)."""
+    return f"{label_db.RANKING_SCORER} {score:.2f}" if score is not None else f"no {label_db.RANKING_SCORER} score"
 
 
 def features_section(page: Page, run: RunStore, tables: LabelTables | None, cfg: ReportConfig) -> str:
@@ -205,13 +210,12 @@ def features_section(page: Page, run: RunStore, tables: LabelTables | None, cfg:
     best = tables.best if tables else {}
     hover = np.array(
         [
-            f"feature {f}"
-            + (f": {best[f][1]} ({best[f][0]}, {label_db.RANKING_SCORER} {best[f][2]:.2f})" if f in best else "")
+            f"feature {f}" + (f": {best[f][1]} ({best[f][0]}, {_score_text(best[f][2])})" if f in best else "")
             for f in shown.tolist()
         ],
         dtype=object,
     )
-    scored = np.array([best[f][2] if f in best else np.nan for f in shown.tolist()])
+    scored = np.array([best[f][2] if f in best and best[f][2] is not None else np.nan for f in shown.tolist()])
     has = np.isfinite(scored)
     fig = go.Figure()
     if has.any():  # coloured by the score of the best label

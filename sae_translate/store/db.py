@@ -41,16 +41,18 @@ from sae_translate.store import DEFAULT_DB
 if TYPE_CHECKING:  # imported where rows are written: a read-only query does not need it
     import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Version 1 had best_labels as a ranking view and labels without rules, version 2 no firing bound
 # beside the planted concepts, version 3 a compressed label_lower, version 4 no label fidelity,
-# version 5 the constant baseline among the best labels; opening any of them for writing adds the
-# missing columns (empty) and rebuilds the materialised best labels.
-MIGRATES_FROM = (1, 2, 3, 4, 5)
+# version 5 the constant baseline among the best labels, version 6 no best label for a feature
+# without an embedding score; opening any of them for writing adds the missing columns (empty) and
+# rebuilds the materialised best labels.
+MIGRATES_FROM = (1, 2, 3, 4, 5, 6)
 
 # The scorer that ranks labels in the best_labels view: the embedding AUROC is defined for
 # every label (detection/simulation are 0 for labels whose words never occur in the windows).
 RANKING_SCORER = "embedding"
+FALLBACK_SCORER = "detection"  # ranks the labels of a feature the ranking scorer leaves out
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta(key VARCHAR, value VARCHAR);
@@ -82,17 +84,23 @@ CREATE OR REPLACE VIEW best_labels AS
 """
 
 # The best label of each feature of the runs selected by {where}: the highest ranking-scorer
-# value among the rank-0 labels, ties broken by method name. The floor baselines take no part:
-# `random` is another feature's label and `constant` one label for every feature (embedding
-# AUROC can still rank "the" first for a feature on room words, and "the" describes nothing).
-# Otherwise schema version 1's best_labels view.
+# value among the rank-0 labels. The floor baselines take no part: `random` is another feature's
+# label and `constant` one label for every feature (embedding AUROC can still rank "the" first for
+# a feature on room words, and "the" describes nothing). A feature the ranking scorer cannot score
+# (one firing in nearly every held-out window leaves no silent windows to rank against; a run
+# labelled without scorers) keeps a best label, with a NULL score: the one detection ranks first,
+# then the describer's own fidelity on train tokens. Remaining ties go to the method name.
 BEST_LABELS_SQL = f"""
     SELECT l.run_id, l.feature, l.method, l.label, s.value AS score
-    FROM labels l JOIN scores s
-      ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method
-    WHERE l.rank = 0 AND l.method NOT IN ('random', 'constant') AND s.scorer = '{RANKING_SCORER}' AND {{where}}
+    FROM labels l
+    LEFT JOIN scores s
+      ON s.run_id = l.run_id AND s.feature = l.feature AND s.method = l.method AND s.scorer = '{RANKING_SCORER}'
+    LEFT JOIN scores d
+      ON d.run_id = l.run_id AND d.feature = l.feature AND d.method = l.method AND d.scorer = '{FALLBACK_SCORER}'
+    WHERE l.rank = 0 AND l.method NOT IN ('random', 'constant') AND {{where}}
     QUALIFY row_number() OVER (
-        PARTITION BY l.run_id, l.feature ORDER BY s.value DESC, l.method) = 1
+        PARTITION BY l.run_id, l.feature
+        ORDER BY s.value DESC NULLS LAST, d.value DESC NULLS LAST, l.fidelity DESC NULLS LAST, l.method) = 1
 """
 
 # Column order of each table, for building inserts by name.
