@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_translate.config import PipelineConfig, build_config, load_pipeline, split_train_section, train_extra_keys
+from sae_translate.errors import UserError
 from sae_translate.store.db import QueryResult, connect_readonly
 
 DEMO_PIPELINE = Path(__file__).with_name("demo.toml")
@@ -24,6 +25,12 @@ def demo_pipeline(world_config: Path | None = None, out: Path | None = None) -> 
         config.stages["world"]["config"] = str(world_config)
         config.stages["world"]["out"] = f"stores/world-{stem}"
         if out is None:
+            # the default world, the default run and every world's own directory are taken
+            if stem in ("world", "demo") or stem.startswith("world-"):
+                raise UserError(
+                    f"a world config named {Path(world_config).name} would run into stores/{stem}, which the "
+                    "demo's own stores use; rename the file or pass --out"
+                )
             out = Path("stores") / stem
     config.stages["extract"]["out"] = str(out or Path("stores/demo"))
     return config

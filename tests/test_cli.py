@@ -738,6 +738,21 @@ def test_demo_runs_into_a_directory_named_after_its_world_config(monkeypatch, ar
     assert ran[0].stages["world"]["out"] == world and ran[0].stages["extract"]["out"] == run
 
 
+@pytest.mark.parametrize("name", ["world.toml", "demo.toml", "world-market.toml"])
+def test_a_world_config_named_like_the_demos_own_stores_is_refused_unless_given_out(monkeypatch, tmp_path, name):
+    from typer.testing import CliRunner
+
+    import sae_translate.pipeline
+
+    result = _cli("demo", "--world-config", str(tmp_path / name))
+    assert result.returncode == 1 and result.stderr.startswith("error:"), result.stderr
+    assert "rename the file or pass --out" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    ran = []
+    monkeypatch.setattr(sae_translate.pipeline, "run_pipeline", lambda config, echo: ran.append(config))
+    result = CliRunner().invoke(app, ["demo", "--world-config", str(tmp_path / name), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and ran[0].stages["extract"]["out"] == str(tmp_path / "run")
+
+
 def test_demo_takes_a_world_config_and_reports_a_bad_one_in_one_line(tmp_path):
     from sae_translate.pipeline import demo_pipeline
 
