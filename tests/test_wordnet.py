@@ -76,6 +76,18 @@ def test_days_of_the_week(index):
     assert not {"paris", "london", "apple"} & words(index, cat.token_ids)
 
 
+def test_adjectives_reach_the_nouns_they_are_derived_with(wn):
+    # WordNet has no hierarchy over adjectives: "happy" reaches "feeling" through happiness,
+    # "rainy" reaches "weather" through rain
+    vocab = "happy sad angry lonely rainy windy cloudy table chair dog apple house the of".split()
+    index = CategoryIndex(vocab, wn)
+    ids = {t: i for i, t in enumerate(vocab)}
+    feeling = index.propose({ids[w]: 1.0 for w in ("happy", "sad", "angry", "lonely")})[0]
+    assert feeling.name == "feeling" and {vocab[i] for i in feeling.token_ids} == {"happy", "sad", "angry", "lonely"}
+    weather = index.propose({ids[w]: 1.0 for w in ("rainy", "windy", "cloudy")})[0]
+    assert weather.name == "weather" and {vocab[i] for i in weather.token_ids} == {"rainy", "windy", "cloudy"}
+
+
 def test_function_words_and_punctuation_have_no_category(index):
     assert index.propose({ID[t]: 1.0 for t in ("the", ".", "Ġthe", "Ġ.", "of", "a", "in", "is", "123")}) == []
     assert index.propose({}) == []

@@ -206,6 +206,9 @@ def _display_name(synset: Synset, counts: Mapping[str, int] | None = None) -> st
     return lemmas[best].name().replace("_", " ")
 
 
+# the kinds of noun an adjective's derived noun may be to stand above it: what the adjective is a
+# degree or kind of, not a thing it relates to ("salty" is no substance, "dear" no person)
+_QUALITY_NOUNS = frozenset({"noun.attribute", "noun.feeling", "noun.state", "noun.phenomenon"})
 _WORD_LEMMA = re.compile(r"[A-Za-z][A-Za-z_'-]*")
 
 
@@ -323,8 +326,11 @@ class CategoryIndex:
         return found
 
     def _parents(self, synset: Synset) -> list[Synset]:
-        """Hypernyms; for adjectives the cluster head, the noun attribute it values
-        (large -> size, hot -> temperature) and the attribute noun spelled the same (blue, a colour)."""
+        """Hypernyms; for adjectives (which WordNet puts in no hierarchy) the cluster head, the noun
+        attribute it values (large -> size, hot -> temperature), the nouns its words are derived
+        with where spelled the same (blue, a colour) or naming a quality, feeling, state or
+        phenomenon (happy -> happiness, a feeling; rainy -> rain, weather; not salty -> salt, a
+        substance) and, for one valuing an attribute, its quality named by the same word."""
         pos = synset.pos()
         if pos in ("n", "v"):
             return synset.hypernyms() + synset.instance_hypernyms()
@@ -336,7 +342,7 @@ class CategoryIndex:
             parents += [
                 d.synset()
                 for d in lemma.derivationally_related_forms()
-                if d.synset().pos() == "n" and d.name().lower() == name
+                if d.synset().pos() == "n" and (d.name().lower() == name or d.synset().lexname() in _QUALITY_NOUNS)
             ]
             if attributes:  # an adjective valuing an attribute: its quality named by the same word
                 parents += [n for n in self._exact(name, "n") if n.lexname() == "noun.attribute"]
