@@ -113,15 +113,22 @@ def test_the_second_benchmark_world_shares_no_concept_or_word_list_with_the_defa
         assert tag_words(market, doc.words) == list(doc.concepts)
 
 
-def test_the_grammar_benchmark_world_generates_every_concept_it_names():
-    """benchmarks/worlds/grammar.toml (function-word concepts filling slots) parses, every concept
-    occurs in what it generates, and the tags of its documents are those of their words."""
-    grammar = load_world_config(Path(__file__).parent.parent / "benchmarks" / "worlds" / "grammar.toml")
-    docs = generate_documents(grammar, 2000, seed=0)
-    assert {c.name for c in grammar.concepts} <= set().union(*(s for d in docs for s in d.concepts))
-    assert {"modal", "pronoun", "possessive", "prep", "conj"} <= {c.name for c in grammar.lexical}
+@pytest.mark.parametrize(
+    "name, lexical",
+    [
+        ("grammar", {"modal", "pronoun", "possessive", "prep", "conj"}),  # function words filling slots
+        ("diary", {"mood", "weather", "digit", "weekday"}),  # adjectives and digits
+    ],
+)
+def test_a_benchmark_world_generates_every_concept_it_names(name, lexical):
+    """benchmarks/worlds/NAME.toml parses, every concept occurs in what it generates, and the tags
+    of its documents are those of their words."""
+    world = load_world_config(Path(__file__).parent.parent / "benchmarks" / "worlds" / f"{name}.toml")
+    docs = generate_documents(world, 2000, seed=0)
+    assert {c.name for c in world.concepts} <= set().union(*(s for d in docs for s in d.concepts))
+    assert lexical <= {c.name for c in world.lexical}
     for doc in docs[:200]:
-        assert tag_words(grammar, doc.words) == list(doc.concepts)
+        assert tag_words(world, doc.words) == list(doc.concepts)
 
 
 def test_same_slot_repeats_the_previous_slots_concept(tmp_path):
