@@ -1,8 +1,9 @@
 """Large vocabularies: sampled softmax, sliced decoding, CSLS by blocks, the statistics score without
 a vocab x vocab matrix, and the sizes `train` picks per device."""
 
+import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -195,3 +196,32 @@ def test_train_resumes_with_the_sizes_it_started_with_not_the_devices(tmp_path):
     path = train_on_run(syn.run.dir, TranslatorConfig(steps=4, **small), out=tmp_path / "out", unset=sizes)
     config = checkpoint_meta(path.parent / "last.safetensors")["config"]
     assert (config["dim"], config["batch_size"], config["crop"], config["steps"]) == (16, 4, 8, 4)
+
+
+def test_train_on_other_languages_refuses_to_resume_and_keeps_the_translator_usable(tmp_path):
+    from sae_translate.bench.synthetic import make_synthetic_run
+    from sae_translate.errors import UserError
+    from sae_translate.store.h5 import RunStore
+    from sae_translate.translator.languages import LanguageConfig, build_languages
+    from sae_translate.translator.run import load_languages, train_on_run
+
+    syn = make_synthetic_run(tmp_path / "run", n_seq=60, ctx=16, d_sae=12, seed=3)
+    syn.run.close()
+    out = tmp_path / "out"
+    small = dict(heads=2, anchor=False, progress=False, eval_every=2, select_sentences=8, device="cpu")
+    cfg = TranslatorConfig(steps=2, dim=16, depth=1, decoder_depth=1, batch_size=4, crop=8, **small)
+    train_on_run(syn.run.dir, cfg, out=out)
+    written = (out / "languages.json").read_text()
+    fewer = LanguageConfig(dense_threshold=0.05)  # drops most of the run's 12 features from the feature language
+    with pytest.raises(UserError, match="trained on other languages"):
+        train_on_run(syn.run.dir, replace(cfg, steps=4), fewer, out=out)
+    assert (out / "languages.json").read_text() == written  # the checkpoint's languages are kept
+    with RunStore.open(syn.run.dir) as run:
+        assert load_languages(run, out).feature_vocab_size == 13
+        # a languages.json that no longer fits the weights (as a failed resume used to leave it) is an
+        # error, not labels of the wrong features
+        other = build_languages(run, fewer)
+        ids = {"feature_ids": other.feature_ids.tolist(), "token_ids": other.token_ids.tolist()}
+        (out / "languages.json").write_text(json.dumps({"language": asdict(fewer), **ids}))
+        with pytest.raises(UserError, match="does not match the translator"):
+            load_languages(run, out)

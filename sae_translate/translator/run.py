@@ -18,6 +18,7 @@ import torch
 from sae_translate.devices import resolve_device
 from sae_translate.distributed import Ranks
 from sae_translate.errors import UserError
+from sae_translate.store.atomic import atomic_write_text
 from sae_translate.store.h5 import RunStore
 from sae_translate.translator.config import with_device_defaults
 from sae_translate.translator.languages import (
@@ -62,17 +63,22 @@ def train_on_run(
     else:
         device = torch.device(resolve_device(Ranks.from_env().device(cfg.device)))
         cfg = with_device_defaults(cfg, device.type, unset)
+    meta_path = out_dir / "languages.json"
+    if last.exists() and meta_path.exists():  # resuming: only on the languages training started on
+        started_on = json.loads(meta_path.read_text())
+        if not _same_words(started_on, languages):
+            raise UserError(
+                f"{out_dir} holds a translator trained on other languages (other language settings, or the "
+                "run was re-extracted); pass another --out or delete it to start afresh"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if Ranks.from_env().main:  # under torchrun every rank builds the same languages; one writes them down
-        (out_dir / "languages.json").write_text(
-            json.dumps(
-                {
-                    "language": asdict(lang_cfg),
-                    "feature_ids": languages.feature_ids.tolist(),
-                    "token_ids": languages.token_ids.tolist(),
-                }
-            )
-        )
+        meta = {
+            "language": asdict(lang_cfg),
+            "feature_ids": languages.feature_ids.tolist(),
+            "token_ids": languages.token_ids.tolist(),
+        }
+        atomic_write_text(meta_path, json.dumps(meta))
     features, text = languages.unsupervised()
     pairs = languages.aligned() if cfg.mode == "aligned" else None
     return train_translator(cfg, features, text, out_dir, pairs, echo)
@@ -85,9 +91,22 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
         raise UserError(f"{meta_path} is missing; retrain with `sae-translate train --run {run.dir}`")
     meta = json.loads(meta_path.read_text())
     languages = build_languages(run, LanguageConfig(**meta["language"]))
-    if languages.feature_ids.tolist() != meta["feature_ids"] or languages.token_ids.tolist() != meta["token_ids"]:
+    if not _same_words(meta, languages):
         raise UserError(f"the run changed since {checkpoint_dir} was trained; retrain the translator")
+    best = checkpoint_dir / "best.safetensors"
+    if best.exists():  # languages.json and the weights must describe the same vocabularies
+        model = checkpoint_meta(best)["model"]
+        if (model["vocab_a"], model["vocab_b"]) != (languages.feature_vocab_size, languages.text_vocab_size):
+            raise UserError(
+                f"{meta_path} does not match the translator in {checkpoint_dir}; "
+                f"delete {checkpoint_dir} and retrain it with `sae-translate train --run {run.dir}`"
+            )
     return languages
+
+
+def _same_words(meta: dict, languages: Languages) -> bool:
+    """Whether languages.json's contents name the same feature and text words as `languages`."""
+    return languages.feature_ids.tolist() == meta["feature_ids"] and languages.token_ids.tolist() == meta["token_ids"]
 
 
 def feature_sentences(
