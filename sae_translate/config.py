@@ -48,6 +48,8 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid TOML: {e}") from e
     name = raw.pop("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{path}: name must be a non-empty string (got {name!r})")
     unknown = [k for k in raw if k not in STAGES]
     if unknown:
         raise UserError(f"{path}: unknown table(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
@@ -103,6 +105,23 @@ def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
     for stage, cls in classes.items():
         if stage in stages:
             check_section(cls, stages[stage], stage)
+    # values the stages check themselves, checked here too: a wrong method name in [label] must not
+    # wait for extract and train to finish
+    if "label" in stages:
+        from sae_translate.label.stage import check_label_options
+        from sae_translate.score.stage import check_scorers
+
+        label = LabelConfig(**{"run": "", **stages["label"]})
+        try:
+            check_label_options(label)
+            check_scorers(tuple(label.scorers), "")  # the world may be built by the [world] stage
+        except UserError as e:
+            raise UserError(f"[label] {e}") from e
+    if "report" in stages:
+        try:
+            ReportConfig(**{"run": "", **stages["report"]}).validate()
+        except UserError as e:
+            raise UserError(f"[report] {e}") from e
     if "train" in stages:
         check_section(TranslatorConfig, stages["train"], "train", also=train_extra_keys())
         modes, language, translator = split_train_section(stages["train"])

@@ -20,6 +20,7 @@ import typer
 
 from sae_translate.bench.hmm import BenchConfig, HMMConfig
 from sae_translate.cli import app
+from sae_translate.errors import UserError
 from sae_translate.extract.extract import ExtractConfig
 from sae_translate.extract.sae_training import TrainSaeConfig
 from sae_translate.label import LabelConfig
@@ -690,6 +691,12 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
         ('[train]\nmodes = ["sideways"]', "[train] modes must name unsupervised or aligned (got 'sideways')"),
         ("[train]\nsteps = 0", "[train] steps and batch size must be positive"),
         ("[train]\nstepz = 5", "[train] has unknown key(s) stepz; valid keys: "),
+        # values a later stage would only reject after extract and train have run
+        ('[label]\nmethods = ["translater"]', "[label] unknown label method 'translater'; choose from "),
+        ('[label]\nscorers = ["ground-truth"]', "[label] unknown scorer 'ground-truth'; choose from "),
+        ('[label]\nfidelity = "f1"', "[label] unknown --fidelity 'f1'; choose from detection, f_beta"),
+        ("[label]\nwindow = 0", "[label] --window must be 1 or more (got 0)"),
+        ("[report]\nmax_cards = -1", "[report] --max-cards must be >= 0"),
     ],
 )
 def test_pipeline_keys_and_types_are_checked_before_any_stage_runs(tmp_path, table, message):
@@ -705,6 +712,15 @@ def test_pipeline_keys_and_types_are_checked_before_any_stage_runs(tmp_path, tab
     if "[train] has unknown key" in message:  # every key [train] takes is listed, the demo's modes among them
         for key in ("modes", "mode", "dense_threshold", "min_count", "variant", "steps", "anchor_starts"):
             assert f" {key}," in result.stderr or result.stderr.rstrip().endswith(f" {key}"), key
+
+
+def test_a_pipeline_name_that_is_no_string_is_a_user_error(tmp_path):
+    from sae_translate.config import load_pipeline
+
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text("name = 3\n[report]\n")
+    with pytest.raises(UserError, match=r"p.toml: name must be a non-empty string \(got 3\)"):
+        load_pipeline(pipeline)
 
 
 def test_loading_a_model_warns_nothing_about_hooked_transformer(tiny_world):

@@ -120,9 +120,8 @@ def label_methods(methods: tuple[str, ...], run_dir: Path) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def label_run(cfg: LabelConfig) -> LabelResult:
-    """Label every alive feature with every method and store labels + held-out examples."""
-    t0 = time.perf_counter()
+def check_label_options(cfg: LabelConfig) -> None:
+    """The options' values, checked before the run is opened (and by a pipeline file's load)."""
     if not cfg.methods:
         raise UserError(f"no label method given; pass --methods {AUTO} or a comma-separated list")
     for method in cfg.methods:  # unknown names fail before the run is opened
@@ -133,6 +132,12 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     check_workers(cfg.workers)  # before any work: a run of baselines alone never starts the describer
+
+
+def label_run(cfg: LabelConfig) -> LabelResult:
+    """Label every alive feature with every method and store labels + held-out examples."""
+    t0 = time.perf_counter()
+    check_label_options(cfg)
     with RunStore.open(cfg.run) as run:
         labelers = {m: get_labeler(m) for m in label_methods(tuple(cfg.methods), run.dir)}
         return _label(run, cfg, labelers, t0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae_translate.errors import UserError
+
 
 @dataclass
 class ReportConfig:
@@ -19,3 +21,7 @@ class ReportConfig:
     max_log_points: int = 1000  # points per training curve (bucket means beyond)
     seed: int = 0
     title: str | None = None  # page title; default: "sae-translate report: RUN_ID"
+
+    def validate(self) -> None:
+        if self.max_cards < 0 or self.max_points < 1:
+            raise UserError("--max-cards must be >= 0 and --max-points >= 1")

@@ -152,8 +152,7 @@ def _run_summary(run: RunStore, tables: LabelTables | None, db: Path | None, run
 
 def write_report(cfg: ReportConfig) -> ReportResult:
     """Write the HTML report of ``cfg.run`` and return where, with what it holds."""
-    if cfg.max_cards < 0 or cfg.max_points < 1:
-        raise UserError("--max-cards must be >= 0 and --max-points >= 1")
+    cfg.validate()
     with RunStore.open(cfg.run) as run:  # a damaged file read on the way becomes one clear error
         return _write(run, cfg)
 
