@@ -155,7 +155,9 @@ def report(cfg: ReportConfig) -> None:
         typer.echo(f"  {section}: {note}")
 
 
-@bench_app.command("hmm")
+@bench_app.command(
+    "hmm", short_help="Unsupervised translation between two HMM languages, scored against the ground truth."
+)
 @with_configs(
     ConfigOptions(HMMConfig, "hmm"),
     ConfigOptions(
@@ -167,7 +169,10 @@ def report(cfg: ReportConfig) -> None:
         "translator",
         only={"steps", "batch_size", "device"},
         base=BenchConfig().translator,
-        help={"steps": "translator steps", "batch_size": "sentences per language per step"},
+        help={
+            k: "(the unsupervised translator's; the aligned bound keeps its own, see --defaults)"
+            for k in ("steps", "batch_size")
+        },
     ),
 )
 def bench_hmm(
@@ -229,7 +234,9 @@ def bench_hmm(
         )
 
 
-@app.command()
+@app.command(
+    short_help="Train the translator between a run's feature language and its text (resumes when interrupted)."
+)
 @with_configs(
     ConfigOptions(
         TranslatorConfig,

@@ -89,6 +89,11 @@ def test_bench_translator_options_default_to_the_benchmarks_translator():
         bench.device,
     )
     assert "lr" not in params  # only the three the benchmark exposes
+    for name in ("steps", "batch_size"):  # the field's help once, then what the option sets
+        text = params[name].help
+        assert text.endswith("(the unsupervised translator's; the aligned bound keeps its own, see --defaults)")
+        assert text.count(field_help(TranslatorConfig)[name]) == 1, text
+    assert params["device"].help == "auto, cpu, cuda, cuda:1, ..."
 
 
 @pytest.mark.parametrize("command, configs", COMMANDS, ids=[c for c, _ in COMMANDS])
@@ -110,6 +115,14 @@ def test_every_option_default_and_help_come_from_the_stage_config(command, confi
                 assert shown == _expected(default, hints[f.name]) or same_path, (command, f.name, shown, default)
             if helps.get(f.name):
                 assert helps[f.name] in (param.help or ""), (command, f.name)
+
+
+@pytest.mark.parametrize("group", ["", "bench"])
+def test_command_lists_show_each_command_in_one_unbroken_sentence(group):
+    commands = (_command(group) if group else typer.main.get_command(app)).commands  # type: ignore[attr-defined]
+    for name, cmd in commands.items():
+        listed = (cmd.short_help or cmd.help or "").split("\n\n")[0]  # what the list shows
+        assert "\n" not in listed.strip(), (name, listed)
 
 
 def test_train_help_gives_each_device_default_instead_of_the_config_default():

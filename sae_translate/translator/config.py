@@ -61,7 +61,7 @@ class TranslatorConfig:
     disc_lr: float = 5e-4
     disc_hidden: int = 128
     # run
-    device: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 0
     checkpoint_every: int = 500
