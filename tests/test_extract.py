@@ -342,6 +342,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, override
     assert not out.exists()
 
 
+def test_force_with_bad_input_keeps_the_run_it_would_replace(world_run, tiny_world, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "activations.h5").write_bytes(world_run.path.read_bytes())
+    before = (out / "activations.h5").read_bytes()
+    for bad in ({"dataset": str(tmp_path / "missing.txt")}, {"model": "no-such-model"}, {"ctx": 64}):
+        with pytest.raises(UserError):
+            extract(_cfg(tiny_world, out, force=True, **bad))
+        assert (out / "activations.h5").read_bytes() == before, bad
+
+
 def test_sae_width_must_match_the_hook(tiny_world, tmp_path):
     from sae_lens import StandardSAE, StandardSAEConfig
 

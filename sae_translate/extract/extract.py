@@ -94,6 +94,7 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         raise UserError(f"context size {cfg.ctx} exceeds the model's {model.cfg.n_ctx}; lower --ctx")
     if model.tokenizer is None:
         raise UserError(f"model {cfg.model!r} has no tokenizer; save one with the checkpoint")
+    _remove_old_run(out, ranks)  # one made with other settings (--force) or unreadable: only now, after the checks
     if ranks.rank == 0:
         _prepare_partial(partial, cfg)
     ranks.barrier()
@@ -359,7 +360,8 @@ def _disk_error(e: BaseException, where: Path) -> BaseException:
 
 
 def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | None:
-    """The finished run to reuse, or None when it should be (re)built."""
+    """The finished run to reuse, or None when it should be (re)built (the old one is removed by
+    _remove_old_run once the new settings have passed their checks)."""
     if not ((out / FILENAME).exists() or (out / MANIFEST).exists()):
         return None
     try:
@@ -374,12 +376,16 @@ def _existing_run(out: Path, cfg: ExtractConfig, ranks: Ranks) -> RunStore | Non
             raise UserError(
                 f"{out} holds a run made with other settings; pass --force to replace it or choose another --out"
             )
+    return None
+
+
+def _remove_old_run(out: Path, ranks: Ranks) -> None:
+    """Remove a finished run (single file or shards) that is about to be rebuilt."""
     ranks.barrier()  # every rank has looked before rank 0 removes anything
     if ranks.rank == 0:
         for old in [out / FILENAME, out / MANIFEST, *out.glob("shard-*.h5")]:
             old.unlink(missing_ok=True)
     ranks.barrier()
-    return None
 
 
 def _check_ranges(cfg: ExtractConfig) -> None:
