@@ -424,6 +424,7 @@ def test_label_translator_aligned_without_a_translator_says_to_train_one(synthet
         (["--workers", "-1"], "error: --workers must be 0 (one per CPU core) or more (got -1)"),
         (["--fidelity", "bogus"], "error: unknown --fidelity 'bogus'"),
         (["--window", "0"], "error: --window must be 1 or more (got 0)"),
+        (["--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_label_rejects_bad_describer_options_even_when_only_baselines_run(synthetic_run, tmp_path, option, message):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sae_translate.devices import resolve_device
 from sae_translate.errors import UserError
 from sae_translate.label.base import (
     Label,
@@ -132,6 +133,7 @@ def check_label_options(cfg: LabelConfig) -> None:
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     check_workers(cfg.workers)  # before any work: a run of baselines alone never starts the describer
+    resolve_device(cfg.device)  # used only once labels are written, by the scorers: checked now
 
 
 def label_run(cfg: LabelConfig) -> LabelResult:
