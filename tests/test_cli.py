@@ -506,6 +506,10 @@ def test_killed_train_resumes_from_a_consistent_checkpoint(synthetic_run, tmp_pa
         (["--steps", "0"], "steps and batch size must be positive"),
         (["--selection", "nosuch"], "selection must be"),
         (["--anchor-model", "nosuch"], "anchor_model must be one of"),
+        (["--dim", "0"], "dim must be 1 or more (got 0)"),
+        (["--heads", "0"], "heads must be 1 or more (got 0)"),
+        (["--eval-every", "0"], "eval_every must be 1 or more (got 0)"),
+        (["--dropout", "1.5"], "dropout must lie in [0, 1) (got 1.5)"),
     ],
 )
 def test_train_rejects_bad_settings_before_writing_anything(synthetic_run, tmp_path, option, message):

@@ -77,6 +77,16 @@ class TranslatorConfig:
             raise UserError(f"mode must be 'unsupervised' or 'aligned' (got {self.mode!r})")
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("steps and batch size must be positive")
+        for name in ("dim", "heads", "eval_every", "checkpoint_every", "select_sentences"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be 1 or more (got {getattr(self, name)})")
+        for name in ("depth", "decoder_depth"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 or more (got {getattr(self, name)})")
+        if self.lr < 0:
+            raise UserError(f"lr must not be negative (got {self.lr})")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"dropout must lie in [0, 1) (got {self.dropout})")
         if self.selection not in ("round_trip", "statistics"):
             raise UserError(f"selection must be 'round_trip' or 'statistics' (got {self.selection!r})")
         if self.anchor_model not in ANCHOR_MODELS:
