@@ -27,7 +27,7 @@ class ExtractConfig:
     top_k_codes: int | None = None  # keep only the k largest codes per token (unset: every code)
     n_top: int = 32  # top activations remembered per feature
     logit_lens_k: int = 10  # tokens kept per feature by the logit lens
-    value_dtype: str = "float16"  # storage dtype of code values
+    value_dtype: str = "float16"  # storage dtype of code values: float16 or float32
     text_column: str = "text"  # column holding the text
     dataset_split: str = "train"  # split of a hub dataset
     dataset_name: str | None = None  # hub dataset configuration

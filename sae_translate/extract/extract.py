@@ -90,6 +90,8 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
     model = load_model(cfg.model, device=str(sae.device), dtype=cfg.dtype, processing=model_kwargs_for(sae))
     hook = check_sae_fits_model(sae, model, cfg.hook)
     _check_width(model, sae, hook)
+    if cfg.top_k_codes and cfg.top_k_codes > sae.cfg.d_sae:
+        raise UserError(f"--top-k-codes {cfg.top_k_codes} exceeds the SAE's {sae.cfg.d_sae} features")
     if cfg.ctx > model.cfg.n_ctx:
         raise UserError(f"context size {cfg.ctx} exceeds the model's {model.cfg.n_ctx}; lower --ctx")
     if model.tokenizer is None:
@@ -394,6 +396,16 @@ def _check_ranges(cfg: ExtractConfig) -> None:
         raise UserError(f"--ctx must be 1 or more (got {cfg.ctx})")
     if not 0 <= cfg.heldout < 1:
         raise UserError(f"--heldout must be in [0, 1) (got {cfg.heldout})")
+    for option, value in (("--batch-size", cfg.batch_size), ("--chunk-seqs", cfg.chunk_seqs), ("--n-top", cfg.n_top)):
+        if value < 1:
+            raise UserError(f"{option} must be 1 or more (got {value})")
+    if cfg.logit_lens_k < 0 or (cfg.top_k_codes is not None and cfg.top_k_codes < 0):
+        raise UserError("--logit-lens-k and --top-k-codes must not be negative")
+    if cfg.value_dtype not in VALUE_DTYPES:  # code values are fractions: an integer type would floor them
+        raise UserError(f"unknown --value-dtype {cfg.value_dtype!r}; choose one of {', '.join(VALUE_DTYPES)}")
+
+
+VALUE_DTYPES = ("float16", "float32")
 
 
 def _remove_if_empty(directory: Path) -> None:
