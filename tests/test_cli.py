@@ -425,6 +425,8 @@ def test_label_translator_aligned_without_a_translator_says_to_train_one(synthet
         (["--fidelity", "bogus"], "error: unknown --fidelity 'bogus'"),
         (["--window", "0"], "error: --window must be 1 or more (got 0)"),
         (["--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
+        (["--label-tokens", "0"], "error: --label-tokens must be 1 or more (got 0)"),
+        (["--n-per-quantile", "-1"], "error: --n-per-quantile must be 0 or more (got -1)"),
     ],
 )
 def test_label_rejects_bad_describer_options_even_when_only_baselines_run(synthetic_run, tmp_path, option, message):

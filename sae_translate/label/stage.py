@@ -128,8 +128,16 @@ def check_label_options(cfg: LabelConfig) -> None:
     for method in cfg.methods:  # unknown names fail before the run is opened
         if method != AUTO:
             get_labeler(method)
-    if cfg.window < 1:
-        raise UserError(f"--window must be 1 or more (got {cfg.window})")
+    for option, value in (("--window", cfg.window), ("--label-tokens", cfg.label_tokens)):
+        if value < 1:  # --label-tokens 0 labelled every feature "<none>"
+            raise UserError(f"{option} must be 1 or more (got {value})")
+    for option, value in (
+        ("--n-top-examples", cfg.n_top_examples),
+        ("--n-quantiles", cfg.n_quantiles),
+        ("--n-per-quantile", cfg.n_per_quantile),
+    ):
+        if value < 0:
+            raise UserError(f"{option} must be 0 or more (got {value})")
     if cfg.fidelity not in CRITERIA:
         raise UserError(f"unknown --fidelity {cfg.fidelity!r}; choose from {', '.join(CRITERIA)}")
     check_workers(cfg.workers)  # before any work: a run of baselines alone never starts the describer
