@@ -353,6 +353,26 @@ def test_cli_writes_the_report_and_fails_in_one_line(labelled_run, tmp_path):
     assert f"--out {tmp_path / 'none'}`" in bad.stderr  # the directory given, not its parent
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--latent-sentences", "0"], "--latent-sentences must be 1 or more (got 0)"),
+        (["--max-log-points", "-3"], "--max-log-points must be 1 or more (got -3)"),
+        (["--n-top-windows", "-1"], "--n-top-windows must be 0 or more (got -1)"),
+    ],
+)
+def test_out_of_range_options_are_one_line_errors_before_the_run_is_read(tmp_path, option, message):
+    out = tmp_path / "report.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sae_translate", "report", "--run", str(tmp_path / "none"), "--out", str(out), *option],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and result.stderr == f"error: {message}\n", result.stderr
+    assert not out.exists()
+
+
 def test_cards_show_a_describer_labels_fidelity(tmp_path):
     """A describer's label shows its fidelity on train tokens (as stored); a baseline's shows none."""
     syn = make_synthetic_run(tmp_path / "run", n_seq=160, ctx=32, d_sae=8, p_fire=0.95, noise_per_token=0.3, seed=3)

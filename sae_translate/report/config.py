@@ -25,3 +25,8 @@ class ReportConfig:
     def validate(self) -> None:
         if self.max_cards < 0 or self.max_points < 1:
             raise UserError("--max-cards must be >= 0 and --max-points >= 1")
+        for option, value in (("--latent-sentences", self.latent_sentences), ("--max-log-points", self.max_log_points)):
+            if value < 1:
+                raise UserError(f"{option} must be 1 or more (got {value})")
+        if self.n_top_windows < 0:
+            raise UserError(f"--n-top-windows must be 0 or more (got {self.n_top_windows})")
