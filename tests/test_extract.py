@@ -279,6 +279,8 @@ def test_killed_extract_resumes_to_the_same_result(tiny_world, tmp_path):
     assert not (killed / "activations.h5").exists()
     n_before = len(list((killed / ".partial").glob("chunk-*.npz")))
     assert 3 <= n_before < 40000 // 32 // 8
+    with pytest.raises(UserError, match="has not finished; wait for it, or rerun the same extract command"):
+        RunStore.open(killed)  # what label, train and report say about it
 
     resumed = _cli(*args, "--out", str(killed))
     assert resumed.returncode == 0, resumed.stderr

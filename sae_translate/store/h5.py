@@ -394,6 +394,11 @@ def write_manifest(run_dir: Path, shards: list[str], attrs: dict) -> None:
 
 def _open_shard(path: Path) -> h5py.File:
     if not path.exists():
+        if (path.parent / ".partial").is_dir():  # extract's resumable chunks: running, or killed
+            raise UserError(
+                f"the extract into {path.parent} has not finished; wait for it, or rerun the same "
+                "extract command to resume it"
+            )
         raise UserError(f"no run at {path}; run `sae-translate extract ... --out {path.parent}` first")
     try:
         f = h5py.File(path, "r")
