@@ -198,7 +198,9 @@ def bench_hmm(
 
         typer.echo(json.dumps(asdict(cfg), indent=1))
         return
-    if ablate:
+    cfg.validate()
+    if ablate:  # the table is written after minutes of training: a path it cannot go to fails now
+        _check_can_write(benchmarks, "--benchmarks")
         rows = run_ablation(cfg)
         write_section(benchmarks, ablation_markdown(rows, cfg))
         for r in rows:
@@ -232,6 +234,18 @@ def bench_hmm(
             f"a perfect model of the pairs, decoded alike {result['predictive_bound']:.3f} "
             f"({result['predictive_gap_closed']:.0%})"
         )
+
+
+def _check_can_write(path: Path, option: str) -> None:
+    """Fail now on a file that could not be written (atomically, beside itself) later."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; choose another {option}")
+    probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another {option}") from e
 
 
 @app.command(

@@ -170,6 +170,22 @@ def test_true_defaults_can_be_switched_off_and_lists_are_parsed():
     assert ctx.params["aligned"] is False and ctx.params["train_sentences"] == 10
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--test-sentences", "0"], "error: --train-sentences and --test-sentences must be 1 or more (got 20000, 0)"),
+        (["--ablate", "--benchmarks", "{tmp}/missing/B.md"], "error: cannot write {tmp}/missing/B.md: "),
+        (["--ablate", "--benchmarks", "{tmp}"], "error: {tmp} is a directory; choose another --benchmarks"),
+    ],
+)
+def test_bench_hmm_rejects_bad_settings_before_training(tmp_path, option, message):
+    # each of these used to train for minutes first (the ablation table was only written at the end)
+    result = _cli("bench", "hmm", *[o.replace("{tmp}", str(tmp_path)) for o in option], timeout=60)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(message.replace("{tmp}", str(tmp_path))), result.stderr
+
+
 def test_readme_command_table_names_only_real_options():
     """Every --option the README's command table shows exists on that command."""
     readme = (ROOT / "README.md").read_text()

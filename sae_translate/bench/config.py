@@ -93,3 +93,12 @@ class BenchConfig:
     n_test: int = 1000  # held-out parallel pairs
     aligned: bool = True  # also train on true pairs: the supervised upper bound
     out_dir: str = ""  # keep checkpoints and logs here ("" = a temporary directory)
+
+    def validate(self) -> None:
+        """Every setting, before the HMM is drawn or a translator trains."""
+        self.hmm.validate()
+        if self.n_train < 1 or self.n_test < 1:
+            raise UserError(
+                f"--train-sentences and --test-sentences must be 1 or more (got {self.n_train}, {self.n_test})"
+            )
+        self.translator.validate()

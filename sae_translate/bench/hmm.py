@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from sae_translate.bench.config import BENCH_TRANSLATOR as BENCH_TRANSLATOR  # re-exported
 from sae_translate.bench.config import BenchConfig, HMMConfig
 from sae_translate.bench.config import bench_translator as bench_translator  # re-exported
+from sae_translate.store.atomic import atomic_write_text
 from sae_translate.translator.anchor import WordDictionary, induce_dictionary
 from sae_translate.translator.hmm_anchor import FittedHMM, HMMAnchor, posteriors
 from sae_translate.translator.model import Translator
@@ -347,4 +348,4 @@ def write_section(path: Path, section: str) -> None:
     else:
         nxt = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1 :])
-    path.write_text(text)
+    atomic_write_text(path, text)
