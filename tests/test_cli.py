@@ -453,6 +453,15 @@ def test_label_rejects_bad_describer_options_even_when_only_baselines_run(synthe
     assert not db.exists()
 
 
+@pytest.mark.parametrize("where, message", [("{tmp}", "is a directory; pass a database file as --db")])
+def test_label_refuses_a_database_path_it_could_not_write_before_labelling(synthetic_run, tmp_path, where, message):
+    db = where.replace("{tmp}", str(tmp_path))
+    result = _cli("label", "--run", str(synthetic_run), "--methods", "describe-corpus", "--db", db)
+    assert result.returncode == 1
+    # one line: no describer progress before it, the labels were not computed
+    assert result.stderr.strip().splitlines() == [f"error: {db} {message}"], result.stderr
+
+
 @pytest.mark.parametrize(
     "option, message",
     [

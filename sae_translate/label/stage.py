@@ -148,6 +148,7 @@ def label_run(cfg: LabelConfig) -> LabelResult:
     """Label every alive feature with every method and store labels + held-out examples."""
     t0 = time.perf_counter()
     check_label_options(cfg)
+    label_db.check_db_writable(cfg.db)  # labelling a large run takes long: a bad --db fails first
     with RunStore.open(cfg.run) as run:
         labelers = {m: get_labeler(m) for m in label_methods(tuple(cfg.methods), run.dir)}
         return _label(run, cfg, labelers, t0)

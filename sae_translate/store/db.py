@@ -37,6 +37,7 @@ import duckdb
 
 from sae_translate.errors import UserError
 from sae_translate.store import DEFAULT_DB
+from sae_translate.store.atomic import check_writable
 
 if TYPE_CHECKING:  # imported where rows are written: a read-only query does not need it
     import pyarrow as pa
@@ -130,10 +131,28 @@ def _lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 
 
+def check_db_writable(db: str | Path) -> None:
+    """Fail before any work on a database path that a write could not go to (a directory, or a
+    folder that cannot be written); what a writer would leave anyway, the lock file, is all it creates."""
+    db = Path(db)
+    if db.is_dir():
+        raise UserError(f"{db} is a directory; pass a database file as --db")
+    if not db.parent.is_dir():
+        check_writable(db.parent, "--db")  # created by the write
+        return
+    try:
+        open(_lock_path(db), "a").close()
+    except OSError as e:
+        raise UserError(f"cannot write {db}: {e.strerror or e}; choose another --db") from e
+
+
 @contextmanager
 def _writer_lock(db: Path, timeout_s: float) -> Iterator[None]:
     """Exclusive lock between writer processes (readers never take it)."""
-    lock_file = open(_lock_path(db), "a+")
+    try:
+        lock_file = open(_lock_path(db), "a+")
+    except OSError as e:
+        raise UserError(f"cannot write {db}: {e.strerror or e}; choose another --db") from e
     deadline = time.monotonic() + timeout_s
     try:
         while True:
