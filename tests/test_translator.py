@@ -280,6 +280,18 @@ def test_mismatched_checkpoint_is_a_user_error(hmm_data, tmp_path):
         Trainer(TranslatorConfig(steps=4, **{**TINY, "dim": 32}), a, b, tmp_path)
 
 
+def test_a_damaged_checkpoint_is_a_user_error(hmm_data, tmp_path):
+    a, b = corpora(hmm_data)
+    train_translator(TranslatorConfig(steps=2, **TINY), a, b, tmp_path)
+    for name in ("best.safetensors", "last.safetensors"):  # cut short, as by a copy that did not finish
+        path = tmp_path / name
+        path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match="best.safetensors is damaged"):
+        load_translator(tmp_path)
+    with pytest.raises(UserError, match="last.safetensors is damaged"):
+        Trainer(TranslatorConfig(steps=4, **TINY), a, b, tmp_path)  # the resume reads it
+
+
 def test_beam_search_returns_the_exact_best_sequences():
     g = torch.Generator().manual_seed(0)
     log_probs = torch.randn(3, 4, generator=g).log_softmax(-1)

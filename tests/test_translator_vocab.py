@@ -225,3 +225,6 @@ def test_train_on_other_languages_refuses_to_resume_and_keeps_the_translator_usa
         (out / "languages.json").write_text(json.dumps({"language": asdict(fewer), **ids}))
         with pytest.raises(UserError, match="does not match the translator"):
             load_languages(run, out)
+        (out / "languages.json").write_text(written[:40])  # cut short
+        with pytest.raises(UserError, match="languages.json is damaged"):
+            load_languages(run, out)

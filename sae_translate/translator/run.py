@@ -65,7 +65,7 @@ def train_on_run(
         cfg = with_device_defaults(cfg, device.type, unset)
     meta_path = out_dir / "languages.json"
     if last.exists() and meta_path.exists():  # resuming: only on the languages training started on
-        started_on = json.loads(meta_path.read_text())
+        started_on = _read_languages_json(meta_path)
         if not _same_words(started_on, languages):
             raise UserError(
                 f"{out_dir} holds a translator trained on other languages (other language settings, or the "
@@ -89,7 +89,7 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
     meta_path = checkpoint_dir / "languages.json"
     if not meta_path.exists():
         raise UserError(f"{meta_path} is missing; retrain with `sae-translate train --run {run.dir}`")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_languages_json(meta_path)
     languages = build_languages(run, LanguageConfig(**meta["language"]))
     if not _same_words(meta, languages):
         raise UserError(f"the run changed since {checkpoint_dir} was trained; retrain the translator")
@@ -102,6 +102,16 @@ def load_languages(run: RunStore, checkpoint_dir: Path) -> Languages:
                 f"delete {checkpoint_dir} and retrain it with `sae-translate train --run {run.dir}`"
             )
     return languages
+
+
+def _read_languages_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+        if not {"language", "feature_ids", "token_ids"} <= set(meta):
+            raise ValueError("keys missing")
+        return meta
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path} is damaged ({e}); delete {path.parent} and retrain with `sae-translate train`") from e
 
 
 def _same_words(meta: dict, languages: Languages) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -441,7 +441,7 @@ class Trainer:
                 f"{path} was trained with a different model or vocabulary; "
                 "use a new output directory or delete the old checkpoint"
             )
-        tensors = load_file(str(path))
+        tensors = _read_checkpoint(path, lambda p: load_file(str(p)))
         sub = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
         self.model.load_weights(sub("model."))
         self.disc.load_state_dict(sub("disc."))
@@ -552,13 +552,27 @@ def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict) -> Path:
     return path
 
 
+def _read_checkpoint(path: Path, read):
+    """read(path), a damaged (cut or overwritten) checkpoint file a one-line error."""
+    try:
+        return read(path)
+    except (SafetensorError, ValueError) as e:
+        raise UserError(
+            f"{path} is damaged ({str(e).splitlines()[0]}); delete {path.parent} and retrain with `sae-translate train`"
+        ) from e
+
+
+def _header(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def checkpoint_meta(path: str | Path) -> dict:
     """A checkpoint's metadata: from its header, or from the .json beside it (older checkpoints)."""
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
+    header = _read_checkpoint(path, _header)
     if META_KEY in header:
-        return json.loads(header[META_KEY])
+        return _read_checkpoint(path, lambda _: json.loads(header[META_KEY]))
     side = path.with_suffix(".json")
     if not side.exists():
         raise UserError(f"{path} has no metadata and no {side.name}; retrain it with `sae-translate train`")
@@ -610,7 +624,7 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
         raise UserError(f"no translator checkpoint at {path}; train one with `sae-translate train`")
     meta = checkpoint_meta(path)
     model = Translator(ModelConfig(**meta["model"]))
-    tensors = load_file(str(path))
+    tensors = _read_checkpoint(path, lambda p: load_file(str(p)))
     if any(k.startswith("model.") for k in tensors):
         tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_weights(tensors)
