@@ -81,8 +81,9 @@ def _language_keys() -> dict[str, Any]:
 def split_train_section(section: Mapping[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """A [train] table as (the modes to train, LanguageConfig keys, TranslatorConfig keys)."""
     translator = dict(section)
+    if "mode" in translator and "modes" in translator:
+        raise UserError("[train] sets both mode and modes; keep one (modes = [...] trains several)")
     modes = translator.pop("modes", [translator.pop("mode", "unsupervised")])
-    translator.pop("mode", None)
     language = {k: translator.pop(k) for k in _language_keys().keys() & translator.keys()}
     return list(modes), language, translator
 

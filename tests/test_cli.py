@@ -735,6 +735,7 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
         ("[report]\nmax_cards = 1.5", "[report] max_cards must be an integer (got 1.5)"),
         ('[train]\nmodes = ["sideways"]', "[train] modes must name unsupervised or aligned (got 'sideways')"),
         ("[train]\nsteps = 0", "[train] steps and batch size must be positive"),
+        ('[train]\nmode = "aligned"\nmodes = ["unsupervised"]', "[train] sets both mode and modes; keep one"),
         ("[train]\nstepz = 5", "[train] has unknown key(s) stepz; valid keys: "),
         # values a later stage would only reject after extract and train have run
         ('[label]\nmethods = ["translater"]', "[label] unknown label method 'translater'; choose from "),

@@ -552,3 +552,20 @@ def test_version_5_database_drops_the_constant_baseline_from_best_labels_on_writ
     assert best == [("top-tokens", 0.6)]
     version = db.run_query("SELECT value FROM meta WHERE key = 'schema_version'", path).rows
     assert version == [(str(db.SCHEMA_VERSION),)]
+
+
+def test_a_db_that_is_no_label_database_fails_before_any_work(tmp_path):
+    junk = tmp_path / "junk.duckdb"
+    junk.write_text("hi\n")
+    with pytest.raises(UserError, match="junk.duckdb") as err:
+        db.check_db_writable(junk)
+    assert "\n" not in str(err.value) and ".tmp" not in str(err.value)
+    newer = tmp_path / "newer.duckdb"
+    db.write_label_stage(newer, "a", _stage(2))
+    con = duckdb.connect(str(newer))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(UserError, match="schema version 99"):
+        db.check_db_writable(newer)
+    db.check_db_writable(tmp_path / "new.duckdb")  # a database yet to be made is fine
+    db.check_db_writable(newer.with_name("fresh") / "x.duckdb")  # so is one in a folder yet to be made

@@ -179,13 +179,25 @@ def test_trainer_updates_touch_only_their_own_network(hmm_data, tmp_path):
     assert last < first - 0.05  # the discriminator learns to tell the languages apart
 
 
-def test_a_step_without_any_active_loss_is_a_clear_error(hmm_data, tmp_path):
-    """No anchor, no denoising and back-translation not yet started: nothing to learn from."""
+@pytest.mark.parametrize(
+    "settings, idle",
+    [
+        (dict(anchor=False, bt_start=3), 0),  # back-translation not yet started: nothing to learn from
+        (dict(dictionary_until=2, bt_start=4), 2),  # the anchor stops before back-translation starts
+        (dict(dictionary_until=3, bt_start=3), None),  # one takes over where the other stops
+        (dict(anchor=False, bt_start=3, denoise=1.0), None),
+        (dict(anchor=False, bt_start=9), 0),
+    ],
+)
+def test_a_step_without_any_active_loss_is_found_before_training(hmm_data, tmp_path, settings, idle):
     a, b = corpora(hmm_data)
-    cfg = TranslatorConfig(steps=5, anchor=False, denoise=0.0, adversarial=0.0, bt_start=3, **TINY)
-    trainer = Trainer(cfg, a, b, tmp_path)
-    with pytest.raises(UserError, match="no loss is active at step 0"):
-        trainer.model_update()
+    cfg = TranslatorConfig(**{"steps": 5, "denoise": 0.0, "adversarial": 0.0, **TINY, **settings})
+    assert cfg.first_step_without_loss() == idle
+    if idle is None:
+        Trainer(cfg, a, b, tmp_path).model_update()
+    else:
+        with pytest.raises(UserError, match=f"no loss is active at step {idle}"):
+            Trainer(cfg, a, b, tmp_path)
 
 
 def test_variational_bottleneck_reports_a_kl_that_trains_mu_and_logvar():

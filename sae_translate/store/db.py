@@ -144,6 +144,19 @@ def check_db_writable(db: str | Path) -> None:
         open(_lock_path(db), "a").close()
     except OSError as e:
         raise UserError(f"cannot write {db}: {e.strerror or e}; choose another --db") from e
+    if db.is_file():  # a file that is no DuckDB database, or one of another schema version
+        con = connect_readonly(db)
+        try:
+            _check_version(_schema_version(con), db)
+        finally:
+            con.close()
+
+
+def _check_version(version: int | None, db: Path) -> None:
+    if version is not None and version != SCHEMA_VERSION and version not in MIGRATES_FROM:
+        raise UserError(
+            f"{db} has label schema version {version}, this package writes {SCHEMA_VERSION}; write to a new --db file"
+        )
 
 
 @contextmanager
@@ -175,10 +188,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, db: Path) -> None:
     """Create the tables, or bring an older database up to this version (on the private copy, so
     the live file changes only when the whole write succeeds)."""
     version = _schema_version(con)
-    if version is not None and version != SCHEMA_VERSION and version not in MIGRATES_FROM:
-        raise UserError(
-            f"{db} has label schema version {version}, this package writes {SCHEMA_VERSION}; write to a new --db file"
-        )
+    _check_version(version, db)
     if version in MIGRATES_FROM:  # rebuilt below with this version's column types
         con.execute("DROP VIEW IF EXISTS best_labels")
         con.execute("DROP TABLE IF EXISTS best_label_rows")

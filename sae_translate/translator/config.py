@@ -19,7 +19,7 @@ ANCHOR_MODELS = ("words", "hmm")
 @dataclass
 class TranslatorConfig:
     mode: str = "unsupervised"  # "unsupervised": monolingual corpora only; "aligned": true pairs
-    steps: int = 2000  # optimiser steps (a rerun with more steps resumes from the last checkpoint)
+    steps: int = 2000  # optimiser steps (rerun into the same checkpoint directory with more, it resumes)
     batch_size: int = 64  # sentences per language per step
     crop: int = 0  # train on random windows of this many positions (0: whole sentences); positions are relative
     lr: float = 5e-4  # peak learning rate (AdamW), after a linear warmup and before a cosine decay to a tenth
@@ -95,6 +95,27 @@ class TranslatorConfig:
             raise UserError(f"anchor_states must be at least 2 (got {self.anchor_states})")
         if self.kl > 0 and not self.variational:
             raise UserError("a KL weight needs the variational bottleneck: set variational=True")
+        idle = self.first_step_without_loss()
+        if idle is not None:  # found now, not after the languages are built and written
+            raise UserError(
+                f"no loss is active at step {idle}: denoise {self.denoise}, anchor {self.anchor} "
+                f"(until step {self.dictionary_until}), back-translation from step {self.bt_start}; "
+                "enable one of them for every step"
+            )
+
+    def first_step_without_loss(self) -> int | None:
+        """The first step at which no loss term would act (None: every step has one). Adversarial
+        and KL terms act on what the others encode, so they never act alone."""
+        if self.mode == "aligned" or self.denoise > 0:
+            return None
+        never = self.steps
+        anchor_until = (
+            (self.dictionary_until if self.dictionary_until >= 0 else never)
+            if self.anchor and self.dictionary_weight > 0
+            else 0
+        )
+        bt_from = self.bt_start if self.back_translation > 0 else never
+        return anchor_until if anchor_until < min(bt_from, self.steps) else None
 
     def noise(self) -> NoiseConfig:
         from sae_translate.translator.losses import NoiseConfig  # torch: only when training
