@@ -14,6 +14,7 @@ found when the file is loaded, before any stage runs, so typos do not pass silen
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -88,6 +89,12 @@ def split_train_section(section: Mapping[str, Any]) -> tuple[list[str], dict[str
     return list(modes), language, translator
 
 
+def _as_file_keys(error: UserError) -> str:
+    """A stage's message about its command-line options, in a pipeline file's words: "--n-top-examples"
+    is the key n_top_examples there."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), str(error))
+
+
 def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
     """Every table's keys and value types, and the translator's settings, checked at once: a typo in
     a late table fails before the early stages spend their minutes."""
@@ -117,12 +124,12 @@ def check_stages(stages: Mapping[str, Mapping[str, Any]]) -> None:
             check_label_options(label)
             check_scorers(tuple(label.scorers), "")  # the world may be built by the [world] stage
         except UserError as e:
-            raise UserError(f"[label] {e}") from e
+            raise UserError(f"[label] {_as_file_keys(e)}") from e
     if "report" in stages:
         try:
             ReportConfig(**{"run": "", **stages["report"]}).validate()
         except UserError as e:
-            raise UserError(f"[report] {e}") from e
+            raise UserError(f"[report] {_as_file_keys(e)}") from e
     if "train" in stages:
         check_section(TranslatorConfig, stages["train"], "train", also=train_extra_keys())
         modes, language, translator = split_train_section(stages["train"])

@@ -740,9 +740,10 @@ def test_pipeline_files_configure_every_stage_with_valid_keys(path):
         # values a later stage would only reject after extract and train have run
         ('[label]\nmethods = ["translater"]', "[label] unknown label method 'translater'; choose from "),
         ('[label]\nscorers = ["ground-truth"]', "[label] unknown scorer 'ground-truth'; choose from "),
-        ('[label]\nfidelity = "f1"', "[label] unknown --fidelity 'f1'; choose from detection, f_beta"),
-        ("[label]\nwindow = 0", "[label] --window must be 1 or more (got 0)"),
-        ("[report]\nmax_cards = -1", "[report] --max-cards must be >= 0"),
+        ('[label]\nfidelity = "f1"', "[label] unknown fidelity 'f1'; choose from detection, f_beta"),
+        ("[label]\nwindow = 0", "[label] window must be 1 or more (got 0)"),
+        ("[label]\nn_top_examples = -1", "[label] n_top_examples must be 0 or more (got -1)"),
+        ("[report]\nmax_cards = -1", "[report] max_cards must be >= 0"),
     ],
 )
 def test_pipeline_keys_and_types_are_checked_before_any_stage_runs(tmp_path, table, message):
