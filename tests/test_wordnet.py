@@ -88,6 +88,16 @@ def test_adjectives_reach_the_nouns_they_are_derived_with(wn):
     assert weather.name == "weather" and {vocab[i] for i in weather.token_ids} == {"rainy", "windy", "cloudy"}
 
 
+def test_numerals_are_numbers(wn):
+    vocab = "2 5 6 9 12 seven ten apple pear dog cat red blue house river music book idea chair table".split()
+    index = CategoryIndex(vocab, wn)
+    ids = {t: i for i, t in enumerate(vocab)}
+    number = index.propose({ids[w]: 1.0 for w in ("2", "6", "9", "5")})[0]
+    assert number.name == "number"
+    assert {"2", "5", "6", "9", "12", "seven", "ten"} <= {vocab[i] for i in number.token_ids}
+    assert not {"apple", "dog", "red"} & {vocab[i] for i in number.token_ids}
+
+
 def test_function_words_and_punctuation_have_no_category(index):
     assert index.propose({ID[t]: 1.0 for t in ("the", ".", "Ġthe", "Ġ.", "of", "a", "in", "is", "123")}) == []
     assert index.propose({}) == []
@@ -105,7 +115,10 @@ def test_function_words_and_punctuation_have_no_category(index):
         (".", None),
         ("Ġthe", None),
         ("##ing", None),
-        ("123", None),
+        ("123", "123"),  # numerals are words WordNet may name
+        ("Ġ7", "7"),
+        ("12345", None),
+        ("1.5", None),
         ("x", None),
         ("'s", None),
     ],

@@ -47,8 +47,9 @@ STRUCTURAL = ("sentence_start", "sentence_end")
 # WordNet categories shown under a noun that is not one of their lemmas. WordNet files the number
 # words ("five", "twenty") mostly as satellites of the adjective cluster cardinal.a.02, whose only
 # lemma reads as the bird or the churchman; their noun senses sit under number.n.02 but carry few
-# SemCor tags, so the adjective cluster is the category that covers them
-NOUN_NAMES = {"cardinal.a.02": "number"}
+# SemCor tags, so the adjective cluster is the category that covers them. digit.n.01's most tagged
+# lemma, "figure", reads as a shape or a person.
+NOUN_NAMES = {"cardinal.a.02": "number", "digit.n.01": "digit"}
 # A closed word class ("modal verb") claims every one of its few, well-known members: within the
 # fidelity tie a set of up to three of its words (complexity 1 + 0.5 per extra word) is the simpler
 # statement, and the class wins only where it detects the feature better (measured: "his" ->

@@ -77,6 +77,7 @@ FUNCTION_WORDS = frozenset(
 
 _MARKERS = ("Ġ", "▁", "Ċ", " ")  # leading word-boundary markers of BPE / SentencePiece vocabularies
 _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+_NUMERAL = re.compile(r"[0-9]{1,4}")
 _POS = ("n", "v", "a")  # nouns, verbs, adjectives (satellites come with "a")
 
 
@@ -234,11 +235,13 @@ class Category:
 
 
 def normalise_token(token: str) -> str | None:
-    """The lower-case English word a vocabulary token spells, or None for punctuation, numbers,
-    continuation pieces and function words."""
+    """The lower-case English word a vocabulary token spells (numerals too: WordNet names "7" and
+    "12" as it names "seven"), or None for punctuation, continuation pieces and function words."""
     if token.startswith("##"):
         return None
     word = token.lstrip("".join(_MARKERS)).strip().lower()
+    if _NUMERAL.fullmatch(word):
+        return word
     if len(word) < 2 or not _WORD.fullmatch(word) or word in FUNCTION_WORDS:
         return None
     return word
