@@ -38,6 +38,20 @@ def test_onnx_int8_stays_close(reference):
     assert (np.argmax(got @ reference.T, axis=1) == np.arange(len(TEXTS))).all()
 
 
+def test_names_are_embedded_exactly_whatever_they_are_batched_with(monkeypatch):
+    """int8 activations are scaled per batch: a text's embedding moves with its batch mates. The
+    backend name matching uses (exact_backend) gives a text the same embedding alone or batched."""
+    text, mates = TEXTS[4], TEXTS[:4] + TEXTS[5:]
+    int8 = embedder.load_encoder("cpu", "onnx-int8")
+    moved = float(int8.encode([text])[0] @ int8.encode([text, *mates])[0])
+    monkeypatch.delenv("SAE_TRANSLATE_EMBEDDER", raising=False)
+    exact = embedder.load_encoder("cpu", embedder.exact_backend())
+    kept = float(exact.encode([text])[0] @ exact.encode([text, *mates])[0])
+    assert moved < 0.9995 < kept
+    monkeypatch.setenv("SAE_TRANSLATE_EMBEDDER", "torch")
+    assert embedder.exact_backend() == "torch"  # a chosen exact backend is kept
+
+
 def test_length_batches_cover_every_index_within_budget():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 300, 1000).tolist()

@@ -69,6 +69,14 @@ def resolve_backend(device: str, backend: str | None = None) -> str:
     return backend if device == "cpu" else "torch"  # the ONNX graphs run on CPU
 
 
+def exact_backend() -> str:
+    """The chosen backend, or the fp32 graph where that is the int8 one. Quantised activations are
+    scaled per batch, so an int8 embedding moves with the texts batched beside it (cosine ~0.99 to
+    itself alone): fine for an AUROC over many windows, not for an argmax over a few names."""
+    chosen = os.environ.get("SAE_TRANSLATE_EMBEDDER", DEFAULT_BACKEND)
+    return "onnx" if chosen == "onnx-int8" else chosen
+
+
 @lru_cache(maxsize=4)
 def load_encoder(device: str = "cpu", backend: str | None = None) -> Encoder:
     """The encoder for ``device`` and ``backend``, loaded once per process."""

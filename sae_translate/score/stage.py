@@ -20,7 +20,7 @@ from sae_translate.label import LabelConfig, LabelResult, label_run
 from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.examples import HeldoutSlice, heldout_seqs_for
 from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
-from sae_translate.score.embedder import TextEmbedder
+from sae_translate.score.embedder import TextEmbedder, exact_backend
 from sae_translate.score.embedding import embedding_scores
 from sae_translate.score.ground_truth import (
     PlantedConcepts,
@@ -157,8 +157,12 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
     needs_rules = bool(scorers & {"detection", "simulation"}) or world is not None
     evaluator = rule_evaluator(run.vocab)[0] if needs_rules else None
     view = evaluator.view(data.tokens) if evaluator is not None else None
-    embeddings = (
-        TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings") if scorers & {"embedding", "name_match"} else None
+    embeddings = TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings") if "embedding" in scorers else None
+    # name match is an argmax over the concepts' phrases, a few hundred texts: embedded exactly
+    name_embeddings = (
+        TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings", backend=exact_backend())
+        if "name_match" in scorers
+        else None
     )
     window_emb = None
     if "embedding" in scorers and embeddings is not None:
@@ -219,11 +223,11 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
                     run.vocab,
                 )
                 add(method, "ground_truth", feats, values, n_labelled)
-            if "name_match" in scorers and embeddings is not None:
+            if "name_match" in scorers and name_embeddings is not None:
                 phrases, owner = concept_phrases(truth.world.config.concepts)
                 values = name_match(
-                    embeddings([labels[f].text for f in feats.tolist()]),
-                    embeddings(phrases),
+                    name_embeddings([labels[f].text for f in feats.tolist()]),
+                    name_embeddings(phrases),
                     owner,
                     np.array([truth.column[concept_of[f]] for f in feats.tolist()], dtype=np.int64),
                 )
