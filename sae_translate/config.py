@@ -195,12 +195,9 @@ def check_section(cls: type, section: Mapping[str, Any], where: str, also: Mappi
             raise UserError(f"[{where}] {key} must be {_describe(valid[key])} (got {value!r})")
 
 
-def build_config(
-    cls: type, section: dict[str, Any], where: str, also: Mapping[str, Any] | None = None, **defaults: Any
-):
-    """cls(**defaults, **section), with one-line errors for unknown or missing keys and mistyped values
-    (`also`: keys the table may hold beside cls's fields, taken out of `section` by the caller)."""
-    check_section(cls, section, where, also)
+def build_config(cls: type, section: dict[str, Any], where: str, **defaults: Any):
+    """cls(**defaults, **section), with one-line errors for unknown or missing keys and mistyped values."""
+    check_section(cls, section, where)
     names = {f.name for f in dataclasses.fields(cls)}
     merged = {k: v for k, v in defaults.items() if k in names} | section
     try:

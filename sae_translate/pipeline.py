@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_translate.config import PipelineConfig, build_config, load_pipeline, split_train_section, train_extra_keys
+from sae_translate.config import PipelineConfig, build_config, load_pipeline, split_train_section
 from sae_translate.errors import UserError
 from sae_translate.store.db import QueryResult, connect_readonly
 
@@ -74,10 +74,9 @@ def stage_train(state: PipelineState, section: dict) -> None:
 
     modes, language_keys, translator = split_train_section(section)
     language = build_config(LanguageConfig, language_keys, "train")
-    extra = train_extra_keys()
     run_dir = str(state.run_dir or state.config.run_dir)
     for mode in modes:
-        cfg = build_config(TranslatorConfig, {**translator, "mode": mode}, "train", also=extra)
+        cfg = build_config(TranslatorConfig, {**translator, "mode": mode}, "train")
         path = train_on_run(run_dir, cfg, language)
         print(f"   {mode} translator: {path}")
 

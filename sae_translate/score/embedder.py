@@ -291,7 +291,8 @@ class TextEmbedder:
 
     def __init__(self, device: str = "auto", cache_dir: Path | None = None, backend: str | None = None):
         self.device, self.backend = resolve_device(device), backend
-        self.dir = None if cache_dir is None else Path(cache_dir) / resolve_backend(self.device, backend)
+        self.resolved = resolve_backend(self.device, backend)  # the backend that embeds, by name
+        self.dir = None if cache_dir is None else Path(cache_dir) / self.resolved
         self.rows: dict[bytes, int] = {}
         self.parts: list[np.ndarray] = []
         self.emb = np.zeros((0, DIM), dtype=np.float32)

@@ -20,7 +20,7 @@ from sae_translate.label import LabelConfig, LabelResult, label_run
 from sae_translate.label.describe import rule_evaluator
 from sae_translate.label.examples import HeldoutSlice, heldout_seqs_for
 from sae_translate.label.rules import Rule, RuleEvaluator, TokenView
-from sae_translate.score.embedder import TextEmbedder, exact_backend
+from sae_translate.score.embedder import TextEmbedder, exact_backend, resolve_backend
 from sae_translate.score.embedding import embedding_scores
 from sae_translate.score.ground_truth import (
     PlantedConcepts,
@@ -158,12 +158,13 @@ def _score(run: RunStore, cfg: ScoreConfig, t0: float) -> ScoreResult:
     evaluator = rule_evaluator(run.vocab)[0] if needs_rules else None
     view = evaluator.view(data.tokens) if evaluator is not None else None
     embeddings = TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings") if "embedding" in scorers else None
-    # name match is an argmax over the concepts' phrases, a few hundred texts: embedded exactly
-    name_embeddings = (
-        TextEmbedder(cfg.device, cache_dir=run.dir / "embeddings", backend=exact_backend())
-        if "name_match" in scorers
-        else None
-    )
+    # name match is an argmax over the concepts' phrases, a few hundred texts: embedded exactly (by
+    # the same embedder where the chosen one is exact already)
+    name_embeddings = None
+    if "name_match" in scorers:
+        exact = exact_backend()
+        reuse = embeddings is not None and embeddings.resolved == resolve_backend(embeddings.device, exact)
+        name_embeddings = embeddings if reuse else TextEmbedder(cfg.device, run.dir / "embeddings", exact)
     window_emb = None
     if "embedding" in scorers and embeddings is not None:
         embeddings.add([by_method[m][int(f)].text for m in methods for f in sset.features if int(f) in by_method[m]])
